@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Each does its own
+# set-up on a fresh machine: the virtual environment, dependencies, the local
+# cluster binary (built from Kubernetes' Go modules, cached afterwards).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# Go is often installed outside PATH (e.g. /usr/local/go); look there too.
+export PATH := $(PATH):/usr/local/go/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test test-go test-python localcluster clean
+
+demo: localcluster
+	$(BIN)/gitops demo
+
+test: test-go test-python
+
+test-go:
+	cd localcluster && CGO_ENABLED=0 go test ./fakekubelet/
+
+test-python: localcluster
+	$(BIN)/pytest
+
+localcluster: $(INSTALLED)
+	$(BIN)/gitops localcluster build
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

