@@ -7,11 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Go is often installed outside PATH (e.g. /usr/local/go); look there too.
-export PATH := $(PATH):/usr/local/go/bin
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test test-go test-python localcluster clean
+.PHONY: demo test test-go test-python test-deps localcluster clean
 
 demo: localcluster
 	$(BIN)/gitops demo
@@ -21,8 +21,14 @@ test: test-go test-python
 test-go:
 	cd localcluster && CGO_ENABLED=0 go test ./fakekubelet/
 
-test-python: localcluster
+test-python: localcluster test-deps
 	$(BIN)/pytest
+
+# git daemon/http-backend, sshd and gpg for the Git remotes of the tests (Debian
+# packages, needs root), and helm built with Go into ~/go/bin.
+test-deps:
+	bash scripts/install-test-deps.sh
+	bash scripts/install-helm.sh
 
 localcluster: $(INSTALLED)
 	$(BIN)/gitops localcluster build
