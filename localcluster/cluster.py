@@ -155,17 +155,17 @@ class LocalCluster:
 
         on_progress("starting etcd")
         start("etcd")
-        self._wait("etcd to be healthy", deadline, record,
+        self._wait("etcd to be healthy", deadline,
                    lambda: _etcd_healthy(ports.etcd_client))
         on_progress("starting kube-apiserver")
         start("apiserver")
-        self._wait("kube-apiserver /readyz", deadline, record, lambda: api.get_text("/readyz") == "ok")
+        self._wait("kube-apiserver /readyz", deadline, lambda: api.get_text("/readyz") == "ok")
         on_progress("starting kube-controller-manager, kube-scheduler and the kubelet")
         for component in ("controller-manager", "scheduler", "kubelet"):
             start(component)
-        self._wait(f"node {self.node_name} to be Ready", deadline, record,
+        self._wait(f"node {self.node_name} to be Ready", deadline,
                    lambda: _node_ready(api.get_json(f"/api/v1/nodes/{self.node_name}")))
-        self._wait("the default service account", deadline, record,
+        self._wait("the default service account", deadline,
                    lambda: api.get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None)
 
     def _spawn(self, binary: Path, component: str, args: list[str]) -> int:
@@ -180,10 +180,12 @@ class LocalCluster:
         log.close()
         return process.pid
 
-    def _wait(self, what: str, deadline: float, record: ClusterRecord, ready: Callable[[], bool]) -> None:
+    def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
         while True:
-            for component, pid in record.pids.items():
-                if not _is_our_process(pid, self.layout.root):
+            for component, process in self._processes.items():
+                # poll(), not /proc: right after the spawn a process may still be in
+                # exec, with an empty command line.
+                if process.poll() is not None:
                     raise LocalClusterError(
                         f"{component} of local cluster {self.name!r} {self._exit_status(component)} "
                         f"while waiting for {what}; "
@@ -202,10 +204,7 @@ class LocalCluster:
             time.sleep(0.2)
 
     def _exit_status(self, component: str) -> str:
-        process = self._processes.get(component)
-        code = process.poll() if process else None
-        if code is None:
-            return "exited"
+        code = self._processes[component].poll()
         if code < 0:
             return f"was killed by signal {signal.Signals(-code).name}"
         return f"exited with code {code}"
