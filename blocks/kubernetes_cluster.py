@@ -1,0 +1,84 @@
+"""A Kubernetes cluster as a Prefect block: its whole kubeconfig kept as a secret.
+
+Unlike prefect-kubernetes' KubernetesClusterConfig, which stores the kubeconfig in
+a plain dict that the API returns in clear, the kubeconfig here is a SecretStr:
+masked in the UI, in repr and in logs, and only read back to build an API client.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import kubernetes
+import yaml
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+# kubeconfig entries that may name a file instead of carrying the data inline.
+_FILE_FIELDS = {
+    "clusters": [("cluster", "certificate-authority")],
+    "users": [("user", "client-certificate"), ("user", "client-key")],
+}
+
+
+class KubernetesCluster(Block):
+    """A Kubernetes cluster that GitOps apps are synced to."""
+
+    _block_type_slug = "gitops-kubernetes-cluster"
+    _block_type_name = "GitOps Kubernetes Cluster"
+    _description = (
+        "A Kubernetes cluster for prefect-gitops: its kubeconfig (kept secret), "
+        "the context to use, and labels to select clusters by (e.g. env: prod)."
+    )
+
+    kubeconfig: SecretStr = Field(
+        description="The whole kubeconfig YAML, with credentials inline."
+    )
+    context: str | None = Field(
+        default=None, description="The kubeconfig context to use; its current-context when empty."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels to select clusters by, e.g. env: prod."
+    )
+
+    @classmethod
+    def from_kubeconfig_file(
+        cls, path: str | Path, context: str | None = None, labels: dict[str, str] | None = None
+    ) -> "KubernetesCluster":
+        """Read a kubeconfig file, inlining any certificate or key files it names so
+        that the block is self-contained."""
+        path = Path(path)
+        config = yaml.safe_load(path.read_text())
+        _inline_files(config, base_dir=path.resolve().parent)
+        return cls(
+            kubeconfig=SecretStr(yaml.safe_dump(config, sort_keys=False)),
+            context=context,
+            labels=labels or {},
+        )
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A new API client for this cluster. The kubeconfig stays in memory: the
+        kubernetes package only writes certificate and key data to mkstemp files
+        (mode 0600, removed at exit), never the kubeconfig itself."""
+        config = yaml.safe_load(self.kubeconfig.get_secret_value())
+        return kubernetes.config.new_client_from_config_dict(
+            config_dict=config, context=self.context, persist_config=False
+        )
+
+    def server_version(self) -> str:
+        """The server's version as it reports it, e.g. "v1.37.2"."""
+        with self.api_client() as client:
+            return kubernetes.client.VersionApi(client).get_code().git_version
+
+
+def _inline_files(config: dict, base_dir: Path) -> None:
+    """Replace `certificate-authority: file` and the like by their `-data` forms."""
+    for section, fields in _FILE_FIELDS.items():
+        for entry in config.get(section) or []:
+            for holder_key, field in fields:
+                holder = entry.get(holder_key) or {}
+                file_name = holder.pop(field, None)
+                if file_name and not holder.get(f"{field}-data"):
+                    data = (base_dir / file_name).read_bytes()
+                    holder[f"{field}-data"] = base64.b64encode(data).decode()

@@ -1,0 +1,1 @@
+"""The rules of the validate stage (tasks.validate), one concept a module."""
