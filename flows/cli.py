@@ -2,7 +2,9 @@
 
 import typer
 
+from flows.blocks_cli import cluster_app, repo_app
 from flows.localcluster_cli import localcluster_app
+from flows.validate_cli import validate_command
 
 app = typer.Typer(
     name="gitops",
@@ -11,6 +13,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(localcluster_app, name="localcluster")
+app.add_typer(repo_app, name="repo")
+app.add_typer(cluster_app, name="cluster")
+app.command("validate")(validate_command)
 
 
 @app.command()

@@ -30,12 +30,14 @@ def run_demo(cluster_name: str = "demo", keep: bool = False) -> None:
             cluster.up(on_progress=lambda m: status.update(f"  {m}"))
     console.print(f"  API {cluster.record().api_url}, kubeconfig {cluster.kubeconfig}")
     try:
-        step(2, "apply the sample app with server-side apply")
+        step(2, "apply the sample apps (platform, then web's staging overlay) with server-side apply")
         kubectl(cluster, "apply", "--server-side", "--field-manager=prefect-gitops",
-                "-f", str(EXAMPLES / "apps" / "hello"))
+                "-f", str(EXAMPLES / "apps" / "platform"))
+        kubectl(cluster, "apply", "--server-side", "--field-manager=prefect-gitops",
+                "-k", str(EXAMPLES / "apps" / "web" / "overlays" / "staging"))
         step(3, "wait for the rollout")
-        kubectl(cluster, "rollout", "status", "-n", "hello", "deployment/hello", "--timeout=120s")
-        kubectl(cluster, "get", "pods", "-n", "hello", "-o", "wide")
+        kubectl(cluster, "rollout", "status", "-n", "web", "deployment/web", "--timeout=120s")
+        kubectl(cluster, "get", "pods", "-n", "web", "-o", "wide")
     finally:
         if keep:
             console.print(f"\nkept cluster {cluster_name!r}; stop it with: gitops localcluster down {cluster_name}")

@@ -19,6 +19,8 @@ err = Console(stderr=True, log_path=False)
 def up(
     name: str = typer.Argument(..., help="Cluster name (lowercase letters, digits, '-')."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Succeed if the cluster is already running."),
+    register: bool = typer.Option(False, "--register", help="Also save it as a Prefect cluster block named NAME."),
+    label: list[str] = typer.Option([], "--label", help="k=v label of the cluster block (with --register)."),
 ) -> None:
     """Build the binary if needed, start a cluster and print its kubeconfig path (last line)."""
     try:
@@ -34,6 +36,13 @@ def up(
         raise typer.Exit(1)
     record = cluster.record()
     err.print(f"[green]local cluster {name} is up[/green] at {record.api_url}")
+    if register:
+        from flows.blocks_cli import parse_labels, save_cluster
+
+        save_cluster(name, kubeconfig, labels={"localcluster": "true", **parse_labels(label)})
+        err.print(f"saved it as the Prefect cluster block [bold]{name}[/bold]")
+    else:
+        err.print(f"to sync to it: gitops cluster add {name} --kubeconfig {kubeconfig}  (or up --register)")
     print(kubeconfig)
 
 

@@ -84,3 +84,29 @@ def namespace(request, local_cluster) -> str:
     kubectl(local_cluster.kubeconfig, "create", "namespace", name)
     yield name
     kubectl(local_cluster.kubeconfig, "delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """Prefect's own server on a temporary SQLite database, once per session
+    (it takes about 10 s to start); returns its API URL for subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        from blocks.registry import register_block_types
+
+        register_block_types()
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def registered_clusters(cluster_pool, prefect_api) -> dict[str, LocalCluster]:
+    """Two local clusters saved as the blocks `staging` and `production`, the
+    names the sample repository targets."""
+    from blocks import KubernetesCluster
+
+    staging, production = cluster_pool.get(2)
+    for name, cluster in (("staging", staging), ("production", production)):
+        KubernetesCluster.from_kubeconfig_file(cluster.kubeconfig, labels={"env": name}).save(name, overwrite=True)
+    return {"staging": staging, "production": production}

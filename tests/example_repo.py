@@ -1,0 +1,63 @@
+"""A real Git remote holding the sample GitOps repository of examples/."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                            env={"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                                 "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+                                 "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+    if result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)}: {result.stderr}")
+    return result.stdout.strip()
+
+
+@dataclass
+class ExampleRepo:
+    bare: Path
+    work: Path
+    block_name: str
+
+    def commit(self, files: dict[str, str | None], message: str) -> str:
+        """Write (or, for None, delete) files, commit and push; the new SHA."""
+        for name, text in files.items():
+            path = self.work / name
+            if text is None:
+                path.unlink()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        git("add", "--all", cwd=self.work)
+        git("commit", "--quiet", "-m", message, cwd=self.work)
+        git("push", "--quiet", "origin", "main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def read(self, name: str) -> str:
+        return (self.work / name).read_text()
+
+
+@pytest.fixture
+def example_repo(tmp_path, prefect_api) -> ExampleRepo:
+    """examples/ committed to a bare repository, saved as a Git repository block."""
+    from blocks import GitRepository
+
+    bare, work = tmp_path / "examples.git", tmp_path / "work"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    shutil.copytree(EXAMPLES, work)
+    git("init", "--quiet", "-b", "main", cwd=work)
+    git("remote", "add", "origin", str(bare), cwd=work)
+    repo = ExampleRepo(bare, work, f"examples-{secrets.token_hex(3)}")
+    repo.commit({}, "the sample repository")
+    GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
+    return repo
