@@ -42,25 +42,32 @@ class ClusterPool:
     def __init__(self):
         self.prefix = f"pytest{os.getpid()}"
         self.clusters: dict[str, LocalCluster] = {}
+        self.attempted: set[str] = set()
 
     def get(self, count: int) -> list[LocalCluster]:
         """The first `count` clusters of the session, started in parallel as needed."""
         names = [f"{self.prefix}-{chr(ord('a') + i)}" for i in range(count)]
         missing = [n for n in names if n not in self.clusters]
+        self.attempted.update(missing)
         with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
-            for cluster in pool.map(self._start, missing):
-                self.clusters[cluster.name] = cluster
+            futures = [pool.submit(self._start, LocalCluster(n)) for n in missing]
+        # Keep every cluster that started, even if another failed, so close() stops it.
+        for future in futures:
+            if future.exception() is None:
+                self.clusters[future.result().name] = future.result()
+        for future in futures:
+            future.result()  # raises the first failure
         return [self.clusters[n] for n in names]
 
     @staticmethod
-    def _start(name: str) -> LocalCluster:
-        cluster = LocalCluster(name)
+    def _start(cluster: LocalCluster) -> LocalCluster:
         cluster.up()
         return cluster
 
     def close(self) -> None:
-        for cluster in self.clusters.values():
-            cluster.down()
+        # Also those that failed to start: their logs were kept for the failure message.
+        for name in self.attempted:
+            LocalCluster(name).down()
 
 
 @pytest.fixture(scope="session")
