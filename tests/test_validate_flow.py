@@ -121,3 +121,14 @@ def test_cli_saves_blocks_with_secrets_masked(prefect_api, tmp_path, local_clust
     from blocks import KubernetesCluster
 
     assert KubernetesCluster.load("lab").server_version() == "v1.37.2"
+
+
+def test_localcluster_up_can_register_its_cluster(prefect_api):
+    name = f"pytest{os.getpid()}-reg"
+    try:
+        up = gitops(prefect_api, "localcluster", "up", name, "--register", "--label", "tier=dev")
+        assert up.returncode == 0, up.stderr
+        listed = gitops(prefect_api, "cluster", "list")
+        assert name in listed.stdout and "localcluster=true, tier=dev" in listed.stdout
+    finally:
+        gitops(prefect_api, "localcluster", "down", name)
