@@ -26,25 +26,13 @@ from tasks.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, pa
                              relative_name)
 from tasks.objects import Manifest, Source
 from tasks.problems import Problem, ProblemsFound
+from tasks.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
 
 TOOL_TIMEOUT_S = 120.0
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # Where `scripts/install-helm.sh` puts helm when it is not installed system-wide.
 GO_BIN = Path.home() / "go" / "bin"
 
-# Built-in kinds that live outside namespaces (kubectl api-resources --namespaced=false).
-CLUSTER_SCOPED_KINDS = frozenset({
-    "APIService", "CertificateSigningRequest", "ClusterRole", "ClusterRoleBinding",
-    "ClusterTrustBundle", "ComponentStatus", "CSIDriver", "CSINode", "CustomResourceDefinition",
-    "DeviceClass", "FlowSchema", "IngressClass", "IPAddress", "MutatingAdmissionPolicy",
-    "MutatingAdmissionPolicyBinding", "MutatingWebhookConfiguration", "Namespace", "Node",
-    "PersistentVolume", "PriorityClass", "PriorityLevelConfiguration", "ResourceSlice",
-    "RuntimeClass", "SelfSubjectAccessReview", "SelfSubjectReview", "SelfSubjectRulesReview",
-    "ServiceCIDR", "StorageClass", "StorageVersion", "StorageVersionMigration",
-    "SubjectAccessReview", "TokenReview", "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration", "VolumeAttachment",
-    "VolumeAttributesClass",
-})
 
 
 @dataclass(frozen=True)
@@ -455,27 +443,15 @@ def render_helm(root: Path, chart: Path, app: App, cluster: str, options: Render
 
 # -- namespaces ------------------------------------------------------------------------
 
-def _cluster_scoped_custom_kinds(manifests: list[Manifest]) -> set[tuple[str, str]]:
-    """(group, kind) of every CRD in the render whose scope is Cluster."""
-    kinds = set()
-    for m in manifests:
-        spec = m.obj.get("spec")
-        if m.kind == "CustomResourceDefinition" and isinstance(spec, dict) and spec.get("scope") == "Cluster":
-            names = spec.get("names")
-            if isinstance(names, dict) and names.get("kind"):
-                kinds.add((str(spec.get("group") or ""), str(names["kind"])))
-    return kinds
-
-
 def default_namespaces(manifests: list[Manifest], namespace: str) -> None:
     """Give namespaced objects that name no namespace the app's default one.
     Custom kinds without a CRD in the render are taken as namespaced."""
-    custom = _cluster_scoped_custom_kinds(manifests)
+    custom = cluster_scoped_custom_kinds(manifests)
     for m in manifests:
         metadata = m.obj.get("metadata")
         if not isinstance(metadata, dict) or metadata.get("namespace"):
             continue
-        if m.kind in CLUSTER_SCOPED_KINDS or (m.group, m.kind) in custom:
+        if (m.group, m.kind) in CLUSTER_SCOPED or (m.group, m.kind) in custom:
             continue
         metadata["namespace"] = namespace
 

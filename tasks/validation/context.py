@@ -12,6 +12,7 @@ import jsonschema
 from tasks.objects import Manifest
 from tasks.policy_settings import PolicySettings
 from tasks.problems import Problem, Severity
+from tasks.scope import CLUSTER_SCOPED, RBAC_GROUP as _RBAC  # noqa: F401  (re-exported)
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 
@@ -32,33 +33,6 @@ class Context:
 Rule = Callable[[Manifest, Context], Iterable[Problem]]
 
 
-_RBAC = "rbac.authorization.k8s.io"
-# Kinds known to be cluster-scoped; other kinds (and CRs of unknown scope) land in
-# the app's default namespace when they name none.
-_CLUSTER_SCOPED = {
-    ("", "Namespace"), ("", "Node"), ("", "PersistentVolume"), ("", "ComponentStatus"),
-    (_RBAC, "ClusterRole"), (_RBAC, "ClusterRoleBinding"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ("apiregistration.k8s.io", "APIService"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
-    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
-    ("storage.k8s.io", "StorageClass"), ("storage.k8s.io", "CSIDriver"), ("storage.k8s.io", "CSINode"),
-    ("storage.k8s.io", "VolumeAttachment"), ("storage.k8s.io", "VolumeAttributesClass"),
-    ("scheduling.k8s.io", "PriorityClass"), ("node.k8s.io", "RuntimeClass"),
-    ("networking.k8s.io", "IngressClass"), ("networking.k8s.io", "IPAddress"),
-    ("networking.k8s.io", "ServiceCIDR"),
-    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
-    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
-    ("certificates.k8s.io", "CertificateSigningRequest"), ("certificates.k8s.io", "ClusterTrustBundle"),
-    ("resource.k8s.io", "DeviceClass"), ("resource.k8s.io", "ResourceSlice"),
-    ("storagemigration.k8s.io", "StorageVersionMigration"),
-}
-
-
 def _effective_namespace(m: Manifest, ctx: Context) -> str:
     if _is_cluster_scoped(m, ctx):
         return ""
@@ -66,7 +40,7 @@ def _effective_namespace(m: Manifest, ctx: Context) -> str:
 
 
 def _is_cluster_scoped(m: Manifest, ctx: Context) -> bool:
-    if (m.group, m.kind) in _CLUSTER_SCOPED:
+    if (m.group, m.kind) in CLUSTER_SCOPED:
         return True
     crd = ctx.crds.get((m.group, m.kind))
     return crd is not None and (crd.obj.get("spec") or {}).get("scope") == "Cluster"
