@@ -93,10 +93,9 @@ def check_target(tree: Path, target: Target, cluster: KubernetesCluster | None,
         target.problems = found.problems
 
 
-@flow(name="gitops-validate", log_prints=False)
-def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
-                    revision: str | None = None, server_dry_run: bool = True) -> DesiredState:
-    """Fetch, render and validate without writing anywhere. Fails listing every error."""
+def prepare_desired_state(repo: str, apps: list[str] | None, clusters: list[str] | None,
+                          revision: str | None, server_dry_run: bool) -> DesiredState:
+    """Fetch once, then render and validate every selected app for each of its clusters."""
     logger = get_run_logger()
     fetched = fetch_task(GitRepository.load(repo), revision)
     spec = load_appspec(fetched.tree)
@@ -109,8 +108,16 @@ def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str
         check_target(fetched.tree, target, cluster_blocks[target.cluster] if server_dry_run else None, provided)
         logger.info("%s on %s: %d objects, %d problems", target.app.name, target.cluster,
                     len(target.manifests), len(target.problems))
+    return state
+
+
+@flow(name="gitops-validate", log_prints=False)
+def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
+                    revision: str | None = None, server_dry_run: bool = True) -> DesiredState:
+    """Fetch, render and validate without writing anywhere. Fails listing every error."""
+    state = prepare_desired_state(repo, apps, clusters, revision, server_dry_run)
     create_markdown_artifact(key="gitops-validate", markdown=problems_markdown(state),
-                             description=f"validation of {fetched.sha[:12]}")
+                             description=f"validation of {state.revision[:12]}")
     if state.errors():
         raise ValidationFailed(state)
     return state

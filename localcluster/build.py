@@ -98,7 +98,8 @@ def _build(source_dir: Path, target: Path, on_progress: Callable[[str], None]) -
     partial = target.with_name(target.name + ".partial")
     command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), "."]
     env = {**os.environ, "CGO_ENABLED": "0"}
-    on_progress(f"building the local cluster binary (Kubernetes {KUBERNETES_VERSION}; a cold build takes 10-25 min)")
+    on_progress(f"building the local cluster binary (Kubernetes {KUBERNETES_VERSION}; "
+                "a cold build takes about 7 min on 2 cores)")
     started = time.monotonic()
     try:
         result = subprocess.run(
