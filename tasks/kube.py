@@ -1,0 +1,435 @@
+"""Cluster access shared by every stage: one KubeClient per cluster per run, with
+discovery cached for the run, bounded concurrency, retries on transient failures
+only, and every request counted by verb."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTClientObject
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
+from kubernetes.dynamic.resource import Resource
+
+if TYPE_CHECKING:
+    from blocks.kubernetes_cluster import KubernetesCluster
+
+FIELD_MANAGER = "prefect-gitops"
+DEFAULT_WORKERS = 16
+VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
+WRITE_VERBS = ("POST", "PATCH", "PUT", "DELETE")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# ---- bounded concurrency --------------------------------------------------------
+
+def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int = DEFAULT_WORKERS) -> list[R]:
+    """fn over items on at most `max_workers` threads; results in the order of
+    the items. The first exception raised by fn is raised here."""
+    items = list(items)
+    if len(items) <= 1 or max_workers <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="gitops-kube") as pool:
+        return list(pool.map(fn, items))
+
+
+# ---- request counting ------------------------------------------------------------
+
+class RequestCounter:
+    """Requests sent, by verb, and which of the writes were dry-runs. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {verb: 0 for verb in VERBS}
+        self._dry_runs = {verb: 0 for verb in VERBS}
+
+    def count(self, verb: str, dry_run: bool = False) -> None:
+        with self._lock:
+            self._counts[verb] += 1
+            if dry_run:
+                self._dry_runs[verb] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def writes(self) -> dict[str, int]:
+        """Requests that change the cluster: POST/PATCH/PUT/DELETE without dryRun."""
+        with self._lock:
+            return {verb: self._counts[verb] - self._dry_runs[verb] for verb in WRITE_VERBS}
+
+    def reset(self) -> dict[str, int]:
+        """Zero every count; return the counts before."""
+        with self._lock:
+            before = dict(self._counts)
+            self._counts = {verb: 0 for verb in VERBS}
+            self._dry_runs = {verb: 0 for verb in VERBS}
+            return before
+
+
+def request_verb(method: str, url: str, query_params: Iterable[tuple[str, Any]] | None = None) -> str:
+    """The verb of an HTTP request as Kubernetes audits it: a GET of a collection
+    (or a watch) is a LIST; anything else is its HTTP method."""
+    method = method.upper()
+    if method != "GET":
+        return method
+    if any(key == "watch" for key, _ in query_params or ()):
+        return "LIST"
+    return "LIST" if _is_collection(urlsplit(url).path) else "GET"
+
+
+def _is_collection(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):  # the API root may sit below a proxy prefix
+        if part == "api":
+            rest = parts[i + 2:]  # api/v1/...
+            break
+        if part == "apis":
+            rest = parts[i + 3:]  # apis/GROUP/VERSION/...
+            break
+    else:
+        return False  # /version, /openapi/...: documents, not collections
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        if len(rest) == 3 and rest[2] in ("status", "finalize"):
+            return False  # a Namespace's own subresource
+        rest = rest[2:]
+    return len(rest) == 1
+
+
+# ---- retries ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `attempts` tries in all, waiting first_delay, then
+    twice as long each time, never more than max_delay."""
+
+    attempts: int = 4
+    first_delay: float = 0.2
+    max_delay: float = 1.6
+
+    def delay(self, retry: int) -> float:
+        return min(self.first_delay * 2 ** retry, self.max_delay)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Transient failures only: 429, 5xx and dropped connections. Never 4xx: a 404,
+    409 or 422 says the same thing every time it is asked."""
+    if isinstance(error, ApiException):
+        code = error.status or 0
+        if code == 429:
+            return True
+        if 500 <= code <= 599:
+            # Server-side apply answers a schema mismatch with a 500: not transient.
+            return b"failed to create typed patch object" not in _body_bytes(error)
+        return False
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        return not isinstance(error.reason, urllib3.exceptions.SSLError)
+    return isinstance(error, (urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,
+                              ConnectionError))
+
+
+def _body_bytes(error: ApiException) -> bytes:
+    body = error.body or b""
+    return body.encode() if isinstance(body, str) else body
+
+
+def _retry_after(error: BaseException) -> float:
+    headers = getattr(error, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After", 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter, retry: RetryPolicy) -> None:
+    """Count and retry at the lowest level, rest_client.request, which every call
+    goes through (typed APIs, the dynamic client, discovery)."""
+    rest = api_client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any):
+        query = kwargs.get("query_params") or []
+        verb = request_verb(method, url, query)
+        dry_run = any(key == "dryRun" for key, _ in query)
+        for attempt in range(retry.attempts):
+            counter.count(verb, dry_run)
+            try:
+                return send(method, url, *args, **kwargs)
+            except Exception as error:
+                if attempt + 1 >= retry.attempts or not is_retryable(error):
+                    raise
+                wait = max(retry.delay(attempt), min(_retry_after(error), retry.max_delay))
+                log.warning("%s %s failed (%s), retrying in %.1fs", verb, urlsplit(url).path,
+                            getattr(error, "status", None) or type(error).__name__, wait)
+                time.sleep(wait)
+
+    rest.request = request
+    rest._gitops_instrumented = True
+
+
+# ---- errors -----------------------------------------------------------------------
+
+_IMMUTABLE_HINTS = ("immutable", "may not change once set", "may not be changed")
+_TYPED_PATCH_ERROR = re.compile(r"failed to create typed patch object \([^)]*\): (?P<detail>.*)", re.DOTALL)
+
+
+class UnknownKind(LookupError):
+    def __init__(self, api_version: str, kind: str):
+        super().__init__(f"the cluster does not serve {api_version} {kind}")
+        self.api_version, self.kind = api_version, kind
+
+
+class ApiError(Exception):
+    """The API server's refusal, as its Status object. The response body itself is
+    never kept: for a Secret it may echo what was sent."""
+
+    def __init__(self, code: int, status: dict):
+        self.code = code
+        self.status = status
+        super().__init__(self.describe())
+
+    @classmethod
+    def from_exception(cls, error: ApiException) -> "ApiError":
+        text = _body_bytes(error).decode(errors="replace")
+        try:
+            status = json.loads(text)
+        except ValueError:
+            status = None
+        if not isinstance(status, dict) or status.get("kind") != "Status":
+            status = {"message": f"{error.status} {error.reason}".strip()}
+        return cls(int(error.status or 0), status)
+
+    @property
+    def message(self) -> str:
+        return str(self.status.get("message") or "")
+
+    @property
+    def reason(self) -> str:
+        return str(self.status.get("reason") or "")
+
+    @property
+    def details(self) -> dict:
+        details = self.status.get("details")
+        return details if isinstance(details, dict) else {}
+
+    @property
+    def causes(self) -> list[dict]:
+        return [c for c in self.details.get("causes") or [] if isinstance(c, dict)]
+
+    @property
+    def not_found(self) -> bool:
+        return self.code == 404
+
+    def missing_namespace(self) -> str | None:
+        """The namespace named by a "namespaces X not found" answer."""
+        if self.code == 404 and self.details.get("kind") == "namespaces":
+            return str(self.details.get("name") or "") or None
+        return None
+
+    def immutable_fields(self) -> list[str]:
+        """The fields an update may not change, when that is what was refused."""
+        fields = [str(c.get("field") or "") for c in self.causes
+                  if any(h in str(c.get("message") or "") for h in _IMMUTABLE_HINTS)]
+        if fields:
+            return [f or "<unnamed field>" for f in fields]
+        if self.code in (409, 422) and any(h in self.message for h in _IMMUTABLE_HINTS):
+            return ["<unnamed field>"]
+        return []
+
+    def describe(self) -> str:
+        """The server's message, each cause on its own; Go structs quoted as the
+        invalid value are elided."""
+        if typed := _TYPED_PATCH_ERROR.match(self.message):
+            # Server-side apply's answer to a field of the wrong type or not in the schema.
+            return typed["detail"].lstrip(".")
+        if not self.causes:
+            return self.message or f"HTTP {self.code}"
+        return "; ".join(_describe_cause(c) for c in self.causes)
+
+
+def _describe_cause(cause: dict) -> str:
+    text = str(cause.get("message") or cause.get("reason") or "")
+    if len(text) > 300 and text.startswith("Invalid value:"):
+        text = f"Invalid value: (elided): {text.rpartition(': ')[2]}"
+    field = str(cause.get("field") or "")
+    return f"{field}: {text}" if field else text
+
+
+# ---- the client -------------------------------------------------------------------
+
+class KubeClient:
+    """A cluster for one run: a DynamicClient whose discovery is cached for the
+    run (in memory and in a private temp file, never shared), re-discovered when a
+    kind is unknown, and whose every request is counted and retried if transient."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, max_workers: int = DEFAULT_WORKERS,
+                 retry: RetryPolicy = RetryPolicy(), owns_client: bool = False):
+        self.api_client = api_client
+        self.max_workers = max_workers
+        self.counter = RequestCounter()
+        self._owns_client = owns_client
+        if getattr(api_client.rest_client, "_gitops_instrumented", False):
+            raise ValueError("this ApiClient is already used by another KubeClient: give each its own")
+        _size_connection_pool(api_client, max_workers)
+        _instrument(api_client, self.counter, retry)
+        self._lock = threading.RLock()  # discovery is not thread-safe
+        self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._cache_dir = tempfile.mkdtemp(prefix="gitops-discovery-")
+
+    @classmethod
+    def from_block(cls, block: "KubernetesCluster", **kwargs: Any) -> "KubeClient":
+        return cls(block.api_client(), owns_client=True, **kwargs)
+
+    def close(self) -> None:
+        shutil.rmtree(self._cache_dir, ignore_errors=True)
+        if self._owns_client:
+            self.api_client.close()
+
+    def __enter__(self) -> "KubeClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- counting
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests sent so far by verb: GET, LIST, POST, PATCH, PUT, DELETE."""
+        return self.counter.snapshot()
+
+    @property
+    def writes(self) -> dict[str, int]:
+        """Requests so far that changed the cluster (not dry-run), by verb."""
+        return self.counter.writes()
+
+    def reset_requests(self) -> dict[str, int]:
+        return self.counter.reset()
+
+    # -- discovery
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:  # discovers on creation: only when first needed
+                cache_file = os.path.join(self._cache_dir, "discovery.json")
+                self._dynamic = DynamicClient(self.api_client, cache_file=cache_file)
+            return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource serving a kind; re-discovers once when it is unknown."""
+        with self._lock:
+            key = (api_version, kind)
+            if key not in self._resources:
+                try:  # the lazy discoverer refreshes itself on a miss
+                    self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                except (ResourceNotFoundError, ResourceNotUniqueError):
+                    raise UnknownKind(api_version, kind) from None
+            return self._resources[key]
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        try:
+            self.resource(api_version, kind)
+        except UnknownKind:
+            return False
+        return True
+
+    def invalidate_discovery(self) -> None:
+        """Forget what was discovered, e.g. after CRDs were applied."""
+        with self._lock:
+            self._resources.clear()
+            if self._dynamic is not None:
+                self._dynamic.resources.invalidate_cache()
+
+    def namespaced(self, api_version: str, kind: str) -> bool:
+        return bool(self.resource(api_version, kind).namespaced)
+
+    # -- verbs; each returns plain dicts and raises ApiError or UnknownKind
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict | None:
+        """The live object, or None when there is none."""
+        resource = self.resource(api_version, kind)
+        try:
+            return self._call(self.dynamic.get, resource, name=name, namespace=_ns(resource, namespace))
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None) -> list[dict]:
+        resource = self.resource(api_version, kind)
+        answer = self._call(self.dynamic.get, resource, namespace=_ns(resource, namespace),
+                            label_selector=label_selector)
+        return list(answer.get("items") or [])
+
+    def apply(self, body: dict, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
+              force: bool = True) -> dict:
+        """Server-side apply; unknown or duplicate fields are errors (Strict), as
+        with kubectl, never silently dropped."""
+        meta = body.get("metadata") or {}
+        resource = self.resource(body["apiVersion"], body["kind"])
+        query = [("fieldValidation", "Strict")] + ([("dryRun", "All")] if dry_run else [])
+        return self._call(self.dynamic.server_side_apply, resource, body=body, name=meta.get("name"),
+                          namespace=_ns(resource, meta.get("namespace") or ""), field_manager=field_manager,
+                          force_conflicts=force, query_params=query)
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
+               propagation: str = "Background", uid: str | None = None) -> bool:
+        """Delete one object; False when it was already gone. With `uid`, only
+        that very object (not one re-created under the same name since)."""
+        resource = self.resource(api_version, kind)
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            self._call(self.dynamic.delete, resource, name=name, namespace=_ns(resource, namespace), body=options)
+        except ApiError as error:
+            if error.not_found:
+                return False
+            raise
+        return True
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return run_bounded(fn, items, self.max_workers)
+
+    @staticmethod
+    def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        try:
+            response = method(*args, serialize=False, **kwargs)
+        except ApiException as error:
+            raise ApiError.from_exception(error) from None
+        return json.loads(response.data or b"{}")
+
+
+def _ns(resource: Resource, namespace: str) -> str | None:
+    return (namespace or None) if resource.namespaced else None
+
+
+def _size_connection_pool(api_client: kubernetes.client.ApiClient, workers: int) -> None:
+    """Enough pooled connections for the workers, so none is opened and dropped per request."""
+    config = api_client.configuration
+    if (config.connection_pool_maxsize or 0) < workers:
+        config.connection_pool_maxsize = workers
+        api_client.rest_client.pool_manager.clear()
+        api_client.rest_client = RESTClientObject(config)

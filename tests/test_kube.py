@@ -1,0 +1,213 @@
+"""Cluster access: every request counted by verb at the lowest level, retries only
+on transient failures, bounded concurrency, and discovery that notices new CRDs."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+
+import kubernetes
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from blocks.kubernetes_cluster import KubernetesCluster
+from conftest import kubectl
+from tasks.kube import (VERBS, ApiError, KubeClient, RequestCounter, RetryPolicy, UnknownKind, is_retryable,
+                        request_verb, run_bounded)
+
+HOST = "https://127.0.0.1:6443"
+
+
+@pytest.fixture(scope="module")
+def kube(local_cluster):
+    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+        yield client
+
+
+# ---- pure parts ------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path, query, verb", [
+    ("GET", "/api/v1/namespaces/ns/configmaps/cm", None, "GET"),
+    ("GET", "/api/v1/namespaces/ns/configmaps", None, "LIST"),
+    ("GET", "/api/v1/configmaps", None, "LIST"),
+    ("GET", "/api/v1/namespaces", None, "LIST"),
+    ("GET", "/api/v1/namespaces/ns", None, "GET"),
+    ("GET", "/api/v1/namespaces/ns/status", None, "GET"),
+    ("GET", "/apis/apps/v1/namespaces/ns/deployments", None, "LIST"),
+    ("GET", "/apis/apps/v1/namespaces/ns/deployments/web", None, "GET"),
+    ("GET", "/apis/apps/v1/namespaces/ns/deployments/web/scale", None, "GET"),
+    ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", None, "LIST"),
+    ("GET", "/apis/apps/v1/namespaces/ns/deployments", [("watch", True)], "LIST"),
+    ("GET", "/apis", None, "GET"),
+    ("GET", "/apis/apps/v1", None, "GET"),
+    ("GET", "/api/v1", None, "GET"),
+    ("GET", "/version", None, "GET"),
+    ("GET", "/k8s/clusters/c-1/api/v1/namespaces/ns/pods", None, "LIST"),
+    ("PATCH", "/api/v1/namespaces/ns/configmaps/cm", [("dryRun", "All")], "PATCH"),
+    ("POST", "/api/v1/namespaces/ns/configmaps", None, "POST"),
+    ("put", "/api/v1/namespaces/ns/configmaps/cm", None, "PUT"),
+    ("DELETE", "/api/v1/namespaces/ns/configmaps/cm", None, "DELETE"),
+])
+def test_request_verb(method, path, query, verb):
+    assert request_verb(method, HOST + path, query) == verb
+
+
+def _api_exception(status: int, body: bytes = b"") -> ApiException:
+    error = ApiException(status=status, reason="x")
+    error.body = body
+    return error
+
+
+@pytest.mark.parametrize("error, retryable", [
+    (_api_exception(429), True),
+    (_api_exception(500), True),
+    (_api_exception(502), True),
+    (_api_exception(503), True),
+    (_api_exception(504), True),
+    (_api_exception(500, b'{"message":"failed to create typed patch object (x): .data.a: expected string"}'), False),
+    (_api_exception(400), False),
+    (_api_exception(401), False),
+    (_api_exception(403), False),
+    (_api_exception(404), False),
+    (_api_exception(409), False),
+    (_api_exception(422), False),
+    (urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError()), True),
+    (urllib3.exceptions.MaxRetryError(None, "/api", reason=urllib3.exceptions.ProtocolError("x")), True),
+    (urllib3.exceptions.MaxRetryError(None, "/api", reason=urllib3.exceptions.SSLError("bad cert")), False),
+    (ConnectionResetError(), True),
+    (ConnectionRefusedError(), True),
+    (ValueError("bad"), False),
+])
+def test_only_transient_failures_are_retried(error, retryable):
+    assert is_retryable(error) is retryable
+
+
+def test_backoff_doubles_up_to_its_cap():
+    policy = RetryPolicy(attempts=6, first_delay=0.2, max_delay=1.6)
+    assert [policy.delay(i) for i in range(5)] == [0.2, 0.4, 0.8, 1.6, 1.6]
+
+
+def test_counter_is_thread_safe_and_resets():
+    counter = RequestCounter()
+    run_bounded(lambda i: counter.count("PATCH", dry_run=i % 2 == 0), range(1000), max_workers=8)
+    assert counter.snapshot() == {**{v: 0 for v in VERBS}, "PATCH": 1000}
+    assert counter.writes() == {"POST": 0, "PATCH": 500, "PUT": 0, "DELETE": 0}
+    assert counter.reset()["PATCH"] == 1000
+    assert counter.snapshot() == {v: 0 for v in VERBS}
+
+
+def test_run_bounded_keeps_order_and_bound():
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def work(i: int) -> int:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.01)
+        with lock:
+            active -= 1
+        return i * i
+
+    assert run_bounded(work, range(40), max_workers=4) == [i * i for i in range(40)]
+    assert 1 < peak <= 4
+
+
+def test_a_dropped_connection_is_retried_with_backoff():
+    """A real refused connection (nothing listens on the port): every attempt is
+    sent and counted, with the backoff between them."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = kubernetes.client.Configuration()
+    config.host = f"http://127.0.0.1:{port}"
+    config.retries = 0  # urllib3's own retries off: ours only
+    kube = KubeClient(kubernetes.client.ApiClient(config), owns_client=True,
+                      retry=RetryPolicy(attempts=3, first_delay=0.05, max_delay=0.1))
+    started = time.monotonic()
+    with kube, pytest.raises(urllib3.exceptions.MaxRetryError):
+        kubernetes.client.CoreV1Api(kube.api_client).read_namespace("default")
+    assert kube.requests["GET"] == 3
+    assert time.monotonic() - started >= 0.15
+
+
+# ---- against the cluster -------------------------------------------------------------
+
+needs_cluster = pytest.mark.cluster
+
+
+def configmap(name: str, namespace: str, **data: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": data}
+
+
+@needs_cluster
+def test_every_verb_is_counted_at_the_lowest_level(kube, namespace):
+    kube.resource("v1", "ConfigMap")  # discovery done: its GETs are counted too, but not here
+    kube.reset_requests()
+    core = kubernetes.client.CoreV1Api(kube.api_client)  # the typed API goes through the same client
+    core.create_namespaced_config_map(namespace, configmap("a", namespace, x="1"))
+    kube.apply(configmap("b", namespace, x="1"), dry_run=True)
+    kube.apply(configmap("b", namespace, x="1"))
+    kube.get("v1", "ConfigMap", "b", namespace)
+    assert len(kube.list("v1", "ConfigMap", namespace)) >= 2
+    core.replace_namespaced_config_map("a", namespace, configmap("a", namespace, x="2"))
+    assert kube.delete("v1", "ConfigMap", "a", namespace) is True
+    assert kube.requests == {"GET": 1, "LIST": 1, "POST": 1, "PATCH": 2, "PUT": 1, "DELETE": 1}
+    assert kube.writes == {"POST": 1, "PATCH": 1, "PUT": 1, "DELETE": 1}
+
+
+@needs_cluster
+def test_client_errors_are_not_retried(kube, namespace):
+    kube.resource("v1", "ConfigMap")
+    kube.reset_requests()
+    assert kube.get("v1", "ConfigMap", "missing", namespace) is None  # 404: once
+    assert kube.delete("v1", "ConfigMap", "missing", namespace) is False
+    with pytest.raises(ApiError) as refused:  # 422: once
+        kube.apply(configmap("Bad_Name", namespace))
+    assert refused.value.code == 422
+    assert kube.requests == {"GET": 1, "LIST": 0, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 1}
+
+
+@needs_cluster
+def test_discovery_notices_a_crd_installed_mid_run(kube, local_cluster):
+    group = f"g{secrets.token_hex(4)}.kube.test"
+    with pytest.raises(UnknownKind):
+        kube.resource(f"{group}/v1", "Gizmo")
+    crd = f"""
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: gizmos.{group}}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: gizmos, singular: gizmo, kind: Gizmo}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+"""
+    kubectl(local_cluster.kubeconfig, "apply", "-f", "-", input=crd)
+    try:
+        kubectl(local_cluster.kubeconfig, "wait", "--for=condition=Established", f"crd/gizmos.{group}")
+        resource = kube.resource(f"{group}/v1", "Gizmo")  # re-discovered: no invalidate needed
+        assert resource.namespaced and resource.name == "gizmos"
+        assert kube.serves("apps/v1", "Deployment")
+        kube.invalidate_discovery()
+        assert kube.resource(f"{group}/v1", "Gizmo").name == "gizmos"
+    finally:
+        kubectl(local_cluster.kubeconfig, "delete", "crd", f"gizmos.{group}", "--wait=false", check=False)
+
+
+@needs_cluster
+def test_api_errors_carry_the_status_and_never_the_body(kube, namespace):
+    with pytest.raises(ApiError) as refused:
+        kube.apply({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "s", "namespace": "no-such-namespace-here"},
+                    "stringData": {"password": "canary-kube-9f3a"}}, dry_run=True)
+    assert refused.value.missing_namespace() == "no-such-namespace-here"
+    assert "canary-kube-9f3a" not in str(refused.value) + repr(refused.value.status)
