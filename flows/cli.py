@@ -4,6 +4,7 @@ import typer
 
 from flows.blocks_cli import cluster_app, repo_app
 from flows.localcluster_cli import localcluster_app
+from flows.sync_cli import diff_command, status_command, sync_command
 from flows.validate_cli import validate_command
 
 app = typer.Typer(
@@ -16,6 +17,9 @@ app.add_typer(localcluster_app, name="localcluster")
 app.add_typer(repo_app, name="repo")
 app.add_typer(cluster_app, name="cluster")
 app.command("validate")(validate_command)
+app.command("sync")(sync_command)
+app.command("diff")(diff_command)
+app.command("status")(status_command)
 
 
 @app.command()

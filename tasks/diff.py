@@ -190,12 +190,16 @@ def desired_body(manifest: Manifest, app_name: str, namespace: str) -> dict:
 
 
 def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inventory: Inventory | None, *,
-                 default_namespace: str = "default", allow_recreate: bool = False) -> ChangeSet:
+                 default_namespace: str = "default", allow_recreate: bool = False,
+                 provided: list[Manifest] = ()) -> ChangeSet:
     """The plan of a sync, writing nothing. Each desired object costs one dry-run
-    PATCH, plus one GET when it exists; objects to prune cost nothing here."""
+    PATCH, plus one GET when it exists; objects to prune cost nothing here.
+    `provided`: objects of the apps this one depends on, applied before it, whose
+    CRDs and Namespaces may not exist yet (a dry run of the whole repository)."""
     manifests = [m for m in manifests if isinstance(m.obj, dict)]  # validation reports the others
-    crds = _crds_in(manifests)
-    namespaces = {m.name for m in manifests if (m.group, m.kind) == ("", "Namespace")}
+    available = [*manifests, *(m for m in provided if isinstance(m.obj, dict))]
+    crds = _crds_in(available)
+    namespaces = {m.name for m in available if (m.group, m.kind) == ("", "Namespace")}
     desired = [_desired_change(kube, m, app_name, default_namespace, crds) for m in manifests]
     todo = [c for c in desired if not (c.error or c.deferred)]
     kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate), todo)
@@ -220,7 +224,7 @@ def _desired_change(kube: KubeClient, m: Manifest, app_name: str, default_namesp
         crd = crds.get((m.group, m.kind))
         if crd is None:
             change.action = Action.SKIPPED
-            change.fail("plan", f"{error}: no CustomResourceDefinition for it is installed or in this app")
+            change.fail("plan", f"{error}: no CustomResourceDefinition for it is installed, in this app or in one it depends on")
             return change
         namespaced = (crd.get("spec") or {}).get("scope") != "Cluster"
         change.deferred = True
@@ -300,7 +304,7 @@ def _dry_run_refused(change: ObjectChange, error: ApiError, namespaces: set[str]
     missing = error.missing_namespace()
     if missing and missing in namespaces:
         change.action, change.deferred = Action.CREATED, True
-        change.diff = f"(not dry-run yet: namespace {missing} is created earlier in this sync)"
+        change.diff = f"(not dry-run yet: namespace {missing} is created before it in this sync)"
         return
     fields = error.immutable_fields()
     if fields:

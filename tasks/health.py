@@ -16,6 +16,7 @@ wait_for_health() polls the cluster until every object is Current, one is Failed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -587,31 +588,39 @@ def wait_for_health(
     timeout_s: float,
     poll_interval_s: float = 1.0,
     on_poll: Callable[[list[ObjectHealth], float], None] | None = None,
+    dynamic: Any = None,
 ) -> HealthReport:
     """Poll the objects named by `refs` ((api_version, kind, namespace, name)) until
     all are Current, one is Failed, or `timeout_s` has passed. NotFound and
     Terminating objects are waited for like InProgress ones (right after an apply a
     cache may lag). `on_poll(results, elapsed_s)` is called after every look that
-    does not end the wait."""
+    does not end the wait. `dynamic`: a DynamicClient whose discovery is reused."""
     from kubernetes.dynamic import DynamicClient
 
     refs = [ObjectRef(*r) for r in refs]
+    with contextlib.ExitStack() as stack:
+        if dynamic is None:
+            # A private discovery cache: fresh every wait (CRDs come and go), never shared.
+            cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gitops-health-"))
+            dynamic = DynamicClient(api_client, cache_file=os.path.join(cache_dir, "discovery.json"))
+        return _poll(_ClusterReader(dynamic), refs, timeout_s, poll_interval_s, on_poll)
+
+
+def _poll(reader: "_ClusterReader", refs: list[ObjectRef], timeout_s: float, poll_interval_s: float,
+          on_poll: Callable[[list[ObjectHealth], float], None] | None) -> HealthReport:
     start = time.monotonic()
-    # A private discovery cache: fresh every wait (CRDs come and go), never shared.
-    with tempfile.TemporaryDirectory(prefix="gitops-health-") as cache_dir:
-        reader = _ClusterReader(DynamicClient(api_client, cache_file=os.path.join(cache_dir, "discovery.json")))
-        while True:
-            results = reader.look(refs)
-            elapsed = time.monotonic() - start
-            report = HealthReport(results, elapsed_s=elapsed, timeout_s=timeout_s)
-            if report.ok or report.failed:
-                return report
-            remaining = timeout_s - elapsed
-            if remaining <= 0:
-                return HealthReport(results, timed_out=True, elapsed_s=elapsed, timeout_s=timeout_s)
-            if on_poll is not None:
-                on_poll(results, elapsed)
-            time.sleep(min(poll_interval_s, remaining))
+    while True:
+        results = reader.look(refs)
+        elapsed = time.monotonic() - start
+        report = HealthReport(results, elapsed_s=elapsed, timeout_s=timeout_s)
+        if report.ok or report.failed:
+            return report
+        remaining = timeout_s - elapsed
+        if remaining <= 0:
+            return HealthReport(results, timed_out=True, elapsed_s=elapsed, timeout_s=timeout_s)
+        if on_poll is not None:
+            on_poll(results, elapsed)
+        time.sleep(min(poll_interval_s, remaining))
 
 
 @dataclass

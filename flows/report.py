@@ -1,0 +1,73 @@
+"""What a sync, diff or drift run reports per app and cluster: the shape of
+`gitops sync --json`, which scripts rely on, and its Prefect table artifact."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
+
+
+class SyncStatus(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REVERTED = "reverted"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class ObjectResult:
+    apiVersion: str
+    kind: str
+    namespace: str
+    name: str
+    source: str  # path:line in the repository; "" for pruned objects
+    action: str  # created, configured, unchanged, pruned, skipped
+    health: str  # the kstatus word, "" when not checked
+    reason: str = ""
+
+    @property
+    def ref(self) -> str:
+        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
+
+
+@dataclass
+class TargetResult:
+    app: str
+    cluster: str
+    status: SyncStatus
+    message: str
+    objects: list[ObjectResult] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERBS, 0))
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass
+class SyncReport:
+    revision: str
+    results: list[TargetResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in (SyncStatus.SUCCEEDED, SyncStatus.SKIPPED) for r in self.results)
+
+    def failed(self) -> list[TargetResult]:
+        return [r for r in self.results if r.status in (SyncStatus.FAILED, SyncStatus.REVERTED)]
+
+    def to_json(self) -> str:
+        return json.dumps({"revision": self.revision, "results": [r.to_json() for r in self.results]}, indent=2)
+
+    def failure_message(self) -> str:
+        return "; ".join(f"{r.app} on {r.cluster}: {r.status.value}: {r.message}" for r in self.failed())
+
+
+def objects_table(result: TargetResult) -> list[dict]:
+    """Rows of a Prefect table artifact: one object a row."""
+    return [{"object": o.ref, "source": o.source, "action": o.action, "health": o.health, "reason": o.reason}
+            for o in result.objects]

@@ -1,0 +1,202 @@
+"""`gitops_sync`: the whole pipeline. Fetch once, render and validate every app,
+then for each target cluster concurrently, app after app in dependsOn order:
+lock, diff, apply, prune, wait for health, record the inventory.
+
+Nothing is written for an app while anything about it is wrong, and an app
+whose dependency failed on a cluster is skipped there. The run fails, naming
+what failed, if any app failed on any cluster."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.events import emit_event
+
+from blocks import KubernetesCluster
+from blocks.registry import load_clusters
+from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult, objects_table
+from flows.validate import Target, dependencies, prepare_desired_state
+from tasks.appspec import AppSpec
+from tasks.changeset import Action, ChangeSet
+from tasks.diff import diff_markdown, plan_changes
+from tasks.apply import apply_changes
+from tasks.health import HealthReport, ObjectRef, wait_for_health
+from tasks.inventory import read_inventory, updated_inventory, write_inventory
+from tasks.kube import KubeClient
+from tasks.lock import app_lock
+from tasks.objects import Manifest
+from tasks.problems import Severity
+from tasks.prune import EmptyDesiredState, prune_objects
+
+
+class SyncFailed(Exception):
+    """Some app failed on some cluster; carries the whole report."""
+
+    def __init__(self, report: SyncReport):
+        super().__init__(report.failure_message())
+        self.report = report
+
+
+@flow(name="gitops-sync", log_prints=False)
+def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
+                revision: str | None = None, dry_run: bool = False) -> SyncReport:
+    """Sync the selected apps to their clusters (or, with dry_run, only diff them)."""
+    desired = prepare_desired_state(repo, apps, clusters, revision, server_dry_run=False)
+    report = SyncReport(desired.revision)
+    spec_errors = [p for p in desired.problems if p.severity is Severity.ERROR]
+    if spec_errors:
+        report.results = [_failed(t, "; ".join(map(str, spec_errors))) for t in desired.targets]
+        raise SyncFailed(report)
+    by_cluster: dict[str, list[Target]] = {}
+    for target in desired.targets:
+        by_cluster.setdefault(target.cluster, []).append(target)
+    blocks = load_clusters(list(by_cluster))
+    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run)
+               for name, targets in by_cluster.items()]
+    for future in futures:
+        report.results += future.result()
+    order = {(t.app.name, t.cluster): i for i, t in enumerate(desired.targets)}
+    report.results.sort(key=lambda r: order[(r.app, r.cluster)])
+    if not report.ok:
+        raise SyncFailed(report)
+    return report
+
+
+@task(name="sync-cluster", task_run_name="sync {cluster}", cache_policy=NO_CACHE)
+def sync_cluster(cluster: str, block: KubernetesCluster, targets: list[Target], revision: str, spec: AppSpec,
+                 dry_run: bool) -> list[TargetResult]:
+    """Every app of one cluster, in dependsOn order, through one counted client."""
+    results: dict[str, TargetResult] = {}
+    with KubeClient.from_block(block) as kube:
+        for target in targets:
+            failed_deps = [d for d in sorted(dependencies(spec, target.app))
+                           if d in results and results[d].status is not SyncStatus.SUCCEEDED]
+            if failed_deps:
+                result = TargetResult(target.app.name, cluster, SyncStatus.SKIPPED,
+                                      f"skipped: {', '.join(failed_deps)} did not sync")
+            else:
+                provided = [m for t in targets if t.app.name in dependencies(spec, target.app) for m in t.manifests]
+                result = sync_target(kube, target, revision, dry_run, provided)
+            results[target.app.name] = result
+            _publish(result, revision, dry_run)
+    return list(results.values())
+
+
+def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
+                provided: list[Manifest] = ()) -> TargetResult:
+    """One app on one cluster: the requests it cost are counted into its result.
+    `provided`: what the apps it depends on apply before it on this cluster."""
+    errors = [p for p in target.problems if p.severity is Severity.ERROR]
+    if errors:
+        return _failed(target, "invalid desired state: " + "; ".join(map(str, errors)))
+    before = kube.requests
+    try:
+        with app_lock(kube.api_client, target.app.name, holder=_run_name()):
+            result = _sync_locked(kube, target, revision, dry_run, provided)
+    except Exception as error:  # a failure of this app must not stop the others
+        get_run_logger().exception("%s on %s failed", target.app.name, target.cluster)
+        result = _failed(target, f"{type(error).__name__}: {error}")
+    result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
+    return result
+
+
+def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
+                 provided: list[Manifest]) -> TargetResult:
+    app, logger = target.app, get_run_logger()
+    previous = read_inventory(kube, app.name)
+    changeset = plan_changes(kube, app.name, target.manifests, previous, default_namespace=app.namespace,
+                             provided=provided)
+    create_markdown_artifact(key=_key("diff", target), markdown=diff_markdown(app, target.cluster, changeset),
+                             description=f"diff of {app.name} on {target.cluster} at {revision[:12]}")
+    logger.info("%s on %s: plan: %s", app.name, target.cluster, changeset.summary())
+    if not changeset.ok:
+        return _result(target, SyncStatus.FAILED, "dry-run refused: " + _errors(changeset), changeset)
+    if not app.sync_policy.prune:
+        _skip_prunes(changeset)
+    if dry_run:
+        return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}", changeset)
+
+    apply_changes(kube, changeset)
+    if changeset.ok and app.sync_policy.prune:
+        try:
+            prune_objects(kube, app.name, changeset, allow_empty=app.sync_policy.allow_empty)
+        except EmptyDesiredState as error:
+            return _result(target, SyncStatus.FAILED, str(error), changeset)
+    if not changeset.ok:
+        _record(kube, app.name, changeset, previous, revision, "failed")
+        return _result(target, SyncStatus.FAILED, "apply failed: " + _errors(changeset), changeset)
+
+    health = wait_for_health(kube.api_client, _refs(changeset), app.sync_policy.health_timeout_seconds,
+                             dynamic=kube.dynamic)
+    logger.info("%s on %s: health: %s", app.name, target.cluster, health.summary())
+    status = SyncStatus.SUCCEEDED if health.ok else SyncStatus.FAILED
+    if changeset.changed() or previous is None or previous.revision != revision or not health.ok:
+        _record(kube, app.name, changeset, previous, revision, status.value, healthy=health.ok)
+    message = f"{changeset.summary()}; {health.summary()}" if health.ok else f"health: {health.summary()}"
+    return _result(target, status, message, changeset, health)
+
+
+def _skip_prunes(changeset: ChangeSet) -> None:
+    """Without prune in the app's policy, objects gone from Git stay (and are reported)."""
+    for change in changeset:
+        if change.action is Action.PRUNED:
+            change.action = Action.SKIPPED
+
+
+def _record(kube: KubeClient, app: str, changeset: ChangeSet, previous, revision: str, result: str,
+            healthy: bool = False) -> None:
+    write_inventory(kube, updated_inventory(app, changeset, previous, revision, result, healthy))
+
+
+def _refs(changeset: ChangeSet) -> list[ObjectRef]:
+    return [ObjectRef(c.api_version, c.kind, c.namespace or None, c.name) for c in changeset.desired()]
+
+
+def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeSet,
+            health: HealthReport | None = None) -> TargetResult:
+    healths = {(str(r.ref)): r.health for r in (health.results if health else [])}
+    objects = []
+    for change in changeset:
+        state = healths.get(change.ref)
+        objects.append(ObjectResult(
+            apiVersion=change.api_version, kind=change.kind, namespace=change.namespace, name=change.name,
+            source=str(change.source) if change.source else "", action=change.action.value,
+            health=state.status.value if state else "", reason=change.error or (state.reason if state else ""),
+        ))
+    return TargetResult(target.app.name, target.cluster, status, message, objects)
+
+
+def _failed(target: Target, message: str) -> TargetResult:
+    return TargetResult(target.app.name, target.cluster, SyncStatus.FAILED, message)
+
+
+def _errors(changeset: ChangeSet) -> str:
+    return "; ".join(c.error for c in changeset.errors())
+
+
+def _publish(result: TargetResult, revision: str, dry_run: bool) -> None:
+    """The objects table as an artifact, and an event naming app, cluster and revision."""
+    create_table_artifact(key=_key("objects", result), table=objects_table(result),
+                          description=f"{result.app} on {result.cluster}: {result.status.value}: {result.message}")
+    if dry_run:
+        return
+    outcome = "succeeded" if result.status is SyncStatus.SUCCEEDED else "failed"
+    emit_event(
+        event=f"gitops.sync.{outcome}",
+        resource={"prefect.resource.id": f"gitops.app.{result.app}.{result.cluster}",
+                  "gitops.app": result.app, "gitops.cluster": result.cluster, "gitops.revision": revision},
+        payload={"status": result.status.value, "message": result.message},
+    )
+
+
+def _key(kind: str, target) -> str:
+    """Artifact keys: lowercase letters, digits and dashes only."""
+    app = target.app if isinstance(target.app, str) else target.app.name
+    return f"gitops-{kind}-{app}-{target.cluster}".lower()
+
+
+def _run_name() -> str:
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else "gitops-cli"
