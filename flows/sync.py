@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
-from blocks import KubernetesCluster
+from blocks import GitRepository, KubernetesCluster
 from blocks.registry import load_clusters
 from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult, objects_table
 from flows.validate import Target, dependencies, prepare_desired_state
@@ -23,12 +23,15 @@ from tasks.changeset import Action, ChangeSet
 from tasks.diff import diff_markdown, plan_changes
 from tasks.apply import apply_changes
 from tasks.health import HealthReport, ObjectRef, wait_for_health
-from tasks.inventory import read_inventory, updated_inventory, write_inventory
+from tasks.git import fetch
+from tasks.inventory import Inventory, read_inventory, updated_inventory, write_inventory
 from tasks.kube import KubeClient
 from tasks.lock import app_lock
 from tasks.objects import Manifest
 from tasks.problems import Severity
 from tasks.prune import EmptyDesiredState, prune_objects
+from tasks.render import render_app
+from tasks.revert import revert_target
 
 
 class SyncFailed(Exception):
@@ -53,7 +56,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
     for target in desired.targets:
         by_cluster.setdefault(target.cluster, []).append(target)
     blocks = load_clusters(list(by_cluster))
-    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run)
+    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run, repo)
                for name, targets in by_cluster.items()]
     for future in futures:
         report.results += future.result()
@@ -66,7 +69,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
 
 @task(name="sync-cluster", task_run_name="sync {cluster}", cache_policy=NO_CACHE)
 def sync_cluster(cluster: str, block: KubernetesCluster, targets: list[Target], revision: str, spec: AppSpec,
-                 dry_run: bool) -> list[TargetResult]:
+                 dry_run: bool, repo: str) -> list[TargetResult]:
     """Every app of one cluster, in dependsOn order, through one counted client."""
     results: dict[str, TargetResult] = {}
     with KubeClient.from_block(block) as kube:
@@ -78,14 +81,14 @@ def sync_cluster(cluster: str, block: KubernetesCluster, targets: list[Target], 
                                       f"skipped: {', '.join(failed_deps)} did not sync")
             else:
                 provided = [m for t in targets if t.app.name in dependencies(spec, target.app) for m in t.manifests]
-                result = sync_target(kube, target, revision, dry_run, provided)
+                result = sync_target(kube, target, revision, dry_run, provided, repo)
             results[target.app.name] = result
             _publish(result, revision, dry_run)
     return list(results.values())
 
 
 def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
-                provided: list[Manifest] = ()) -> TargetResult:
+                provided: list[Manifest] = (), repo: str = "") -> TargetResult:
     """One app on one cluster: the requests it cost are counted into its result.
     `provided`: what the apps it depends on apply before it on this cluster."""
     errors = [p for p in target.problems if p.severity is Severity.ERROR]
@@ -94,7 +97,7 @@ def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
     before = kube.requests
     try:
         with app_lock(kube.api_client, target.app.name, holder=_run_name()):
-            result = _sync_locked(kube, target, revision, dry_run, provided)
+            result = _sync_locked(kube, target, revision, dry_run, provided, repo)
     except Exception as error:  # a failure of this app must not stop the others
         get_run_logger().exception("%s on %s failed", target.app.name, target.cluster)
         result = _failed(target, f"{type(error).__name__}: {error}")
@@ -103,9 +106,12 @@ def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
 
 
 def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
-                 provided: list[Manifest]) -> TargetResult:
+                 provided: list[Manifest], repo: str) -> TargetResult:
     app, logger = target.app, get_run_logger()
     previous = read_inventory(kube, app.name)
+    if previous and revision in previous.held_revisions:
+        return TargetResult(app.name, target.cluster, SyncStatus.SKIPPED,
+                            f"revision {revision[:12]} is held after a failed sync; waiting for a newer commit")
     changeset = plan_changes(kube, app.name, target.manifests, previous, default_namespace=app.namespace,
                              provided=provided)
     create_markdown_artifact(key=_key("diff", target), markdown=diff_markdown(app, target.cluster, changeset),
@@ -126,16 +132,45 @@ def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
             return _result(target, SyncStatus.FAILED, str(error), changeset)
     if not changeset.ok:
         _record(kube, app.name, changeset, previous, revision, "failed")
-        return _result(target, SyncStatus.FAILED, "apply failed: " + _errors(changeset), changeset)
+        failed = _result(target, SyncStatus.FAILED, "apply failed: " + _errors(changeset), changeset)
+        return _maybe_revert(kube, target, revision, failed, previous, repo)
 
     health = wait_for_health(kube.api_client, _refs(changeset), app.sync_policy.health_timeout_seconds,
                              dynamic=kube.dynamic)
     logger.info("%s on %s: health: %s", app.name, target.cluster, health.summary())
-    status = SyncStatus.SUCCEEDED if health.ok else SyncStatus.FAILED
     if changeset.changed() or previous is None or previous.revision != revision or not health.ok:
-        _record(kube, app.name, changeset, previous, revision, status.value, healthy=health.ok)
-    message = f"{changeset.summary()}; {health.summary()}" if health.ok else f"health: {health.summary()}"
-    return _result(target, status, message, changeset, health)
+        _record(kube, app.name, changeset, previous, revision, "healthy" if health.ok else "unhealthy",
+                healthy=health.ok)
+    if health.ok:
+        return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}", changeset, health)
+    failed = _result(target, SyncStatus.FAILED, f"health: {health.summary()}", changeset, health)
+    return _maybe_revert(kube, target, revision, failed, previous, repo)
+
+
+def _maybe_revert(kube: KubeClient, target: Target, revision: str, failed: TargetResult,
+                  previous: Inventory | None, repo: str) -> TargetResult:
+    """With auto-revert on, put the app back on its last healthy revision. The run
+    still ends Failed: the change did not go out."""
+    app = target.app
+    if not app.sync_policy.auto_revert.enabled:
+        return failed
+
+    def render_revision(sha: str) -> list[Manifest]:
+        return render_app(fetch(GitRepository.load(repo), sha).tree, app, target.cluster)
+
+    outcome = revert_target(kube, app, target.cluster, revision, failed.message, previous, render_revision,
+                            revert_in_git=None)
+    get_run_logger().warning("%s on %s: %s", app.name, target.cluster, outcome.message)
+    if outcome.ok:
+        failed.status = SyncStatus.REVERTED
+        failed.message = f"{failed.message}; {outcome.message}"
+        return failed
+    state = read_inventory(kube, app.name)
+    failed.message = (f"{failed.message}; auto-revert failed: {outcome.message}; the cluster is on revision "
+                      f"{(state.revision if state else revision)[:12]} as last recorded, and the revision "
+                      f"{revision[:12]} is held")
+    _emit("gitops.revert.failed", failed, revision)
+    return failed
 
 
 def _skip_prunes(changeset: ChangeSet) -> None:
@@ -180,11 +215,13 @@ def _publish(result: TargetResult, revision: str, dry_run: bool) -> None:
     """The objects table as an artifact, and an event naming app, cluster and revision."""
     create_table_artifact(key=_key("objects", result), table=objects_table(result),
                           description=f"{result.app} on {result.cluster}: {result.status.value}: {result.message}")
-    if dry_run:
-        return
-    outcome = "succeeded" if result.status is SyncStatus.SUCCEEDED else "failed"
+    if not dry_run and result.status is not SyncStatus.SKIPPED:
+        _emit(f"gitops.sync.{result.status.value}", result, revision)
+
+
+def _emit(event: str, result: TargetResult, revision: str) -> None:
     emit_event(
-        event=f"gitops.sync.{outcome}",
+        event=event,
         resource={"prefect.resource.id": f"gitops.app.{result.app}.{result.cluster}",
                   "gitops.app": result.app, "gitops.cluster": result.cluster, "gitops.revision": revision},
         payload={"status": result.status.value, "message": result.message},

@@ -97,6 +97,8 @@ def test_an_unreachable_image_fails_the_sync_on_health_with_the_pods_reason(exam
     example_repo.commit({
         "apps/web/base/deployment.yaml": example_repo.read("apps/web/base/deployment.yaml")
         .replace("image: nginx:1.27", "image: unreachable.invalid/nginx:1.27"),
+        # Without auto-revert: this test is about the failure itself (tests/test_revert.py reverts).
+        "gitops.yaml": example_repo.read("gitops.yaml").replace("enabled: true", "enabled: false"),
     }, "an image nobody can pull")
     with pytest.raises(SyncFailed) as failure:
         gitops_sync(repo=example_repo.block_name, clusters=["staging"], apps=["web"])
