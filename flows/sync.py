@@ -163,7 +163,7 @@ def _maybe_revert(kube: KubeClient, target: Target, revision: str, failed: Targe
     get_run_logger().warning("%s on %s: %s", app.name, target.cluster, outcome.message)
     if outcome.ok:
         failed.status = SyncStatus.REVERTED
-        failed.message = f"{failed.message}; {outcome.message}"
+        failed.message = f"{outcome.message} after {failed.message}"
         return failed
     state = read_inventory(kube, app.name)
     failed.message = (f"{failed.message}; auto-revert failed: {outcome.message}; the cluster is on revision "

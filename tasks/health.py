@@ -468,6 +468,10 @@ def workload_pod_failure(workload: dict, pods: Iterable[dict], replica_sets: Ite
     Unschedulable are left alone: the controller replaces failed pods (a Job retries
     up to its backoffLimit), and a cluster autoscaler may still add a node.
     """
+    if _section(workload, "status").get("observedGeneration") != _section(workload, "metadata").get("generation"):
+        # The controller has not seen the latest spec: which pods are current is not
+        # known yet (right after a rollback the failing new revision is still newest).
+        return None
     owners = _current_pod_owners(workload, list(replica_sets))
     if not owners:
         return None

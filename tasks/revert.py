@@ -62,7 +62,7 @@ def revert_target(kube: KubeClient, app: App, cluster: str, bad_revision: str, r
     if not health.ok:
         return RevertOutcome(False, good, f"reverted to {good[:12]} but it is not healthy: {health.summary()}",
                              changeset, health)
-    message = f"reverted to {good[:12]} because {reason}"
+    message = f"reverted to {good[:12]}"
     if app.sync_policy.auto_revert.mode is RevertMode.GIT and revert_in_git is not None:
         commit = revert_in_git(good, reason)
         message += f"; Git reverted by {commit[:12]}" if commit else "; Git already reverted"

@@ -568,3 +568,14 @@ def test_health_task_in_a_flow(prefect_api, cluster, local_cluster, namespace):
 
     report = check()
     assert report.failed and report.failed[0].health.reason in ("ImagePullBackOff", "ErrImagePull")
+
+
+def test_pod_failures_are_not_judged_before_the_controller_sees_the_new_spec():
+    # Right after a rollback is applied, the failing revision is still the newest
+    # ReplicaSet until the controller observes the new generation.
+    deployment = load("deployment-image-pull-backoff")
+    replica_set = load("replicaset-image-pull-backoff")
+    pod = load("pod-image-pull-backoff")
+    assert workload_pod_failure(deployment, [pod], [replica_set]) is not None
+    deployment["metadata"]["generation"] = deployment["status"]["observedGeneration"] + 1
+    assert workload_pod_failure(deployment, [pod], [replica_set]) is None
