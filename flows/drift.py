@@ -1,0 +1,284 @@
+"""`gitops_drift`: compare every app on every cluster with the revision it was
+last synced to (not the branch head: that is what a diff shows), report what
+drifted, and heal it when asked or when the app's syncPolicy.selfHeal says so.
+
+The branch head's gitops.yaml says which apps go where and their policy; each
+app's inventory says which revision to render. Clusters are checked
+concurrently; healing takes the app's Lease, as a sync does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.events import emit_event
+
+from blocks import GitRepository, KubernetesCluster
+from blocks.registry import load_clusters
+from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult
+from flows.validate import Target, prepare_desired_state, select_targets
+from tasks.appspec import App, load_appspec
+from tasks.diff import scrub
+from tasks.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
+from tasks.git import fetch_task
+from tasks.inventory import read_inventory
+from tasks.kube import KubeClient
+from tasks.lock import app_lock
+from tasks.objects import Manifest
+from tasks.problems import ProblemsFound, Severity
+
+
+@dataclass
+class DriftObjectResult(ObjectResult):
+    """An object of the report, with what changed (`path: desired -> live`, Secret values masked)."""
+
+    changes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DriftTargetResult(TargetResult):
+    revision: str = ""  # the revision compared with: the one last synced here
+    error: bool = field(default=False, repr=False)  # could not check or heal, rather than drifted
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        data.pop("error")
+        return data
+
+
+class DriftCheckFailed(Exception):
+    """Some app could not be checked or healed; carries the whole report."""
+
+    def __init__(self, report: SyncReport):
+        super().__init__(report.failure_message())
+        self.report = report
+
+
+@dataclass
+class DriftTarget:
+    """One app on one cluster: its policy from the branch head, its manifests
+    rendered at the revision last synced there."""
+
+    app: App
+    cluster: str
+    revision: str = ""
+    manifests: list[Manifest] = field(default_factory=list)
+    problem: str = ""  # why it cannot be checked
+
+
+@flow(name="gitops-drift", log_prints=False)
+def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
+                 heal: bool | None = None) -> SyncReport:
+    """Check the selected apps for drift; heal if `heal`, or if None, per the app's selfHeal."""
+    head = fetch_task(GitRepository.load(repo))
+    spec = load_appspec(head.tree)
+    blocks = load_clusters()
+    targets, problems = select_targets(spec, {n: b.labels for n, b in blocks.items()}, apps, clusters)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    if errors:
+        raise ProblemsFound(errors)
+    checks = [DriftTarget(t.app, t.cluster) for t in targets]
+    names = sorted({c.cluster for c in checks})
+    revisions = [read_revisions.submit(n, blocks[n], [c.app.name for c in checks if c.cluster == n]) for n in names]
+    for name, future in zip(names, revisions):
+        _set_revisions([c for c in checks if c.cluster == name], future.result())
+    _render(repo, checks)
+    futures = [drift_cluster.submit(n, blocks[n], [c for c in checks if c.cluster == n], heal) for n in names]
+    report = SyncReport(head.sha)
+    results = [r for future in futures for r in future.result()]
+    order = {(c.app.name, c.cluster): i for i, c in enumerate(checks)}
+    report.results = sorted(results, key=lambda r: order[(r.app, r.cluster)])
+    if any(r.error for r in results):
+        raise DriftCheckFailed(report)
+    return report
+
+
+# ---- which revision, rendered ---------------------------------------------------------
+
+@task(name="read-revisions", task_run_name="revisions on {cluster}", cache_policy=NO_CACHE)
+def read_revisions(cluster: str, block: KubernetesCluster, apps: list[str]) -> dict[str, str] | str:
+    """app -> the revision its inventory names ("" before its first sync); or
+    why the cluster could not be read."""
+    try:
+        with KubeClient.from_block(block) as kube:
+            return {app: (inventory.revision if (inventory := read_inventory(kube, app)) else "") for app in apps}
+    except Exception as error:  # one unreachable cluster must not stop the others
+        return f"cannot read the inventories: {type(error).__name__}: {error}"
+
+
+def _set_revisions(checks: list[DriftTarget], revisions: dict[str, str] | str) -> None:
+    for check in checks:
+        if isinstance(revisions, str):
+            check.problem = revisions
+        else:
+            check.revision = revisions[check.app.name]
+
+
+def _render(repo: str, checks: list[DriftTarget]) -> None:
+    """Render each revision once for the apps and clusters at it (offline
+    validation only: the revision was validated when it was synced)."""
+    for revision in sorted({c.revision for c in checks if c.revision and not c.problem}):
+        at = [c for c in checks if c.revision == revision and not c.problem]
+        state = prepare_desired_state(repo, sorted({c.app.name for c in at}), sorted({c.cluster for c in at}),
+                                      revision, server_dry_run=False)
+        rendered = {(t.app.name, t.cluster): t for t in state.targets}
+        for check in at:
+            _take_render(check, rendered.get((check.app.name, check.cluster)), revision)
+
+
+def _take_render(check: DriftTarget, target: Target | None, revision: str) -> None:
+    if target is None:
+        check.problem = f"{check.app.name} does not go to {check.cluster} at {revision[:12]}: nothing to compare"
+        return
+    errors = [p for p in target.problems if p.severity is Severity.ERROR]
+    if errors and not target.manifests:  # the render failed; validation problems do not matter here
+        check.problem = f"cannot render {revision[:12]}: " + "; ".join(map(str, errors))
+    check.manifests = target.manifests
+
+
+# ---- one cluster ------------------------------------------------------------------------
+
+@task(name="drift-cluster", task_run_name="drift {cluster}", cache_policy=NO_CACHE)
+def drift_cluster(cluster: str, block: KubernetesCluster, checks: list[DriftTarget],
+                  heal: bool | None) -> list[DriftTargetResult]:
+    """Every app of one cluster, through one counted client."""
+    results = []
+    with KubeClient.from_block(block) as kube:
+        for check in checks:
+            result = check_target(kube, check, heal)
+            _publish(result, check)
+            results.append(result)
+    return results
+
+
+def check_target(kube: KubeClient, check: DriftTarget, heal: bool | None) -> DriftTargetResult:
+    """Detect, and maybe heal, one app on one cluster; the requests it cost are
+    counted into its result. Errors are the result's, Secret values scrubbed."""
+    before = kube.requests
+    bodies = [m.obj for m in check.manifests]
+    try:
+        result = _check(kube, check, heal)
+    except Exception as error:  # a failure of this app must not stop the others
+        get_run_logger().error("%s on %s: drift check failed: %s", check.app.name, check.cluster,
+                               scrub(f"{type(error).__name__}: {error}", bodies))
+        result = _result(check, SyncStatus.FAILED, scrub(f"{type(error).__name__}: {error}", bodies), error=True)
+    result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
+    return result
+
+
+def _check(kube: KubeClient, check: DriftTarget, heal: bool | None) -> DriftTargetResult:
+    app = check.app
+    if check.problem:
+        return _result(check, SyncStatus.FAILED, check.problem, error=True)
+    if not check.revision:
+        return _result(check, SyncStatus.SKIPPED, "never synced here: nothing to compare")
+    inventory = read_inventory(kube, app.name)
+    if inventory is None or inventory.revision != check.revision:
+        return _result(check, SyncStatus.SKIPPED, "synced again during the check: checked next time")
+    desired = desired_objects(kube, app.name, check.manifests, app.namespace)
+    drifts = detect_drift(kube, app.name, inventory, desired)
+    get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(drifts) or "no drift")
+    if drifts and (app.sync_policy.self_heal if heal is None else heal):
+        _heal_locked(kube, check, drifts, desired)
+    return _drift_result(check, desired, drifts)
+
+
+def _heal_locked(kube: KubeClient, check: DriftTarget, drifts: list[Drift], desired: list[DesiredObject]) -> None:
+    """Heal under the app's Lease, unless a sync moved the app on meanwhile."""
+    with app_lock(kube.api_client, check.app.name, holder=_run_name()):
+        inventory = read_inventory(kube, check.app.name)
+        if inventory is not None and inventory.revision == check.revision:
+            heal_drift(kube, drifts, desired)
+            return
+    for drift in drifts:
+        drift.error = f"{drift.ref}: not healed: the app was synced to another revision meanwhile"
+
+
+# ---- the report -------------------------------------------------------------------------
+
+def _drift_result(check: DriftTarget, desired: list[DesiredObject], drifts: list[Drift]) -> DriftTargetResult:
+    by_key = {d.key: d for d in drifts}
+    objects = [_object(d, by_key.get(d.key)) for d in desired]
+    objects += [_object(None, d) for d in drifts if d.type is DriftType.UNEXPECTED]
+    failures = [d.error for d in drifts if d.error]
+    remaining = [d for d in drifts if not d.healed]
+    healed = [d for d in drifts if d.healed]
+    revision = check.revision[:12]
+    if failures:
+        status, message = SyncStatus.FAILED, f"heal failed at {revision}: " + "; ".join(failures)
+    elif remaining:
+        status, message = SyncStatus.FAILED, f"drift from {revision}: {_summary(remaining)}"
+    else:
+        status = SyncStatus.SUCCEEDED
+        message = f"healed to {revision}: {_summary(healed)}" if healed else f"no drift from {revision}"
+    return _result(check, status, message, objects, error=bool(failures))
+
+
+def _object(desired: DesiredObject | None, drift: Drift | None) -> DriftObjectResult:
+    """created / configured when healed, skipped when drifted and not, else unchanged."""
+    if drift is None:
+        action, reason = "unchanged", ""
+    elif drift.healed:
+        action, reason = ("created" if drift.type is DriftType.MISSING else "configured"), drift.describe()
+    else:
+        action, reason = "skipped", drift.error or drift.describe()
+    ref = desired or drift
+    source = desired.source if desired else None
+    return DriftObjectResult(apiVersion=ref.api_version, kind=ref.kind, namespace=ref.namespace, name=ref.name,
+                             source=str(source) if source else "", action=action, health="", reason=reason,
+                             changes=list(drift.changes) if drift else [])
+
+
+def _result(check: DriftTarget, status: SyncStatus, message: str, objects: list[ObjectResult] = (),
+            error: bool = False) -> DriftTargetResult:
+    return DriftTargetResult(check.app.name, check.cluster, status, message, list(objects),
+                             revision=check.revision, error=error)
+
+
+def _summary(drifts: list[Drift]) -> str:
+    counts = {t: sum(d.type is t for d in drifts) for t in DriftType}
+    return ", ".join(f"{n} {t.value}" for t, n in counts.items() if n)
+
+
+def drift_markdown(result: DriftTargetResult) -> str:
+    """The Prefect artifact: a summary, a table of drifted objects, then what changed in each."""
+    lines = [f"# Drift: app `{result.app}` on cluster `{result.cluster}`", "",
+             f"Compared with `{result.revision[:12] or '-'}`, the revision last synced: "
+             f"**{result.status.value}**: {_cell(result.message)}", ""]
+    drifted = [o for o in result.objects if o.action != "unchanged"]
+    if drifted:
+        lines += ["| action | object | reason |", "|---|---|---|"]
+        lines += [f"| {o.action} | `{_cell(o.ref)}` | {_cell(o.reason)} |" for o in drifted]
+    for obj in drifted:
+        if getattr(obj, "changes", None):
+            lines += ["", f"## `{obj.ref}`", "", "```", *obj.changes, "```"]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _publish(result: DriftTargetResult, check: DriftTarget) -> None:
+    """The markdown artifact, and an event when something drifted."""
+    create_markdown_artifact(key=f"gitops-drift-{result.app}-{result.cluster}".lower(),
+                             markdown=drift_markdown(result),
+                             description=f"drift of {result.app} on {result.cluster}: {result.status.value}")
+    drifted = [o.ref for o in result.objects if o.action != "unchanged"]
+    if not drifted:
+        return
+    emit_event(
+        event="gitops.drift.detected",
+        resource={"prefect.resource.id": f"gitops.app.{result.app}.{result.cluster}",
+                  "gitops.app": result.app, "gitops.cluster": result.cluster, "gitops.revision": check.revision},
+        payload={"objects": drifted, "healed": [o.ref for o in result.objects if o.action in ("created", "configured")],
+                 "status": result.status.value},
+    )
+
+
+def _run_name() -> str:
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else "gitops-drift"

@@ -1,0 +1,236 @@
+"""Drift detection and self-heal against two real local clusters, after a real
+sync of the sample repository: what changed by hand is found (and by whom),
+defaults are not, heal undoes it, Secret values never show."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shutil
+import time
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from conftest import kubectl
+from example_repo import EXAMPLES, ExampleRepo, git
+from flows.drift import DriftCheckFailed, gitops_drift
+from flows.drift_cli import drift_command
+from flows.report import SyncStatus
+from flows.sync import gitops_sync
+from tasks.drift import desired_objects, detect_drift
+from tasks.inventory import read_inventory
+
+pytestmark = pytest.mark.cluster
+
+WEB = dict(apps=["web"], clusters=["staging"])
+
+
+@pytest.fixture(scope="module")
+def repo(registered_clusters, prefect_api, tmp_path_factory) -> ExampleRepo:
+    """The sample repository, synced once to both clusters for the whole module;
+    the clusters are cleaned afterwards, as test_sync's clean_clusters does."""
+    from blocks import GitRepository
+
+    root = tmp_path_factory.mktemp("drift")
+    bare, work = root / "examples.git", root / "work"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
+    shutil.copytree(EXAMPLES, work)
+    git("init", "--quiet", "-b", "main", cwd=work)
+    git("remote", "add", "origin", str(bare), cwd=work)
+    repo = ExampleRepo(bare, work, f"drift-{secrets.token_hex(3)}")
+    repo.commit({}, "the sample repository")
+    GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
+    report = gitops_sync(repo=repo.block_name)
+    assert report.ok, report.failure_message()
+    yield repo
+    for cluster in registered_clusters.values():
+        for namespace in ("web", "widgets", "gitops-system"):
+            kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
+                    "--timeout=60s", check=False)
+        kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def staging(registered_clusters):
+    return registered_clusters["staging"].kubeconfig
+
+
+def only(report):
+    [result] = report.results
+    return result
+
+
+def obj(result, ref: str):
+    return next(o for o in result.objects if o.ref == ref)
+
+
+def test_no_drift_right_after_a_sync_nor_from_server_defaults(repo, registered_clusters):
+    report = gitops_drift(repo=repo.block_name, heal=False)
+    assert report.ok and len(report.results) == 6
+    for result in report.results:
+        assert result.status is SyncStatus.SUCCEEDED, result.message
+        assert {o.action for o in result.objects} == {"unchanged"}, (result.app, result.cluster, result.objects)
+        pairs = {(o.kind, o.namespace) for o in result.objects}
+        assert result.requests["LIST"] <= len(pairs), (result.app, result.requests)
+        assert sum(result.requests[v] for v in ("POST", "PATCH", "PUT", "DELETE")) == 0, result.requests
+    # The server filled in defaults that Git never set: none of them is drift.
+    staging = registered_clusters["staging"].kubeconfig
+    assert kubectl(staging, "get", "service", "web", "-n", "web", "-o", "jsonpath={.spec.clusterIP}").stdout
+    assert kubectl(staging, "get", "deployment", "web", "-n", "web",
+                   "-o", "jsonpath={.spec.strategy.rollingUpdate.maxSurge}").stdout == "25%"
+
+
+def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(repo):
+    from blocks import GitRepository, KubernetesCluster
+    from tasks.appspec import load_appspec
+    from tasks.git import fetch
+    from tasks.kube import KubeClient
+    from tasks.render import render_app
+
+    web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
+    with KubeClient.from_block(KubernetesCluster.load("staging")) as kube:
+        inventory = read_inventory(kube, "web")
+        tree = fetch(GitRepository.load(repo.block_name), inventory.revision).tree
+        manifests = render_app(tree, load_appspec(tree).app("web"), "staging")
+        desired = desired_objects(kube, "web", manifests, "web")  # discovery: once per client
+        kube.reset_requests()
+        assert detect_drift(kube, "web", inventory, desired) == []
+        requests = kube.requests
+    pairs = {(d.kind, d.namespace) for d in desired}
+    assert len(desired) == 3 and requests == {"GET": 0, "LIST": len(pairs), "POST": 0, "PATCH": 0, "PUT": 0,
+                                              "DELETE": 0}
+    # In the flow: the inventory read twice (to render its revision, then to compare) and discovery.
+    assert web.requests["LIST"] == len(pairs) and web.requests["GET"] < 40, web.requests
+
+
+def test_a_scaled_deployment_is_modified_by_kubectl_and_healing_undoes_it(repo, staging):
+    kubectl(staging, "scale", "deployment", "web", "-n", "web", "--replicas=5")
+    web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
+    assert web.status is SyncStatus.FAILED and "1 modified" in web.message
+    deployment = obj(web, "Deployment/web/web")
+    assert deployment.action == "skipped" and deployment.changes == ["spec.replicas: 1 -> 5"]
+    assert deployment.reason.startswith("modified by kubectl:")
+    assert {o.action for o in web.objects if o is not deployment} == {"unchanged"}
+    assert _event_seen("gitops.drift.detected", "gitops.app.web.staging")
+
+    healed = only(gitops_drift(repo=repo.block_name, **WEB, heal=True))
+    assert healed.status is SyncStatus.SUCCEEDED and healed.message.startswith("healed")
+    assert obj(healed, "Deployment/web/web").action == "configured"
+    assert kubectl(staging, "get", "deployment", "web", "-n", "web", "-o", "jsonpath={.spec.replicas}").stdout == "1"
+    again = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
+    assert again.status is SyncStatus.SUCCEEDED, again.message  # our field is ours again
+
+
+def test_a_patched_field_and_a_deleted_configmap_are_found_and_self_healed(repo, staging):
+    kubectl(staging, "patch", "deployment", "web", "-n", "web", "--type=json",
+            "-p", '[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "nginx:1.28"}]')
+    kubectl(staging, "delete", "configmap", "web-settings", "-n", "web")
+    web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
+    assert obj(web, "ConfigMap/web/web-settings").reason.startswith("missing")
+    assert obj(web, "Deployment/web/web").changes == [
+        'spec.template.spec.containers[name=web].image: "nginx:1.27" -> "nginx:1.28"']
+    assert "kubectl-patch" in obj(web, "Deployment/web/web").reason
+
+    healed = only(gitops_drift(repo=repo.block_name, **WEB))  # heal=None: web's syncPolicy.selfHeal is true
+    assert healed.status is SyncStatus.SUCCEEDED, healed.message
+    assert {o.ref: o.action for o in healed.objects} == {
+        "ConfigMap/web/web-settings": "created", "Deployment/web/web": "configured", "Service/web/web": "unchanged"}
+    assert kubectl(staging, "get", "configmap", "web-settings", "-n", "web",
+                   "-o", "jsonpath={.data.greeting}").stdout == "hello"
+    assert kubectl(staging, "get", "deployment", "web", "-n", "web",
+                   "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout == "nginx:1.27"
+
+
+def test_a_hand_made_object_with_our_label_is_unexpected_and_left_alone(repo, staging):
+    kubectl(staging, "create", "configmap", "by-hand", "-n", "web", "--from-literal=a=b")
+    kubectl(staging, "label", "configmap", "by-hand", "-n", "web", "gitops.prefect.io/app=web")
+    try:
+        web = only(gitops_drift(repo=repo.block_name, **WEB, heal=True))
+        assert web.status is SyncStatus.FAILED and web.message.endswith("1 unexpected")
+        stray = obj(web, "ConfigMap/web/by-hand")
+        assert stray.action == "skipped" and stray.reason.startswith("unexpected")
+        assert kubectl(staging, "get", "configmap", "by-hand", "-n", "web").returncode == 0
+    finally:
+        kubectl(staging, "delete", "configmap", "by-hand", "-n", "web", "--ignore-not-found")
+
+
+def test_cli_exit_codes_and_json(repo, staging):
+    app = typer.Typer()
+    app.command()(drift_command)
+    runner = CliRunner()
+
+    def gitops_drift_cli(*args: str):
+        return runner.invoke(app, ["--repo", repo.block_name, "--app", "web", "--cluster", "staging", *args])
+
+    assert gitops_drift_cli().exit_code == 0
+    kubectl(staging, "scale", "deployment", "web", "-n", "web", "--replicas=4")
+    found = gitops_drift_cli("--json")
+    assert found.exit_code == 1, found.output
+    document = json.loads(found.stdout)
+    assert len(document["revision"]) == 40
+    [web] = document["results"]
+    assert set(web) == {"app", "cluster", "status", "message", "objects", "requests", "revision"}
+    deployment = next(o for o in web["objects"] if o["kind"] == "Deployment")
+    assert deployment["changes"] == ["spec.replicas: 1 -> 4"]
+    shown = gitops_drift_cli()
+    assert shown.exit_code == 1 and "spec.replicas: 1 -> 4" in shown.output
+    assert gitops_drift_cli("--heal").exit_code == 0
+    assert gitops_drift_cli().exit_code == 0
+    missing = runner.invoke(app, ["--repo", "no-such-repository", "--json"])
+    assert missing.exit_code == 2 and json.loads(missing.stdout)["results"] == []
+
+
+def test_secret_values_never_show_in_reports_artifacts_or_errors(repo, staging):
+    """Last: it commits to the repository and leaves a Secret that cannot be healed."""
+    canary, changed = f"canary-{secrets.token_hex(8)}", f"changed-{secrets.token_hex(8)}"
+    base = "apps/web/base/"
+    repo.commit({
+        base + "secret.yaml": f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-token\nstringData:\n"
+                              f"  token: {canary}\n",
+        base + "kustomization.yaml": repo.read(base + "kustomization.yaml") + "  - secret.yaml\n",
+    }, "a Secret")
+    assert gitops_sync(repo=repo.block_name, **WEB).ok
+    encoded = base64.b64encode(changed.encode()).decode()
+    kubectl(staging, "patch", "secret", "web-token", "-n", "web", "-p",
+            json.dumps({"data": {"token": encoded}, "immutable": True}))
+
+    web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
+    token = obj(web, "Secret/web/web-token")
+    assert token.action == "skipped" and len(token.changes) == 1 and token.changes[0].startswith("data.token: \"+")
+    with pytest.raises(DriftCheckFailed) as failure:  # immutable now: heal must fail
+        gitops_drift(repo=repo.block_name, **WEB, heal=True)
+    assert "immutable" in str(failure.value)
+
+    texts = [json.dumps([r.to_json() for r in (web, *failure.value.report.results)]), str(failure.value),
+             *_artifacts("gitops-drift-web-staging")]
+    for value in (canary, changed, encoded, base64.b64encode(canary.encode()).decode()):
+        for text in texts:
+            assert value not in text
+
+
+def _artifacts(key: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts
+    return [str(a.data) + str(a.description) for a in artifacts]
+
+
+def _event_seen(name: str, resource_id: str, timeout_s: float = 20) -> bool:
+    """Events reach the server asynchronously: look for a while."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    query = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if client.read_events(filter=query, limit=10).events:
+                return True
+            time.sleep(0.5)
+    return False
