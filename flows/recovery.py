@@ -1,0 +1,152 @@
+"""`gitops_recover`: bring one cluster - new, emptied or half-restored - back to
+the branch head. Every app that targets it is synced in dependsOn order, all at
+one commit, each waited healthy before the next; the report says how long each
+app and the whole recovery took.
+
+It is the sync pipeline (gitops_sync, one app at a time) and so idempotent: a
+second run changes nothing, and a rerun after an interruption finishes the job.
+A recovery is requested with the event `gitops.recover.requested` (see
+`request_recovery`), which the `gitops-recover` deployment is triggered by."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import kubernetes
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from blocks import GitRepository, KubernetesCluster
+from flows.report import SyncStatus, TargetResult
+from flows.sync import SyncFailed, gitops_sync
+from flows.validate import dependencies
+from tasks.appspec import App, load_appspec
+from tasks.git import fetch_task
+
+RECOVER_EVENT = "gitops.recover.requested"
+API_WAIT_S = 120
+_CHANGES = ("created", "configured", "pruned")
+
+
+@dataclass
+class AppRecovery:
+    app: str
+    status: SyncStatus
+    seconds: float
+    changed: int  # objects created, configured or pruned
+    message: str
+
+
+@dataclass
+class RecoveryReport:
+    cluster: str
+    revision: str
+    apps: list[AppRecovery] = field(default_factory=list)
+    seconds: float = 0.0  # the whole recovery, from the flow's start
+
+    @property
+    def ok(self) -> bool:
+        return all(a.status is SyncStatus.SUCCEEDED for a in self.apps)
+
+    @property
+    def changed(self) -> int:
+        return sum(a.changed for a in self.apps)
+
+    def markdown(self) -> str:
+        lines = [f"# Recovery of `{self.cluster}` at `{self.revision[:12]}`", "",
+                 "| app | result | time | objects changed | message |", "|---|---|---|---|---|"]
+        lines += [f"| {a.app} | {a.status.value} | {a.seconds:.1f} s | {a.changed} | {_cell(a.message)} |"
+                  for a in self.apps]
+        outcome = "recovered" if self.ok else f"{sum(_not_recovered(a) for a in self.apps)} app(s) not recovered"
+        lines += ["", f"**{outcome}** in **{self.seconds:.1f} s** ({len(self.apps)} apps, "
+                      f"{self.changed} objects changed)"]
+        return "\n".join(lines)
+
+
+class RecoveryFailed(Exception):
+    """Some app did not come back healthy; carries the whole report."""
+
+    def __init__(self, report: RecoveryReport):
+        failed = [f"{a.app}: {a.status.value}: {a.message}" for a in report.apps if _not_recovered(a)]
+        super().__init__(f"recovery of {report.cluster} incomplete: " + "; ".join(failed))
+        self.report = report
+
+
+@flow(name="gitops-recover", log_prints=False)
+def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
+    """Apply every app that targets `cluster`, in dependsOn order, at the branch head."""
+    started, logger = time.monotonic(), get_run_logger()
+    block = KubernetesCluster.load(cluster)
+    wait_for_api(cluster, block)
+    fetched = fetch_task(GitRepository.load(repo))  # one commit for every app, even if the branch moves
+    spec = load_appspec(fetched.tree)
+    apps = [app for app in spec.ordered_apps() if app.selects(cluster, block.labels)]
+    logger.info("recovering %s at %s: %s", cluster, fetched.sha[:12], ", ".join(a.name for a in apps) or "no apps")
+    report = RecoveryReport(cluster, fetched.sha)
+    for app in apps:
+        report.apps.append(_recover_app(repo, cluster, fetched.sha, app, dependencies(spec, app), report))
+    report.seconds = time.monotonic() - started
+    create_markdown_artifact(key=f"gitops-recover-{cluster}".lower(), markdown=report.markdown(),
+                             description=f"recovery of {cluster} at {fetched.sha[:12]}")
+    logger.info("recovery of %s: %s in %.1f s", cluster, "done" if report.ok else "incomplete", report.seconds)
+    if not report.ok:
+        raise RecoveryFailed(report)
+    return report
+
+
+def _recover_app(repo: str, cluster: str, revision: str, app: App, needs: set[str],
+                 report: RecoveryReport) -> AppRecovery:
+    """One app through the whole sync pipeline, timed; skipped when an app it needs is not back."""
+    blocked = sorted(a.app for a in report.apps if a.app in needs and _not_recovered(a))
+    if blocked:
+        return AppRecovery(app.name, SyncStatus.SKIPPED, 0.0, 0, f"skipped: {', '.join(blocked)} not recovered")
+    started = time.monotonic()
+    try:
+        # .fn: the pipeline's tasks run inside this flow run, with no subflow overhead.
+        sync = gitops_sync.fn(repo=repo, apps=[app.name], clusters=[cluster], revision=revision)
+    except SyncFailed as failed:
+        sync = failed.report
+    seconds = time.monotonic() - started
+    result = next((r for r in sync.results if r.app == app.name), None)
+    if result is None:
+        return AppRecovery(app.name, SyncStatus.FAILED, seconds, 0, "the sync did not select it")
+    return AppRecovery(app.name, result.status, seconds, _changed(result), result.message)
+
+
+@task(name="wait-for-api", task_run_name="wait for {cluster}", cache_policy=NO_CACHE)
+def wait_for_api(cluster: str, block: KubernetesCluster, timeout_s: float = API_WAIT_S) -> str:
+    """A new cluster may still be starting when its recovery is requested: wait
+    until its API server answers (its version), at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with block.api_client() as client:
+                return kubernetes.client.VersionApi(client).get_code(_request_timeout=10).git_version
+        except Exception as error:  # refused, TLS, 503 while starting: all worth waiting for
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster {cluster}: API server not reachable after {timeout_s:g} s: "
+                                   f"{error}") from error
+            get_run_logger().info("cluster %s not answering yet (%s); waiting", cluster, type(error).__name__)
+            time.sleep(2)
+
+
+def request_recovery(cluster: str, reason: str = "") -> None:
+    """Emit the event that triggers the `gitops-recover` deployment for `cluster`."""
+    emit_event(event=RECOVER_EVENT,
+               resource={"prefect.resource.id": f"gitops.cluster.{cluster}", "gitops.cluster": cluster},
+               payload={"reason": reason})
+
+
+def _not_recovered(app: AppRecovery) -> bool:
+    return app.status is not SyncStatus.SUCCEEDED
+
+
+def _changed(result: TargetResult) -> int:
+    return sum(o.action in _CHANGES for o in result.objects)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,39 @@
+"""`gitops recover`: rebuild a cluster from Git, here or through the API."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+DEPLOYMENT = "gitops-recover/gitops-recover"
+
+
+def recover_command(
+    repo: str = typer.Option(..., "--repo", help="Git repository block name."),
+    cluster: str = typer.Option(..., "--cluster", help="Cluster block name (the cluster may be new and empty)."),
+    via_api: bool = typer.Option(False, "--via-api", help=f"Start the {DEPLOYMENT} deployment through Prefect's "
+                                                          "API and wait for it, instead of running here."),
+) -> None:
+    """Apply every app that targets the cluster at the branch head, until healthy."""
+    if via_api:
+        _via_api(repo, cluster)
+        return
+    from flows.recovery import RecoveryFailed, gitops_recover
+
+    try:
+        report = gitops_recover(repo=repo, cluster=cluster)
+    except RecoveryFailed as failed:
+        report = failed.report
+    for app in report.apps:
+        err.print(f"  {app.status.value:<9} {app.app}: {app.seconds:.1f} s, {app.changed} objects changed")
+    err.print(f"{cluster}: {'recovered' if report.ok else 'not recovered'} in {report.seconds:.1f} s")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _via_api(repo: str, cluster: str) -> None:
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, timeout=900)
+    err.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'unknown'}")
+    raise typer.Exit(0 if run.state and run.state.is_completed() else 1)
