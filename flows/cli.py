@@ -4,6 +4,10 @@ import typer
 
 from flows.blocks_cli import cluster_app, repo_app
 from flows.localcluster_cli import localcluster_app
+from flows.drift_cli import drift_command
+from flows.recovery_cli import recover_command
+from flows.rollback import rollback_command
+from flows.serve import serve_command
 from flows.sync_cli import diff_command, status_command, sync_command
 from flows.validate_cli import validate_command
 
@@ -20,6 +24,10 @@ app.command("validate")(validate_command)
 app.command("sync")(sync_command)
 app.command("diff")(diff_command)
 app.command("status")(status_command)
+app.command("drift")(drift_command)
+app.command("recover")(recover_command)
+app.command("rollback")(rollback_command)
+app.command("serve")(serve_command)
 
 
 @app.command()

@@ -8,6 +8,8 @@ what failed, if any app failed on any cluster."""
 
 from __future__ import annotations
 
+import threading
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -32,6 +34,9 @@ from tasks.problems import Severity
 from tasks.prune import EmptyDesiredState, prune_objects
 from tasks.render import render_app
 from tasks.revert import revert_target
+
+
+_GIT_REVERTS = threading.Lock()
 
 
 class SyncFailed(Exception):
@@ -158,8 +163,20 @@ def _maybe_revert(kube: KubeClient, target: Target, revision: str, failed: Targe
     def render_revision(sha: str) -> list[Manifest]:
         return render_app(fetch(GitRepository.load(repo), sha).tree, app, target.cluster)
 
+    def revert_in_git(good: str, reason: str) -> str:
+        from flows.rollback import RollbackError, rollback_in_git  # rollback imports this module
+
+        why = (f"Auto-revert by prefect-gitops: app {app.name} on cluster {target.cluster} failed in flow run "
+               f"{_run_name()} at {revision[:12]}: {reason}")
+        with _GIT_REVERTS:  # two clusters failing at once revert Git once
+            try:
+                result = rollback_in_git.fn(GitRepository.load(repo), app.name, good, why)
+            except RollbackError as error:
+                return f"Git not reverted: {error}"
+        return f"Git reverted by {result.commit[:12]}" if result.pushed else "Git already reverted"
+
     outcome = revert_target(kube, app, target.cluster, revision, failed.message, previous, render_revision,
-                            revert_in_git=None)
+                            revert_in_git)
     get_run_logger().warning("%s on %s: %s", app.name, target.cluster, outcome.message)
     if outcome.ok:
         failed.status = SyncStatus.REVERTED

@@ -38,7 +38,7 @@ def revert_target(kube: KubeClient, app: App, cluster: str, bad_revision: str, r
 
     `before` is the inventory as it was before the bad sync; `render_revision(sha)`
     gives the app's manifests for this cluster at a revision; `revert_in_git(good,
-    reason)` pushes a revert commit and returns its SHA (mode git only)."""
+    reason)` pushes a revert commit and says what it did (mode git only)."""
     good = before.last_healthy_revision if before else ""
     if not good or good == bad_revision:
         return RevertOutcome(False, "", "no earlier healthy revision is recorded to revert to")
@@ -64,8 +64,7 @@ def revert_target(kube: KubeClient, app: App, cluster: str, bad_revision: str, r
                              changeset, health)
     message = f"reverted to {good[:12]}"
     if app.sync_policy.auto_revert.mode is RevertMode.GIT and revert_in_git is not None:
-        commit = revert_in_git(good, reason)
-        message += f"; Git reverted by {commit[:12]}" if commit else "; Git already reverted"
+        message += "; " + revert_in_git(good, reason)
     return RevertOutcome(True, good, message, changeset, health)
 
 

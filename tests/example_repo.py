@@ -43,6 +43,13 @@ class ExampleRepo:
         git("push", "--quiet", "origin", "main", cwd=self.work)
         return git("rev-parse", "HEAD", cwd=self.work)
 
+    def git_pull(self) -> None:
+        git("pull", "--quiet", "--rebase", "origin", "main", cwd=self.work)
+
+    def log(self) -> list[str]:
+        """Full messages of the commits on main, newest first."""
+        return git("log", "--format=%B%x00", cwd=self.work).strip("\x00\n").split("\x00")
+
     def read(self, name: str) -> str:
         return (self.work / name).read_text()
 

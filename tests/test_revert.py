@@ -85,3 +85,27 @@ def test_without_a_healthy_revision_the_revert_stops_and_says_so(example_repo, c
     assert web.status is SyncStatus.FAILED
     assert "auto-revert failed: no earlier healthy revision" in web.message
     assert "is held" in web.message
+
+
+def test_mode_git_pushes_one_revert_commit_even_when_both_clusters_fail(example_repo, clean_clusters):
+    good = gitops_sync(repo=example_repo.block_name)
+    assert good.ok
+    bad = break_web(example_repo)
+    with pytest.raises(SyncFailed) as failure:
+        gitops_sync(repo=example_repo.block_name, apps=["web"])
+    results = failure.value.report.results
+    assert {r.cluster: r.status for r in results} == {"staging": SyncStatus.REVERTED,
+                                                      "production": SyncStatus.REVERTED}
+    messages = " ".join(r.message for r in results)
+    assert messages.count("Git reverted by") == 1 and "Git already reverted" in messages
+
+    example_repo.git_pull()
+    log = example_repo.log()
+    assert log[0].startswith("Roll back app web to") and "Auto-revert by prefect-gitops" in log[0]
+    assert "unreachable.invalid" not in example_repo.read("apps/web/base/deployment.yaml")
+    assert bad[:12] in log[0]  # the reverted commit is named
+    for cluster in clean_clusters.values():
+        assert live_image(cluster) == "nginx:1.27"
+    # The next sync of the branch head (the revert commit) is clean and changes nothing.
+    head = gitops_sync(repo=example_repo.block_name, apps=["web"])
+    assert head.ok and {o.action for r in head.results for o in r.objects} == {"unchanged"}
