@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,11 @@ def run_demo(keep: bool = False) -> None:
         register_blocks(repo, clusters)
         first_sync()
         failing_change(repo, clusters["staging"])
-        console.print(f"\n[green]demo finished in {time.monotonic() - started:.0f} s[/green]; "
-                      f"the runs are at {api_url.removesuffix('/api')}")
+        drift_heals(clusters["production"])
+        recover_through_the_api(cleanup, workdir, api_url, clusters)
+        console.print(f"\n[green]demo finished in {time.monotonic() - started:.0f} s[/green]; its runs, logs, "
+                      f"diffs and events were at {api_url.removesuffix('/api')} (set PREFECT_API_URL to a server "
+                      "of your own to keep them)")
 
 
 def step(number: int, text: str) -> None:
@@ -155,9 +159,86 @@ def failing_change(repo: DemoRepo, staging: LocalCluster) -> None:
     image = kubectl(staging, "get", "deployment", "web", "-n", "web",
                     "-o", "jsonpath={.spec.template.spec.containers[0].image}")
     console.print(f"  web on staging runs {image} again")
+    repo.git("pull", "--quiet", "origin", "main")
+    console.print(f"  Git: {repo.git('log', '-1', '--format=%h %s')}")
+
+
+def drift_heals(production: LocalCluster) -> None:
+    step(6, "change a Deployment by hand with kubectl: the drift check finds it and heals it")
+    kubectl(production, "scale", "deployment", "web", "-n", "web", "--replicas=5")
+    console.print("  $ kubectl scale deployment web -n web --replicas=5", style="dim")
+    gitops("drift", "--repo", REPO_BLOCK, expect_failure=True)
+    gitops("drift", "--repo", REPO_BLOCK, "--heal")
+    replicas = kubectl(production, "get", "deployment", "web", "-n", "web", "-o", "jsonpath={.spec.replicas}")
+    console.print(f"  web on production has {replicas} replicas again, as in Git")
+
+
+def recover_through_the_api(cleanup: contextlib.ExitStack, workdir: Path, api_url: str,
+                            clusters: dict[str, LocalCluster]) -> None:
+    step(7, "lose the production cluster, make a new empty one, recover it through Prefect's REST API")
+    production = clusters["production"]
+    production.down()
+    with console.status("  demo-production: starting an empty cluster"):
+        production.up()
+    gitops("cluster", "add", "production", "--kubeconfig", str(production.kubeconfig), "--label", "env=production")
+    runner = start_recovery_runner(workdir)
+    cleanup.callback(stop, runner)
+    deployment = _http_json(f"{api_url}/deployments/name/gitops-recover/gitops-recover", wait_s=60)
+    run = _http_json(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
+                     {"parameters": {"repo": REPO_BLOCK, "cluster": "production"}})
+    console.print(f"  POST /api/deployments/{deployment['id'][:8]}…/create_flow_run -> flow run {run['name']}")
+    state = wait_for_run(api_url, run["id"])
+    pods = kubectl(production, "get", "pods", "-n", "web", "--no-headers")
+    console.print(f"  flow run {run['name']}: {state}; web pods on the new cluster:")
+    console.print("\n".join(f"    {line}" for line in pods.splitlines()), highlight=False)
+    stop(runner)
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def start_recovery_runner(workdir: Path) -> subprocess.Popen:
+    """The recovery deployment served by a process of its own, as `gitops serve` does."""
+    code = ("import prefect; from flows.serve import recover_deployment; "
+            f"prefect.serve(recover_deployment({REPO_BLOCK!r}), limit=1)")
+    log = open(workdir / "runner.log", "wb")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_run(api_url: str, run_id: str, timeout_s: float = 300) -> str:
+    deadline = time.monotonic() + timeout_s
+    with console.status("  waiting for the recovery run"):
+        while time.monotonic() < deadline:
+            state = _http_json(f"{api_url}/flow_runs/{run_id}")["state"]
+            if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                if state["type"] != "COMPLETED":
+                    raise SystemExit(f"the recovery run ended {state['name']}: {state.get('message')}")
+                return state["name"]
+            time.sleep(1)
+    raise SystemExit(f"the recovery run did not finish within {timeout_s:.0f} s")
+
+
+def _http_json(url: str, body: dict | None = None, wait_s: float = 0) -> dict:
+    """GET (or POST `body`) as JSON; retried for `wait_s` while it is not there yet."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def gitops(*args: str, expect_failure: bool = False) -> dict | None:

@@ -107,6 +107,7 @@ class LocalCluster:
         if self.layout.root.exists():
             self.down()  # a leftover of a cluster that died: start clean
         binary = build.ensure_binary(on_progress=on_progress)
+        self._processes = {}  # an earlier up() of this object started others
         self._prepare()
         ports = _free_ports(5)
         record = ClusterRecord(

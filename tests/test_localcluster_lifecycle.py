@@ -164,3 +164,17 @@ def test_list_shows_nothing_on_a_fresh_home(tmp_path):
     assert result.returncode == 0
     assert "kubeconfig" in result.stdout  # the table's header
     assert "pytest" not in result.stdout
+
+
+@pytest.mark.cluster
+def test_the_same_object_can_go_down_and_up_again():
+    cluster = LocalCluster(f"pytest{os.getpid()}-again")
+    try:
+        cluster.up()
+        first = cluster.record().api_url
+        cluster.down()
+        cluster.up()
+        assert cluster.is_running() and cluster.record().api_url != first
+        assert kubectl(cluster.kubeconfig, "get", "--raw", "/readyz").stdout == "ok"
+    finally:
+        cluster.down()
