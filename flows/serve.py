@@ -23,7 +23,8 @@ def sync_deployment(repo: str, interval_s: float = 60) -> RunnerDeployment:
 
     # One sync at a time; a tick that finds one still running is dropped, not queued.
     single = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    return gitops_sync.to_deployment(name="gitops-sync", interval=interval_s, parameters={"repo": repo},
+    return gitops_sync.to_deployment(name="gitops-sync", interval=interval_s,
+                                     parameters={"repo": repo, "if_changed": True},
                                      concurrency_limit=single, tags=[*TAGS, "sync"],
                                      description="Apply the branch head to every cluster.")
 

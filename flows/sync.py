@@ -23,6 +23,7 @@ from flows.validate import Target, dependencies, prepare_desired_state
 from tasks.appspec import AppSpec
 from tasks.changeset import Action, ChangeSet
 from tasks.diff import diff_markdown, plan_changes
+from tasks.drift import desired_objects, detect_drift
 from tasks.apply import apply_changes
 from tasks.health import HealthReport, ObjectRef, wait_for_health
 from tasks.git import fetch
@@ -49,8 +50,11 @@ class SyncFailed(Exception):
 
 @flow(name="gitops-sync", log_prints=False)
 def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
-                revision: str | None = None, dry_run: bool = False) -> SyncReport:
-    """Sync the selected apps to their clusters (or, with dry_run, only diff them)."""
+                revision: str | None = None, dry_run: bool = False, if_changed: bool = False) -> SyncReport:
+    """Sync the selected apps to their clusters (or, with dry_run, only diff them).
+    With if_changed (the scheduled sync), an app whose inventory already holds this
+    revision as healthy and whose live state has not drifted costs a few LISTs and
+    is not dry-run object by object."""
     desired = prepare_desired_state(repo, apps, clusters, revision, server_dry_run=False)
     report = SyncReport(desired.revision)
     spec_errors = [p for p in desired.problems if p.severity is Severity.ERROR]
@@ -61,7 +65,8 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
     for target in desired.targets:
         by_cluster.setdefault(target.cluster, []).append(target)
     blocks = load_clusters(list(by_cluster))
-    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run, repo)
+    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run, repo,
+                                   if_changed)
                for name, targets in by_cluster.items()]
     for future in futures:
         report.results += future.result()
@@ -74,7 +79,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
 
 @task(name="sync-cluster", task_run_name="sync {cluster}", cache_policy=NO_CACHE)
 def sync_cluster(cluster: str, block: KubernetesCluster, targets: list[Target], revision: str, spec: AppSpec,
-                 dry_run: bool, repo: str) -> list[TargetResult]:
+                 dry_run: bool, repo: str, if_changed: bool = False) -> list[TargetResult]:
     """Every app of one cluster, in dependsOn order, through one counted client."""
     results: dict[str, TargetResult] = {}
     with KubeClient.from_block(block) as kube:
@@ -86,14 +91,14 @@ def sync_cluster(cluster: str, block: KubernetesCluster, targets: list[Target], 
                                       f"skipped: {', '.join(failed_deps)} did not sync")
             else:
                 provided = [m for t in targets if t.app.name in dependencies(spec, target.app) for m in t.manifests]
-                result = sync_target(kube, target, revision, dry_run, provided, repo)
+                result = sync_target(kube, target, revision, dry_run, provided, repo, if_changed)
             results[target.app.name] = result
             _publish(result, revision, dry_run)
     return list(results.values())
 
 
 def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
-                provided: list[Manifest] = (), repo: str = "") -> TargetResult:
+                provided: list[Manifest] = (), repo: str = "", if_changed: bool = False) -> TargetResult:
     """One app on one cluster: the requests it cost are counted into its result.
     `provided`: what the apps it depends on apply before it on this cluster."""
     errors = [p for p in target.problems if p.severity is Severity.ERROR]
@@ -102,7 +107,7 @@ def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
     before = kube.requests
     try:
         with app_lock(kube.api_client, target.app.name, holder=_run_name()):
-            result = _sync_locked(kube, target, revision, dry_run, provided, repo)
+            result = _sync_locked(kube, target, revision, dry_run, provided, repo, if_changed)
     except Exception as error:  # a failure of this app must not stop the others
         get_run_logger().exception("%s on %s failed", target.app.name, target.cluster)
         result = _failed(target, f"{type(error).__name__}: {error}")
@@ -111,12 +116,15 @@ def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
 
 
 def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
-                 provided: list[Manifest], repo: str) -> TargetResult:
+                 provided: list[Manifest], repo: str, if_changed: bool = False) -> TargetResult:
     app, logger = target.app, get_run_logger()
     previous = read_inventory(kube, app.name)
     if previous and revision in previous.held_revisions:
         return TargetResult(app.name, target.cluster, SyncStatus.SKIPPED,
                             f"revision {revision[:12]} is held after a failed sync; waiting for a newer commit")
+    if if_changed and _up_to_date(kube, target, revision, previous):
+        return TargetResult(app.name, target.cluster, SyncStatus.SUCCEEDED,
+                            f"up to date: {revision[:12]} is applied, healthy and has not drifted")
     changeset = plan_changes(kube, app.name, target.manifests, previous, default_namespace=app.namespace,
                              provided=provided)
     create_markdown_artifact(key=_key("diff", target), markdown=diff_markdown(app, target.cluster, changeset),
@@ -188,6 +196,14 @@ def _maybe_revert(kube: KubeClient, target: Target, revision: str, failed: Targe
                       f"{revision[:12]} is held")
     _emit("gitops.revert.failed", failed, revision)
     return failed
+
+
+def _up_to_date(kube: KubeClient, target: Target, revision: str, previous: Inventory | None) -> bool:
+    """This revision was applied and healthy last time, and nothing drifted since."""
+    if previous is None or previous.revision != revision or previous.last_healthy_revision != revision:
+        return False
+    desired = desired_objects(kube, target.app.name, target.manifests, target.app.namespace)
+    return not detect_drift(kube, target.app.name, previous, desired)
 
 
 def _skip_prunes(changeset: ChangeSet) -> None:

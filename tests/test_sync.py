@@ -155,3 +155,19 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
     assert rows[("web", "staging")]["inSync"] and rows[("web", "staging")]["health"] == "Current"
     assert not rows[("web", "production")]["inSync"]
     assert status.returncode == 1  # production was never synced
+
+
+def test_the_scheduled_sync_returns_at_once_when_nothing_moved_or_drifted(example_repo, clean_clusters):
+    assert gitops_sync(repo=example_repo.block_name, clusters=["staging"]).ok
+    quiet = gitops_sync(repo=example_repo.block_name, clusters=["staging"], if_changed=True)
+    for r in quiet.results:
+        assert r.status is SyncStatus.SUCCEEDED and r.message.startswith("up to date"), r.message
+        assert r.requests["PATCH"] == 0 and r.requests["POST"] == 0 and r.requests["DELETE"] == 0, r.requests
+    staging = clean_clusters["staging"]
+    kubectl(staging.kubeconfig, "scale", "deployment", "web", "-n", "web", "--replicas=4")
+    healed = gitops_sync(repo=example_repo.block_name, clusters=["staging"], apps=["web"], if_changed=True)
+    [web] = healed.results
+    assert not web.message.startswith("up to date")
+    assert {o.ref: o.action for o in web.objects}["Deployment/web/web"] == "configured"
+    assert kubectl(staging.kubeconfig, "get", "deployment", "web", "-n", "web",
+                   "-o", "jsonpath={.spec.replicas}").stdout == "1"
