@@ -116,7 +116,10 @@ def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: boo
             crds_ready = True
             if not _wait_for_crds(kube, changeset, timeout):
                 return changeset
-        deferred = [c for c in batch if c.deferred]
+        # Dry-run what waited for a CRD now served. What waited for its namespace
+        # cannot exist yet: it is written directly (the apply refuses what the
+        # dry-run would have, with the same message).
+        deferred = [c for c in batch if c.deferred and not c.in_new_namespace]
         kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate), deferred)
         writes = [c for c in batch if c.action in (Action.CREATED, Action.CONFIGURED) and not c.error]
         kube.map(lambda c: apply_object(kube, c, allow_recreate, timeout), writes)

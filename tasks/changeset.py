@@ -57,6 +57,9 @@ class ObjectChange:
     done: bool = False
     # Not dry-run yet: its CRD or Namespace is applied earlier in the same sync.
     deferred: bool = False
+    # Deferred because its namespace does not exist yet: neither can the object,
+    # so apply writes it without a dry-run first.
+    in_new_namespace: bool = False
     # An immutable field changes: the object must be deleted and created again.
     recreate: bool = False
     # No longer this app's (another owner's label): left alone, and it leaves the inventory.

@@ -1,7 +1,13 @@
 """Plan a sync: for each desired object, created / configured / unchanged, decided
 the Flux way from a server-side dry-run apply against the live object, so that
 server defaults never show as differences; previous members no longer desired are
-to be pruned. Diffs are readable field lists, with every Secret value masked."""
+to be pruned. Diffs are readable field lists, with every Secret value masked.
+
+Two shortcuts spare most dry-runs, each only where its answer is certain: an
+object whose namespace this sync creates is new (deferred to apply, no dry-run);
+an object whose live version (from one LIST per kind and namespace) shows our
+Apply owning exactly the desired fields with the desired values is unchanged
+(tasks/fieldsets.py). Everything else is dry-run."""
 
 from __future__ import annotations
 
@@ -18,8 +24,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of
-from tasks.inventory import Inventory, ownership_labels
+from tasks.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from tasks.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
+from tasks.inventory import APP_LABEL, Inventory, ownership_labels
 from tasks.kube import ApiError, KubeClient, UnknownKind
 from tasks.objects import Manifest
 
@@ -32,6 +39,8 @@ IGNORED_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "cr
                     "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_VALUE_CHARS = 300
+# libyaml's dumper when PyYAML has it: the same YAML, many times faster.
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 # ---- normalization ------------------------------------------------------------------
@@ -170,7 +179,7 @@ def _value(value: object) -> str:
 
 def render_new(obj: dict) -> str:
     """A new object, as the YAML to be created, each line marked `+`."""
-    text = yaml.safe_dump(obj, sort_keys=False, default_flow_style=False).rstrip("\n")
+    text = yaml.dump(obj, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False).rstrip("\n")
     return "\n".join(f"+ {line}" for line in text.splitlines())
 
 
@@ -192,17 +201,24 @@ def desired_body(manifest: Manifest, app_name: str, namespace: str) -> dict:
 def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inventory: Inventory | None, *,
                  default_namespace: str = "default", allow_recreate: bool = False,
                  provided: list[Manifest] = ()) -> ChangeSet:
-    """The plan of a sync, writing nothing. Each desired object costs one dry-run
-    PATCH, plus one GET when it exists; objects to prune cost nothing here.
-    `provided`: objects of the apps this one depends on, applied before it, whose
-    CRDs and Namespaces may not exist yet (a dry run of the whole repository)."""
+    """The plan of a sync, writing nothing. One LIST of namespaces (when the sync
+    creates some) and one LIST per kind and namespace of the desired objects; then
+    each object not provably unchanged from that LIST costs one dry-run PATCH, plus
+    one GET when it exists and the LIST did not return it as the dry-run saw it.
+    Objects in a namespace this sync creates cost nothing (they are deferred), nor
+    do objects to prune. `provided`: objects of the apps this one depends on,
+    applied before it, whose CRDs and Namespaces may not exist yet (a dry run of
+    the whole repository)."""
     manifests = [m for m in manifests if isinstance(m.obj, dict)]  # validation reports the others
     available = [*manifests, *(m for m in provided if isinstance(m.obj, dict))]
     crds = _crds_in(available)
     namespaces = {m.name for m in available if (m.group, m.kind) == ("", "Namespace")}
     desired = [_desired_change(kube, m, app_name, default_namespace, crds) for m in manifests]
+    _defer_in_new_namespaces(kube, desired, namespaces)
     todo = [c for c in desired if not (c.error or c.deferred)]
-    kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate), todo)
+    listed = _list_live(kube, app_name, todo)
+    todo = [c for c in todo if not _unchanged_as_listed(c, listed.get(c.key), app_name)]
+    kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate, listed.get(c.key)), todo)
     keys = {c.key for c in desired}
     pruned = [ObjectChange(m.api_version, m.kind, m.namespace, m.name, source=None, action=Action.PRUNED,
                            diff="- (no longer in the desired state: to be deleted)")
@@ -244,18 +260,81 @@ def _crds_in(manifests: list[Manifest]) -> dict[tuple[str, str], dict]:
     return crds
 
 
+def _defer_in_new_namespaces(kube: KubeClient, changes: list[ObjectChange], namespaces: set[str]) -> None:
+    """Defer, without a dry-run, the objects whose namespace does not exist yet and
+    is created before them in this sync: their dry-run could only be refused (and
+    the API server's namespace admission makes each such refusal slow)."""
+    waiting = [c for c in changes if c.namespace in namespaces and not (c.error or c.deferred)]
+    if not waiting:
+        return
+    try:
+        existing = {(n.get("metadata") or {}).get("name") for n in kube.list("v1", "Namespace")}
+    except ApiError:  # e.g. not allowed to LIST namespaces: each dry-run finds out
+        return
+    for change in waiting:
+        if change.namespace not in existing:
+            change.action, change.deferred, change.in_new_namespace = Action.CREATED, True, True
+            change.diff = f"(not dry-run yet: namespace {change.namespace} is created before it in this sync)"
+
+
+def _list_live(kube: KubeClient, app_name: str, changes: list[ObjectChange]) -> dict[tuple, dict]:
+    """The app's live objects of the changes' kinds and namespaces, by key: one
+    LIST each, by the app's label. An object without the label (adopted, or the
+    label taken off) is not in it: the dry-run decides for that one."""
+    scopes = sorted({(c.api_version, c.kind, c.namespace) for c in changes})
+    live: dict[tuple, dict] = {}
+    for (api_version, kind, namespace), items in zip(scopes, kube.map(lambda s: _list_scope(kube, app_name, *s),
+                                                                       scopes)):
+        for item in items:
+            item.update(apiVersion=api_version, kind=kind)  # a LIST's items name neither
+            meta = item.get("metadata") or {}
+            group = api_version.rpartition("/")[0]
+            live[(group, kind, meta.get("namespace") or "", meta.get("name") or "")] = item
+    return live
+
+
+def _list_scope(kube: KubeClient, app_name: str, api_version: str, kind: str, namespace: str) -> list[dict]:
+    try:
+        return kube.list(api_version, kind, namespace, label_selector=f"{APP_LABEL}={app_name}")
+    except (ApiError, UnknownKind):  # e.g. not allowed to LIST: the dry-runs decide
+        return []
+
+
+def _unchanged_as_listed(change: ObjectChange, live: dict | None, app_name: str) -> bool:
+    """Mark the change unchanged, without a dry-run, when the live object proves
+    that applying it again would change nothing: it is ours (our labels, not
+    being deleted) and our Apply owns exactly the desired fields, each with the
+    desired value (see fieldsets.reapply_changes_nothing). Whatever is uncertain
+    (a Secret's write-only stringData, a value the server normalized) is left to
+    the dry-run."""
+    desired = change.desired or {}
+    if live is None or (live.get("metadata") or {}).get("deletionTimestamp") or "stringData" in desired:
+        return False
+    labels = labels_of(live)
+    if any(labels.get(k) != v for k, v in ownership_labels(app_name).items()):
+        return False
+    defaults = BUILTIN_DEFAULTED_KEYS if change.group in BUILTIN_GROUPS else {}
+    if not reapply_changes_nothing(desired, live, defaults):
+        return False
+    change.action, change.diff = Action.UNCHANGED, ""
+    change.dry_run_result = SecretMasker().mask(live)
+    return True
+
+
 def recreate_allowed(change: ObjectChange, allow_recreate: bool) -> bool:
     return allow_recreate or str(annotations_of(change.desired).get(RECREATE_ANNOTATION, "")).lower() == "true"
 
 
 def plan_object(kube: KubeClient, change: ObjectChange, namespaces: set[str] = frozenset(),
-                allow_recreate: bool = False) -> None:
+                allow_recreate: bool = False, listed: dict | None = None) -> None:
     """Decide one desired object's action from a dry-run apply and the live object.
     `namespaces` are those applied earlier in the same sync: an object in one of
-    them that does not exist yet is deferred rather than an error."""
-    change.deferred, change.recreate, change.error = False, False, None
+    them that does not exist yet is deferred rather than an error. `listed`: the
+    object as a LIST just returned it, used instead of a GET if the dry-run saw
+    that very version."""
+    change.deferred, change.in_new_namespace, change.recreate, change.error = False, False, False, None
     try:
-        compared = _dry_run_and_live(kube, change)
+        compared = _dry_run_and_live(kube, change, listed)
     except UnknownKind as error:
         change.action = Action.SKIPPED
         change.fail("dry-run", str(error))
@@ -272,26 +351,36 @@ def plan_object(kube: KubeClient, change: ObjectChange, namespaces: set[str] = f
     if live is None:
         _new(change, masker, result)
         return
-    before, after = masker.mask(normalize(live)), masker.mask(normalize(result))
+    before, after = normalize(live), normalize(result)
     change.dry_run_result = masker.mask(result)
-    change.diff = field_diff(before, after)
+    # Most often equal: then there is nothing for DeepDiff to find.
+    change.diff = "" if before == after else field_diff(masker.mask(before), masker.mask(after))
     change.action = Action.CONFIGURED if change.diff else Action.UNCHANGED
 
 
-def _dry_run_and_live(kube: KubeClient, change: ObjectChange, tries: int = 3) -> tuple[dict, dict | None]:
+def _dry_run_and_live(kube: KubeClient, change: ObjectChange, listed: dict | None = None,
+                      tries: int = 3) -> tuple[dict, dict | None]:
     """The dry-run result and the live object it was computed from (None when the
-    object is new). A controller may change the object between the two requests
-    (e.g. a Deployment's revision annotation just after it was created): the
+    object is new): `listed` if the dry-run saw that version, else a GET. A
+    controller may change the object between the two requests (e.g. a
+    Deployment's revision annotation just after it was created): the
     resourceVersions then differ, and both are asked again."""
     for _ in range(tries):
         result = kube.apply(change.desired or {}, dry_run=True)
-        version = (result.get("metadata") or {}).get("resourceVersion")
+        version = _resource_version(result)
         if not version:
             return result, None
+        if listed is not None and _resource_version(listed) == version:
+            return result, listed
+        listed = None  # older than what the dry-run saw: ask for the object itself
         live = kube.get(change.api_version, change.kind, change.name, change.namespace)
-        if live is None or (live.get("metadata") or {}).get("resourceVersion") == version:
+        if live is None or _resource_version(live) == version:
             return result, live
     return result, live
+
+
+def _resource_version(obj: dict) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def _new(change: ObjectChange, masker: SecretMasker, result: dict) -> None:

@@ -25,6 +25,7 @@ from kubernetes.utils import parse_quantity
 
 from tasks.changeset import Action, ChangeSet, ObjectChange
 from tasks.diff import SecretMasker, desired_body, is_secret
+from tasks.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
 from tasks.apply import apply_changes
 from tasks.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 from tasks.kube import FIELD_MANAGER, KubeClient, UnknownKind
@@ -33,16 +34,6 @@ from tasks.objects import Manifest, Source
 MAX_VALUE_CHARS = 120
 Key = tuple[str, str, str, str]  # (group, kind, namespace, name), as Member.key
 Trees = dict[str, dict | None]  # manager name -> its fieldsV1 node at one path (None: owns nothing there)
-
-
-class _Absent:
-    """A field or object that is not there (None may be a value)."""
-
-    def __repr__(self) -> str:
-        return "(absent)"
-
-
-ABSENT = _Absent()
 
 
 class DriftType(str, Enum):
@@ -243,7 +234,7 @@ def field_changes(desired: dict, live: dict) -> list[FieldChange]:
     trees = managed_trees(live)
     if is_secret(desired):
         desired, live, trees = _comparable_secret(desired, live, trees)
-    return list(_walk(_comparable(desired), live, trees, ""))
+    return list(_walk(applied_part(desired), live, trees, ""))
 
 
 def managed_trees(live: dict) -> Trees:
@@ -254,21 +245,9 @@ def managed_trees(live: dict) -> Trees:
         manager = str(entry.get("manager") or "")
         if manager == FIELD_MANAGER and entry.get("operation") != "Apply":
             manager = f"{FIELD_MANAGER} ({entry.get('operation')})"
-        _merge(trees.setdefault(manager, {}), entry.get("fieldsV1") or {})
+        merge_fields(trees.setdefault(manager, {}), entry.get("fieldsV1") or {})
     trees.setdefault(FIELD_MANAGER, None)
     return trees
-
-
-def _merge(into: dict, tree: dict) -> None:
-    for key, child in tree.items():
-        _merge(into.setdefault(key, {}), child or {})
-
-
-def _comparable(body: dict) -> dict:
-    """The body without what identifies it (the LIST matched on that) or the server writes."""
-    body = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "status")}
-    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in ("name", "namespace")}
-    return {**body, "metadata": meta} if meta else {k: v for k, v in body.items() if k != "metadata"}
 
 
 def _comparable_secret(desired: dict, live: dict, trees: Trees) -> tuple[dict, dict, Trees]:
@@ -284,7 +263,7 @@ def _comparable_secret(desired: dict, live: dict, trees: Trees) -> tuple[dict, d
     for manager, tree in trees.items():
         if tree and "f:stringData" in tree:
             tree = copy.deepcopy(tree)
-            _merge(tree.setdefault("f:data", {}), tree.pop("f:stringData"))
+            merge_fields(tree.setdefault("f:data", {}), tree.pop("f:stringData"))
         moved[manager] = tree
     return desired, live, moved
 
@@ -304,7 +283,7 @@ def _walk(desired: Any, live: Any, trees: Trees, path: str) -> Iterator[FieldCha
 
 def _walk_keyed(desired: list, live: list, trees: Trees, path: str) -> Iterator[FieldChange]:
     """A list of objects keyed by fields (e.g. containers by name): match items by key."""
-    keys = {name: json.loads(name[2:]) for tree in trees.values() if tree for name in tree if name.startswith("k:")}
+    keys = {name: key for tree in trees.values() if tree for name, key in item_keys(tree).items()}
     for item in desired:
         if not isinstance(item, dict):
             yield from _leaf(desired, live, trees, path)
@@ -328,8 +307,7 @@ def _key_of(item: dict, keys: dict[str, dict]) -> tuple[str, dict]:
 def _walk_set(desired: list, live: list, trees: Trees, path: str) -> Iterator[FieldChange]:
     """A list of scalars that is a set (e.g. finalizers): each value present or not."""
     for value in desired:
-        name = f"v:{json.dumps(value, separators=(',', ':'))}"
-        yield from _leaf(value, value if value in live else ABSENT, _children(trees, name),
+        yield from _leaf(value, value if value in live else ABSENT, _children(trees, value_name(value)),
                          f"{path}[{json.dumps(value)}]")
 
 

@@ -334,7 +334,7 @@ class KubeClient:
         with self._lock:
             if self._dynamic is None:  # discovers on creation: only when first needed
                 cache_file = os.path.join(self._cache_dir, "discovery.json")
-                self._dynamic = DynamicClient(self.api_client, cache_file=cache_file)
+                self._dynamic = _DynamicClient(self.api_client, cache_file=cache_file)
             return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
@@ -416,10 +416,36 @@ class KubeClient:
     @staticmethod
     def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
         try:
-            response = method(*args, serialize=False, **kwargs)
+            response = method(*args, serialize=False, raw_errors=True, **kwargs)
         except ApiException as error:
             raise ApiError.from_exception(error) from None
         return json.loads(response.data or b"{}")
+
+
+def _undecorated(function: Callable) -> Callable | None:
+    """The function kubernetes' meta_request decorator closed over (it keeps no
+    __wrapped__); None if that decorator ever changes shape."""
+    cells = dict(zip(function.__code__.co_freevars, function.__closure__ or ()))
+    inner = cells.get("func")
+    return inner.cell_contents if inner is not None else None
+
+
+_RAW_REQUEST = _undecorated(DynamicClient.request)
+
+
+class _DynamicClient(DynamicClient):
+    """A DynamicClient whose requests with `raw_errors=True` (KubeClient's own)
+    raise a refusal as the plain ApiException: the library's wrapper formats a full
+    traceback into every refusal (a cost that adds up over a thousand 404s or
+    422s), which KubeClient._call would throw away. Other callers (discovery, the
+    health check) get the library's behaviour and exception classes."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any):
+        if not params.pop("raw_errors", False) or _RAW_REQUEST is None:
+            return super().request(method, path, body=body, **params)
+        params.pop("serialize", None)
+        params.pop("serializer", None)
+        return _RAW_REQUEST(self, method, path, body=body, **params)
 
 
 def _ns(resource: Resource, namespace: str) -> str | None:
