@@ -12,6 +12,8 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from flows.tables import print_table
+
 repo_app = typer.Typer(help="Git repositories holding desired state (Prefect blocks).", no_args_is_help=True)
 cluster_app = typer.Typer(help="Kubernetes clusters to sync to (Prefect blocks).", no_args_is_help=True)
 err = Console(stderr=True)
@@ -59,7 +61,7 @@ def repo_list() -> None:
         block = GitRepository.load(name)
         credentials = "token" if block.token else "ssh key" if block.ssh_private_key else "none"
         table.add_row(name, block.url, block.branch, credentials)
-    _print(table)
+    print_table(table)
 
 
 @cluster_app.command("add")
@@ -83,7 +85,7 @@ def cluster_list() -> None:
     for name, block in load_clusters().items():
         labels = ", ".join(f"{k}={v}" for k, v in sorted(block.labels.items()))
         table.add_row(name, block.context or "(current)", labels)
-    _print(table)
+    print_table(table)
 
 
 def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None):
@@ -102,11 +104,6 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
             _fail(f"--label {pair!r}: expected key=value")
         labels[key] = value
     return labels
-
-
-def _print(table: Table) -> None:
-    out = Console()
-    (out if out.is_terminal else Console(width=300)).print(table)
 
 
 def _fail(message: str) -> None:

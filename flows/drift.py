@@ -8,6 +8,8 @@ concurrently; healing takes the app's Lease, as a sync does."""
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger, task
@@ -21,7 +23,6 @@ from blocks.registry import load_clusters
 from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 from flows.validate import Target, prepare_desired_state, select_targets
 from tasks.appspec import App, load_appspec
-from tasks.diff import scrub
 from tasks.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
 from tasks.git import fetch_task
 from tasks.inventory import read_inventory
@@ -29,6 +30,7 @@ from tasks.kube import KubeClient
 from tasks.lock import app_lock
 from tasks.objects import Manifest
 from tasks.problems import ProblemsFound, Severity
+from tasks.secrets import scrub
 
 
 @dataclass
@@ -82,13 +84,17 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         raise ProblemsFound(errors)
     checks = [DriftTarget(t.app, t.cluster) for t in targets]
     names = sorted({c.cluster for c in checks})
-    revisions = [read_revisions.submit(n, blocks[n], [c.app.name for c in checks if c.cluster == n]) for n in names]
-    for name, future in zip(names, revisions):
-        _set_revisions([c for c in checks if c.cluster == name], future.result())
-    _render(repo, checks)
-    futures = [drift_cluster.submit(n, blocks[n], [c for c in checks if c.cluster == n], heal) for n in names]
+    with contextlib.ExitStack() as stack:
+        # One client per cluster for both passes: discovery is done once.
+        kubes = {n: stack.enter_context(KubeClient.from_block(blocks[n])) for n in names}
+        revisions = [read_revisions.submit(n, kubes[n], [c.app.name for c in checks if c.cluster == n])
+                     for n in names]
+        for name, future in zip(names, revisions):
+            _set_revisions([c for c in checks if c.cluster == name], future.result())
+        _render(repo, checks, blocks)
+        futures = [drift_cluster.submit(n, kubes[n], [c for c in checks if c.cluster == n], heal) for n in names]
+        results = [r for future in futures for r in future.result()]
     report = SyncReport(head.sha)
-    results = [r for future in futures for r in future.result()]
     order = {(c.app.name, c.cluster): i for i, c in enumerate(checks)}
     report.results = sorted(results, key=lambda r: order[(r.app, r.cluster)])
     if any(r.error for r in results):
@@ -99,12 +105,11 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
 # ---- which revision, rendered ---------------------------------------------------------
 
 @task(name="read-revisions", task_run_name="revisions on {cluster}", cache_policy=NO_CACHE)
-def read_revisions(cluster: str, block: KubernetesCluster, apps: list[str]) -> dict[str, str] | str:
+def read_revisions(cluster: str, kube: KubeClient, apps: list[str]) -> dict[str, str] | str:
     """app -> the revision its inventory names ("" before its first sync); or
     why the cluster could not be read."""
     try:
-        with KubeClient.from_block(block) as kube:
-            return {app: (inventory.revision if (inventory := read_inventory(kube, app)) else "") for app in apps}
+        return {app: (inventory.revision if (inventory := read_inventory(kube, app)) else "") for app in apps}
     except Exception as error:  # one unreachable cluster must not stop the others
         return f"cannot read the inventories: {type(error).__name__}: {error}"
 
@@ -117,13 +122,13 @@ def _set_revisions(checks: list[DriftTarget], revisions: dict[str, str] | str) -
             check.revision = revisions[check.app.name]
 
 
-def _render(repo: str, checks: list[DriftTarget]) -> None:
+def _render(repo: str, checks: list[DriftTarget], blocks: dict[str, KubernetesCluster]) -> None:
     """Render each revision once for the apps and clusters at it (offline
     validation only: the revision was validated when it was synced)."""
     for revision in sorted({c.revision for c in checks if c.revision and not c.problem}):
         at = [c for c in checks if c.revision == revision and not c.problem]
         state = prepare_desired_state(repo, sorted({c.app.name for c in at}), sorted({c.cluster for c in at}),
-                                      revision, server_dry_run=False)
+                                      revision, server_dry_run=False, cluster_blocks=blocks)
         rendered = {(t.app.name, t.cluster): t for t in state.targets}
         for check in at:
             _take_render(check, rendered.get((check.app.name, check.cluster)), revision)
@@ -142,15 +147,14 @@ def _take_render(check: DriftTarget, target: Target | None, revision: str) -> No
 # ---- one cluster ------------------------------------------------------------------------
 
 @task(name="drift-cluster", task_run_name="drift {cluster}", cache_policy=NO_CACHE)
-def drift_cluster(cluster: str, block: KubernetesCluster, checks: list[DriftTarget],
+def drift_cluster(cluster: str, kube: KubeClient, checks: list[DriftTarget],
                   heal: bool | None) -> list[DriftTargetResult]:
     """Every app of one cluster, through one counted client."""
     results = []
-    with KubeClient.from_block(block) as kube:
-        for check in checks:
-            result = check_target(kube, check, heal)
-            _publish(result, check)
-            results.append(result)
+    for check in checks:
+        result = check_target(kube, check, heal)
+        _publish(result, check)
+        results.append(result)
     return results
 
 

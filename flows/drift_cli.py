@@ -9,9 +9,9 @@ import json
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from flows.report import SyncReport, SyncStatus
+from flows.tables import print_result
 
 err = Console(stderr=True)
 
@@ -46,11 +46,8 @@ def drift_command(
 
 
 def _print_report(report: SyncReport) -> None:
-    colours = {SyncStatus.SUCCEEDED: "green", SyncStatus.SKIPPED: "yellow"}
     for result in report.results:
-        colour = colours.get(result.status, "red")
-        err.print(f"[{colour}]{result.status.value}[/{colour}] {result.app} on {result.cluster}: "
-                  f"{escape(result.message)}", highlight=False)
+        print_result(err, result)
         for obj in result.objects:
             if obj.action == "unchanged":
                 continue

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from localcluster import AlreadyRunningError, LocalCluster, LocalClusterError, list_clusters
+from flows.tables import print_table
 from localcluster.build import ensure_binary
 
 localcluster_app = typer.Typer(help="Run real local Kubernetes control planes (no Docker needed).",
@@ -81,10 +82,7 @@ def list_command() -> None:
         state = "running" if cluster.is_running() else f"broken ({len(alive)}/5 processes)"
         memory = f"{cluster.resident_memory_bytes() / 2**20:.0f} MiB"
         table.add_row(cluster.name, record.api_url, state, memory, str(cluster.kubeconfig))
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=300)  # scripts read whole lines, not a table wrapped at 80 columns
-    out.print(table)
+    print_table(table)
 
 
 def _progress(status, message: str) -> None:

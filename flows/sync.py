@@ -17,7 +17,6 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from blocks import GitRepository, KubernetesCluster
-from blocks.registry import load_clusters
 from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult, objects_table
 from flows.validate import Target, dependencies, prepare_desired_state
 from tasks.appspec import AppSpec
@@ -25,7 +24,7 @@ from tasks.changeset import Action, ChangeSet
 from tasks.diff import diff_markdown, plan_changes
 from tasks.drift import desired_objects, detect_drift
 from tasks.apply import apply_changes
-from tasks.health import HealthReport, ObjectRef, wait_for_health
+from tasks.health import HealthReport, refs_of, wait_for_health
 from tasks.git import fetch
 from tasks.inventory import Inventory, read_inventory, updated_inventory, write_inventory
 from tasks.kube import KubeClient
@@ -35,6 +34,7 @@ from tasks.problems import Severity
 from tasks.prune import EmptyDesiredState, prune_objects
 from tasks.render import render_app
 from tasks.revert import revert_target
+from tasks.secrets import scrub
 
 
 _GIT_REVERTS = threading.Lock()
@@ -64,8 +64,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
     by_cluster: dict[str, list[Target]] = {}
     for target in desired.targets:
         by_cluster.setdefault(target.cluster, []).append(target)
-    blocks = load_clusters(list(by_cluster))
-    futures = [sync_cluster.submit(name, blocks[name], targets, desired.revision, desired.spec, dry_run, repo,
+    futures = [sync_cluster.submit(name, desired.clusters[name], targets, desired.revision, desired.spec, dry_run, repo,
                                    if_changed)
                for name, targets in by_cluster.items()]
     for future in futures:
@@ -109,8 +108,10 @@ def sync_target(kube: KubeClient, target: Target, revision: str, dry_run: bool,
         with app_lock(kube.api_client, target.app.name, holder=_run_name()):
             result = _sync_locked(kube, target, revision, dry_run, provided, repo, if_changed)
     except Exception as error:  # a failure of this app must not stop the others
-        get_run_logger().exception("%s on %s failed", target.app.name, target.cluster)
-        result = _failed(target, f"{type(error).__name__}: {error}")
+        # No traceback in the log: frames and messages may carry the app's Secret values.
+        message = scrub(f"{type(error).__name__}: {error}", [m.obj for m in target.manifests])
+        get_run_logger().error("%s on %s failed: %s", target.app.name, target.cluster, message)
+        result = _failed(target, message)
     result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
     return result
 
@@ -131,7 +132,7 @@ def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
                              description=f"diff of {app.name} on {target.cluster} at {revision[:12]}")
     logger.info("%s on %s: plan: %s", app.name, target.cluster, changeset.summary())
     if not changeset.ok:
-        return _result(target, SyncStatus.FAILED, "dry-run refused: " + _errors(changeset), changeset)
+        return _result(target, SyncStatus.FAILED, "dry-run refused: " + changeset.error_text(), changeset)
     if not app.sync_policy.prune:
         _skip_prunes(changeset)
     if dry_run:
@@ -145,10 +146,10 @@ def _sync_locked(kube: KubeClient, target: Target, revision: str, dry_run: bool,
             return _result(target, SyncStatus.FAILED, str(error), changeset)
     if not changeset.ok:
         _record(kube, app.name, changeset, previous, revision, "failed")
-        failed = _result(target, SyncStatus.FAILED, "apply failed: " + _errors(changeset), changeset)
+        failed = _result(target, SyncStatus.FAILED, "apply failed: " + changeset.error_text(), changeset)
         return _maybe_revert(kube, target, revision, failed, previous, repo)
 
-    health = wait_for_health(kube.api_client, _refs(changeset), app.sync_policy.health_timeout_seconds,
+    health = wait_for_health(kube.api_client, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
                              dynamic=kube.dynamic)
     logger.info("%s on %s: health: %s", app.name, target.cluster, health.summary())
     if changeset.changed() or previous is None or previous.revision != revision or not health.ok:
@@ -218,10 +219,6 @@ def _record(kube: KubeClient, app: str, changeset: ChangeSet, previous, revision
     write_inventory(kube, updated_inventory(app, changeset, previous, revision, result, healthy))
 
 
-def _refs(changeset: ChangeSet) -> list[ObjectRef]:
-    return [ObjectRef(c.api_version, c.kind, c.namespace or None, c.name) for c in changeset.desired()]
-
-
 def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeSet,
             health: HealthReport | None = None) -> TargetResult:
     healths = {(str(r.ref)): r.health for r in (health.results if health else [])}
@@ -238,10 +235,6 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
 
 def _failed(target: Target, message: str) -> TargetResult:
     return TargetResult(target.app.name, target.cluster, SyncStatus.FAILED, message)
-
-
-def _errors(changeset: ChangeSet) -> str:
-    return "; ".join(c.error for c in changeset.errors())
 
 
 def _publish(result: TargetResult, revision: str, dry_run: bool) -> None:

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.report import SyncReport, SyncStatus
+from flows.report import SyncReport
+from flows.tables import print_result, print_table
 from tasks.problems import ProblemsFound
 
 err = Console(stderr=True)
@@ -53,11 +54,8 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
 
 
 def _print_report(report: SyncReport, dry_run: bool) -> None:
-    colours = {SyncStatus.SUCCEEDED: "green", SyncStatus.SKIPPED: "yellow"}
     for result in report.results:
-        colour = colours.get(result.status, "red")
-        err.print(f"[{colour}]{result.status.value}[/{colour}] {result.app} on {result.cluster}: "
-                  f"{result.message}", highlight=False)
+        print_result(err, result)
         for obj in result.objects:
             if dry_run or obj.action != "unchanged" or obj.health not in ("", "Current"):
                 detail = f" ({obj.reason})" if obj.reason else ""
@@ -78,6 +76,5 @@ def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:
         for row in rows:
             table.add_row(row["app"], row["cluster"], (row["revision"] or "-")[:12],
                           "yes" if row["inSync"] else "no", row["health"], row["lastRun"] or "-")
-        out = Console()
-        (out if out.is_terminal else Console(width=300)).print(table)
+        print_table(table)
     raise typer.Exit(0 if all(r["inSync"] and r["health"] == "Current" for r in rows) else 1)

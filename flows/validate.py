@@ -40,6 +40,7 @@ class DesiredState:
     spec: AppSpec
     targets: list[Target]
     problems: list[Problem]  # about the spec or the selection, not one target
+    clusters: dict[str, KubernetesCluster] = field(default_factory=dict)  # every saved cluster, by name
 
     def all_problems(self) -> list[Problem]:
         return self.problems + [p for t in self.targets for p in t.problems]
@@ -77,7 +78,7 @@ def select_targets(spec: AppSpec, cluster_labels: dict[str, dict[str, str]],
 
 
 def check_target(tree: Path, target: Target, cluster: KubernetesCluster | None,
-                 provided: list[Manifest]) -> None:
+                 provided: list[Manifest], kubernetes_version: str | None = None) -> None:
     """Render and validate one target, keeping every problem on it. `provided`:
     what the apps it depends on apply before it on the same cluster."""
     try:
@@ -88,24 +89,30 @@ def check_target(tree: Path, target: Target, cluster: KubernetesCluster | None,
     app = target.app
     try:
         target.problems = validate_desired_state(target.manifests, app.name, app.namespace, app.policy, cluster,
-                                                 provided=provided)
+                                                 kubernetes_version, provided=provided)
     except ProblemsFound as found:
         target.problems = found.problems
 
 
 def prepare_desired_state(repo: str, apps: list[str] | None, clusters: list[str] | None,
-                          revision: str | None, server_dry_run: bool) -> DesiredState:
-    """Fetch once, then render and validate every selected app for each of its clusters."""
+                          revision: str | None, server_dry_run: bool,
+                          cluster_blocks: dict[str, KubernetesCluster] | None = None) -> DesiredState:
+    """Fetch once, then render and validate every selected app for each of its clusters.
+    `cluster_blocks`: the saved clusters, when the caller has loaded them already."""
     logger = get_run_logger()
     fetched = fetch_task(GitRepository.load(repo), revision)
     spec = load_appspec(fetched.tree)
-    cluster_blocks = load_clusters()
+    cluster_blocks = load_clusters() if cluster_blocks is None else cluster_blocks
     targets, problems = select_targets(spec, {n: b.labels for n, b in cluster_blocks.items()}, apps, clusters)
-    state = DesiredState(fetched.sha, fetched.tree, spec, targets, problems)
+    state = DesiredState(fetched.sha, fetched.tree, spec, targets, problems, cluster_blocks)
+    versions: dict[str, str] = {}  # asked once per cluster, not once per app
     for target in targets:
         provided = [m for t in targets if t.cluster == target.cluster and t.app.name in dependencies(spec, target.app)
                     for m in t.manifests]
-        check_target(fetched.tree, target, cluster_blocks[target.cluster] if server_dry_run else None, provided)
+        block = cluster_blocks[target.cluster] if server_dry_run else None
+        if block is not None and target.cluster not in versions:
+            versions[target.cluster] = block.server_version()
+        check_target(fetched.tree, target, block, provided, versions.get(target.cluster))
         logger.info("%s on %s: %d objects, %d problems", target.app.name, target.cluster,
                     len(target.manifests), len(target.problems))
     return state

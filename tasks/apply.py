@@ -20,13 +20,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.changeset import Action, ChangeSet, ChangeSetError, ObjectChange, annotations_of
-from tasks.diff import immutable_message, plan_object, recreate_allowed, scrub
+from tasks.diff import immutable_message, plan_object, recreate_allowed
 from tasks.kube import ApiError, KubeClient, UnknownKind
+from tasks.scope import RBAC_GROUP
+from tasks.secrets import scrub
 
 SYNC_WAVE_ANNOTATIONS = ("gitops.prefect.io/sync-wave", "argocd.argoproj.io/sync-wave")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
-_RBAC = "rbac.authorization.k8s.io"
-FOUNDATION_KINDS = {CRD_GROUP_KIND, ("", "Namespace"), (_RBAC, "ClusterRole"), (_RBAC, "ClusterRoleBinding")}
+FOUNDATION_KINDS = {CRD_GROUP_KIND, ("", "Namespace"), (RBAC_GROUP, "ClusterRole"), (RBAC_GROUP, "ClusterRoleBinding")}
 DEFAULT_TIMEOUT_S = 60.0
 POLL_S = 0.1
 

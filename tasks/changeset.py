@@ -135,6 +135,10 @@ class ChangeSet:
         errors = len(self.errors())
         return f"{text}, {errors} error(s)" if errors else text
 
+    def error_text(self) -> str:
+        """Every object's error, on one line."""
+        return "; ".join(c.error for c in self.errors())
+
     def raise_for_errors(self) -> None:
         if not self.ok:
             raise ChangeSetError(self)

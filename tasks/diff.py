@@ -11,12 +11,10 @@ Apply owning exactly the desired fields with the desired values is unchanged
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import json
 import re
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import yaml
 from deepdiff import DeepDiff
@@ -29,15 +27,15 @@ from tasks.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_chan
 from tasks.inventory import APP_LABEL, Inventory, ownership_labels
 from tasks.kube import ApiError, KubeClient, UnknownKind
 from tasks.objects import Manifest
+from tasks.scope import crds_by_kind
+from tasks.secrets import SecretMasker, scrub
 
 if TYPE_CHECKING:
     from tasks.appspec import App
 
-CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
 # Fields the server owns and changes on its own: never a difference to show.
 IGNORED_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",
                     "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_VALUE_CHARS = 300
 # libyaml's dumper when PyYAML has it: the same YAML, many times faster.
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -52,93 +50,6 @@ def normalize(obj: dict) -> dict:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in IGNORED_METADATA}
     return {**obj, "metadata": meta}
 
-
-# ---- Secret masking -----------------------------------------------------------------
-
-def is_secret(obj: dict | None) -> bool:
-    return isinstance(obj, dict) and obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1"
-
-
-class SecretMasker:
-    """Replaces each distinct Secret value by a run of `+` of a length of its own
-    (Argo CD's way): a change shows, the value never does. Use one masker for all
-    the versions of one object, so an unchanged value looks the same in each."""
-
-    def __init__(self) -> None:
-        self._masks: dict[bytes, str] = {}
-
-    def _mask(self, value: bytes) -> str:
-        if value not in self._masks:
-            self._masks[value] = "+" * (8 + len(self._masks))
-        return self._masks[value]
-
-    def mask(self, obj: dict | None) -> dict | None:
-        """A copy with every value of data, stringData and the last-applied
-        annotation masked; objects other than Secrets are returned as they are."""
-        if not is_secret(obj):
-            return obj
-        masked = copy.deepcopy(obj)
-        self._mask_values(masked)
-        annotations = annotations_of(masked)
-        if LAST_APPLIED in annotations:
-            annotations[LAST_APPLIED] = self._mask_last_applied(str(annotations[LAST_APPLIED]))
-        return masked
-
-    def _mask_values(self, obj: dict) -> None:
-        for field, decode in (("data", _b64_bytes), ("stringData", _utf8_bytes)):
-            values = obj.get(field)
-            if isinstance(values, dict):
-                obj[field] = {k: self._mask(decode(v)) for k, v in values.items()}
-
-    def _mask_last_applied(self, text: str) -> str:
-        try:
-            applied = json.loads(text)
-        except ValueError:
-            return self._mask(text.encode())
-        if not isinstance(applied, dict):
-            return self._mask(text.encode())
-        self._mask_values(applied)
-        return json.dumps(applied, sort_keys=True)
-
-
-def _b64_bytes(value: object) -> bytes:
-    text = str(value)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return text.encode()
-
-
-def _utf8_bytes(value: object) -> bytes:
-    return str(value).encode()
-
-
-def secret_values(objs: Iterable[dict | None]) -> set[str]:
-    """Every Secret value in these objects, as sent and as decoded."""
-    found: set[str] = set()
-    for obj in objs:
-        if not is_secret(obj):
-            continue
-        for value in (obj.get("stringData") or {}).values():
-            found.add(str(value))
-        for value in (obj.get("data") or {}).values():
-            found.add(str(value))
-            decoded = _b64_bytes(value)
-            found.add(decoded.decode(errors="replace"))
-        applied = annotations_of(obj).get(LAST_APPLIED)
-        if applied:
-            found.add(str(applied))
-    return {v for v in found if len(v) >= 3}
-
-
-def scrub(text: str, objs: Iterable[dict | None]) -> str:
-    """Text (an error message) with any Secret value of these objects masked."""
-    for value in sorted(secret_values(objs), key=len, reverse=True):
-        text = text.replace(value, "<masked>")
-    return text
-
-
-# ---- rendering ----------------------------------------------------------------------
 
 def field_diff(before: dict, after: dict) -> str:
     """One line per difference: `spec.replicas: 1 -> 3`, `+ path: value` for an
@@ -211,7 +122,7 @@ def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inv
     the whole repository)."""
     manifests = [m for m in manifests if isinstance(m.obj, dict)]  # validation reports the others
     available = [*manifests, *(m for m in provided if isinstance(m.obj, dict))]
-    crds = _crds_in(available)
+    crds = crds_by_kind(available)
     namespaces = {m.name for m in available if (m.group, m.kind) == ("", "Namespace")}
     desired = [_desired_change(kube, m, app_name, default_namespace, crds) for m in manifests]
     _defer_in_new_namespaces(kube, desired, namespaces)
@@ -227,7 +138,7 @@ def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inv
 
 
 def _desired_change(kube: KubeClient, m: Manifest, app_name: str, default_namespace: str,
-                    crds: dict[tuple[str, str], dict]) -> ObjectChange:
+                    crds: dict[tuple[str, str], Manifest]) -> ObjectChange:
     """The change for a manifest, before asking the server anything but discovery."""
     change = ObjectChange(m.api_version, m.kind, "", m.name, source=m.source, action=Action.CREATED)
     if not (m.api_version and m.kind and m.name):
@@ -242,22 +153,12 @@ def _desired_change(kube: KubeClient, m: Manifest, app_name: str, default_namesp
             change.action = Action.SKIPPED
             change.fail("plan", f"{error}: no CustomResourceDefinition for it is installed, in this app or in one it depends on")
             return change
-        namespaced = (crd.get("spec") or {}).get("scope") != "Cluster"
+        namespaced = (crd.obj.get("spec") or {}).get("scope") != "Cluster"
         change.deferred = True
         change.diff = f"(not dry-run yet: {m.api_version} {m.kind} is served once its CRD is applied)"
     change.namespace = (m.namespace or default_namespace) if namespaced else ""
     change.desired = desired_body(m, app_name, change.namespace)
     return change
-
-
-def _crds_in(manifests: list[Manifest]) -> dict[tuple[str, str], dict]:
-    """(group, kind) -> CRD object, for the CRDs in the set."""
-    crds = {}
-    for m in manifests:
-        spec = m.obj.get("spec") if (m.group, m.kind) == CRD_GROUP_KIND else None
-        if isinstance(spec, dict) and isinstance(spec.get("names"), dict):
-            crds[(str(spec.get("group") or ""), str(spec["names"].get("kind") or ""))] = m.obj
-    return crds
 
 
 def _defer_in_new_namespaces(kube: KubeClient, changes: list[ObjectChange], namespaces: set[str]) -> None:

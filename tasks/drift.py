@@ -24,12 +24,13 @@ from typing import Any, Iterator
 from kubernetes.utils import parse_quantity
 
 from tasks.changeset import Action, ChangeSet, ObjectChange
-from tasks.diff import SecretMasker, desired_body, is_secret
+from tasks.diff import desired_body
 from tasks.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
 from tasks.apply import apply_changes
 from tasks.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 from tasks.kube import FIELD_MANAGER, KubeClient, UnknownKind
 from tasks.objects import Manifest, Source
+from tasks.secrets import SecretMasker, is_secret
 
 MAX_VALUE_CHARS = 120
 Key = tuple[str, str, str, str]  # (group, kind, namespace, name), as Member.key

@@ -545,6 +545,12 @@ class ObjectRef(NamedTuple):
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
 
 
+def refs_of(objects: Iterable[Any]) -> list[ObjectRef]:
+    """The refs of anything naming api_version, kind, namespace and name (e.g. the
+    desired objects of a ChangeSet)."""
+    return [ObjectRef(o.api_version, o.kind, o.namespace or None, o.name) for o in objects]
+
+
 @dataclass(frozen=True)
 class ObjectHealth:
     ref: ObjectRef

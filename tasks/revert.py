@@ -15,7 +15,7 @@ from tasks.appspec import App, RevertMode
 from tasks.apply import apply_changes
 from tasks.changeset import Action, ChangeSet
 from tasks.diff import plan_changes
-from tasks.health import HealthReport, ObjectRef, wait_for_health
+from tasks.health import HealthReport, refs_of, wait_for_health
 from tasks.inventory import Inventory, read_inventory, updated_inventory, write_inventory
 from tasks.kube import KubeClient
 from tasks.objects import Manifest
@@ -45,7 +45,7 @@ def revert_target(kube: KubeClient, app: App, cluster: str, bad_revision: str, r
     after_bad = read_inventory(kube, app.name)
     changeset = plan_changes(kube, app.name, render_revision(good), after_bad, default_namespace=app.namespace)
     if not changeset.ok:
-        return RevertOutcome(False, good, "revert plan refused: " + _errors(changeset), changeset)
+        return RevertOutcome(False, good, "revert plan refused: " + changeset.error_text(), changeset)
     _prune_only_what_the_bad_revision_added(changeset, before)
     apply_changes(kube, changeset)
     if changeset.ok:
@@ -54,8 +54,8 @@ def revert_target(kube: KubeClient, app: App, cluster: str, bad_revision: str, r
     inventory.hold(bad_revision)  # scheduled syncs skip it until a newer commit arrives
     if not changeset.ok:
         write_inventory(kube, inventory)
-        return RevertOutcome(False, good, "revert apply failed: " + _errors(changeset), changeset)
-    health = wait_for_health(kube.api_client, _refs(changeset), app.sync_policy.health_timeout_seconds,
+        return RevertOutcome(False, good, "revert apply failed: " + changeset.error_text(), changeset)
+    health = wait_for_health(kube.api_client, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
                              dynamic=kube.dynamic)
     inventory.record(good, "reverted" if health.ok else "revert-unhealthy", healthy=health.ok)
     write_inventory(kube, inventory)
@@ -75,11 +75,3 @@ def _prune_only_what_the_bad_revision_added(changeset: ChangeSet, before: Invent
     for change in changeset:
         if change.action is Action.PRUNED and change.key in earlier:
             change.action = Action.SKIPPED
-
-
-def _refs(changeset: ChangeSet) -> list[ObjectRef]:
-    return [ObjectRef(c.api_version, c.kind, c.namespace or None, c.name) for c in changeset.desired()]
-
-
-def _errors(changeset: ChangeSet) -> str:
-    return "; ".join(c.error for c in changeset.errors())

@@ -32,13 +32,18 @@ CLUSTER_SCOPED = frozenset({
 })
 
 
+def crds_by_kind(manifests: list[Manifest]) -> dict[tuple[str, str], Manifest]:
+    """The CustomResourceDefinitions among the manifests, by the (group, kind) they define."""
+    crds = {}
+    for m in manifests:
+        if not isinstance(m.obj, dict):  # validation reports it; it defines nothing
+            continue
+        spec = m.obj.get("spec") if (m.group, m.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition") else None
+        if isinstance(spec, dict) and isinstance(spec.get("names"), dict):
+            crds[(str(spec.get("group") or ""), str(spec["names"].get("kind") or ""))] = m
+    return crds
+
+
 def cluster_scoped_custom_kinds(manifests: list[Manifest]) -> set[tuple[str, str]]:
     """(group, kind) of every CRD among the manifests whose scope is Cluster."""
-    kinds = set()
-    for m in manifests:
-        spec = m.obj.get("spec") if isinstance(m.obj, dict) else None
-        if m.kind == "CustomResourceDefinition" and isinstance(spec, dict) and spec.get("scope") == "Cluster":
-            names = spec.get("names")
-            if isinstance(names, dict) and names.get("kind"):
-                kinds.add((str(spec.get("group") or ""), str(names["kind"])))
-    return kinds
+    return {kind for kind, crd in crds_by_kind(manifests).items() if crd.obj["spec"].get("scope") == "Cluster"}

@@ -18,7 +18,8 @@ from blocks.kubernetes_cluster import KubernetesCluster
 from tasks.objects import Manifest
 from tasks.policy_settings import PolicySettings
 from tasks.problems import Problem, ProblemsFound
-from tasks.validation.context import ERROR, WARNING, Context, Rule, _crds_in
+from tasks.scope import crds_by_kind
+from tasks.validation.context import ERROR, WARNING, Context, Rule
 from tasks.validation.dry_run import DRY_RUN_WORKERS, FIELD_MANAGER, dry_run
 from tasks.validation.json_values import _json_type
 from tasks.validation.policy import (
@@ -69,7 +70,7 @@ def validate(
     """Every structure, schema and policy problem of an app's objects, offline."""
     schema_dir, version_problem = _schema_dir(kubernetes_version)
     ctx = Context(app_name, default_namespace, policy, schema_dir)
-    ctx.crds = _crds_in(manifests)
+    ctx.crds = crds_by_kind(manifests)
     ctx.crd_validators = _crd_validators(ctx.crds)
     problems = [version_problem] if version_problem else []
     for manifest in manifests:

@@ -54,17 +54,32 @@ class ExampleRepo:
         return (self.work / name).read_text()
 
 
-@pytest.fixture
-def example_repo(tmp_path, prefect_api) -> ExampleRepo:
-    """examples/ committed to a bare repository, saved as a Git repository block."""
+def make_example_repo(root: Path, name_prefix: str) -> ExampleRepo:
+    """examples/ committed to a bare repository under root, saved as a Git repository block."""
     from blocks import GitRepository
 
-    bare, work = tmp_path / "examples.git", tmp_path / "work"
-    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    bare, work = root / "examples.git", root / "work"
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
     shutil.copytree(EXAMPLES, work)
     git("init", "--quiet", "-b", "main", cwd=work)
     git("remote", "add", "origin", str(bare), cwd=work)
-    repo = ExampleRepo(bare, work, f"examples-{secrets.token_hex(3)}")
+    repo = ExampleRepo(bare, work, f"{name_prefix}-{secrets.token_hex(3)}")
     repo.commit({}, "the sample repository")
     GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
     return repo
+
+
+def remove_sample_apps(cluster) -> None:
+    """What a sync of the sample repository created, gone: the next test starts clean."""
+    from conftest import kubectl
+
+    for namespace in ("web", "widgets", "gitops-system"):
+        kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
+                "--timeout=60s", check=False)
+    kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def example_repo(tmp_path, prefect_api) -> ExampleRepo:
+    """examples/ committed to a bare repository, saved as a Git repository block."""
+    return make_example_repo(tmp_path, "examples")

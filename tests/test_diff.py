@@ -11,7 +11,8 @@ import pytest
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from tasks.changeset import Action, ChangeSet, ObjectChange
-from tasks.diff import SecretMasker, diff_markdown, field_diff, normalize, plan_changes, scrub
+from tasks.diff import diff_markdown, field_diff, normalize, plan_changes
+from tasks.secrets import SecretMasker, scrub
 from tasks.fieldsets import BUILTIN_DEFAULTED_KEYS, reapply_changes_nothing
 from tasks.inventory import Inventory, Member
 from tasks.kube import KubeClient

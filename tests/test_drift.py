@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shutil
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import kubectl
-from example_repo import EXAMPLES, ExampleRepo, git
+from example_repo import ExampleRepo, make_example_repo, remove_sample_apps
 from flows.drift import DriftCheckFailed, gitops_drift
 from flows.drift_cli import drift_command
 from flows.report import SyncStatus
@@ -32,25 +31,12 @@ WEB = dict(apps=["web"], clusters=["staging"])
 def repo(registered_clusters, prefect_api, tmp_path_factory) -> ExampleRepo:
     """The sample repository, synced once to both clusters for the whole module;
     the clusters are cleaned afterwards, as test_sync's clean_clusters does."""
-    from blocks import GitRepository
-
-    root = tmp_path_factory.mktemp("drift")
-    bare, work = root / "examples.git", root / "work"
-    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
-    shutil.copytree(EXAMPLES, work)
-    git("init", "--quiet", "-b", "main", cwd=work)
-    git("remote", "add", "origin", str(bare), cwd=work)
-    repo = ExampleRepo(bare, work, f"drift-{secrets.token_hex(3)}")
-    repo.commit({}, "the sample repository")
-    GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
+    repo = make_example_repo(tmp_path_factory.mktemp("drift"), "drift")
     report = gitops_sync(repo=repo.block_name)
     assert report.ok, report.failure_message()
     yield repo
     for cluster in registered_clusters.values():
-        for namespace in ("web", "widgets", "gitops-system"):
-            kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
-                    "--timeout=60s", check=False)
-        kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
+        remove_sample_apps(cluster)
 
 
 @pytest.fixture

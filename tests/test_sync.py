@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kubectl
-from example_repo import example_repo  # noqa: F401  (fixture)
+from example_repo import example_repo, remove_sample_apps  # noqa: F401  (fixture)
 from flows.report import SyncStatus
 from flows.sync import SyncFailed, gitops_sync
 
@@ -27,10 +27,7 @@ def clean_clusters(registered_clusters):
     """Each test starts from clusters without the sample apps."""
     yield registered_clusters
     for cluster in registered_clusters.values():
-        for namespace in ("web", "widgets", "gitops-system"):
-            kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
-                    "--timeout=60s", check=False)
-        kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
+        remove_sample_apps(cluster)
 
 
 def resource_versions(cluster, namespace: str) -> dict[str, str]:

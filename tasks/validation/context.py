@@ -12,7 +12,7 @@ import jsonschema
 from tasks.objects import Manifest
 from tasks.policy_settings import PolicySettings
 from tasks.problems import Problem, Severity
-from tasks.scope import CLUSTER_SCOPED, RBAC_GROUP as _RBAC  # noqa: F401  (re-exported)
+from tasks.scope import CLUSTER_SCOPED
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 
@@ -44,16 +44,6 @@ def _is_cluster_scoped(m: Manifest, ctx: Context) -> bool:
         return True
     crd = ctx.crds.get((m.group, m.kind))
     return crd is not None and (crd.obj.get("spec") or {}).get("scope") == "Cluster"
-
-
-def _crds_in(manifests: list[Manifest]) -> dict[tuple[str, str], Manifest]:
-    crds = {}
-    for m in manifests:
-        if isinstance(m.obj, dict) and (m.group, m.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition"):
-            spec = m.obj.get("spec")
-            if isinstance(spec, dict) and isinstance(spec.get("names"), dict):
-                crds[(str(spec.get("group") or ""), str(spec["names"].get("kind") or ""))] = m
-    return crds
 
 
 def _problem(m: Manifest, rule: str, message: str, severity: Severity = ERROR) -> Problem:

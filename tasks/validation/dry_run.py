@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Iterator
 
 import kubernetes
@@ -16,7 +17,9 @@ from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from tasks.objects import Manifest
 from tasks.problems import Problem
-from tasks.validation.context import WARNING, _crds_in, _problem
+from tasks.scope import crds_by_kind
+from tasks.secrets import scrub
+from tasks.validation.context import WARNING, _problem
 
 FIELD_MANAGER = "prefect-gitops"
 DRY_RUN_WORKERS = 8
@@ -36,7 +39,7 @@ def dry_run(
     or from `provided` (the apps this one depends on), are reported as skipped."""
     sendable = [m for m in manifests if isinstance(m.obj, dict) and m.api_version and m.kind and m.name]
     available = [*manifests, *provided]
-    crds = _crds_in(available)
+    crds = crds_by_kind(available)
     namespaces = {m.name: m for m in available
                   if isinstance(m.obj, dict) and (m.group, m.kind) == ("", "Namespace")}
     # A private discovery cache: fresh for every run (CRDs come and go) and not shared.
@@ -98,7 +101,8 @@ def _dry_run_one(client: DynamicClient, m: Manifest, resource: Any, field_manage
             return [_problem(m, "dryrun.skipped",
                              f"not dry-run: namespace {details['name']!r} does not exist until it is applied "
                              f"(from {source})", WARNING)]
-        return list(_status_problems(m, error.status, status))
+        # The server may quote the values it refuses: never a Secret's.
+        return [replace(p, message=scrub(p.message, [m.obj])) for p in _status_problems(m, error.status, status)]
     return []
 
 

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 from tasks.objects import Manifest
 from tasks.policy_settings import Enforcement
 from tasks.problems import Problem
-from tasks.validation.context import _RBAC, ERROR, WARNING, Context, _is_cluster_scoped, _problem
+from tasks.scope import RBAC_GROUP
+from tasks.validation.context import ERROR, WARNING, Context, _is_cluster_scoped, _problem
 from tasks.validation.json_values import _dicts, _json_path
 
 # Where each workload kind keeps its pod spec.
@@ -61,7 +62,7 @@ def policy_kind(m: Manifest, ctx: Context) -> Iterator[Problem]:
 
 
 def policy_cluster_rbac(m: Manifest, ctx: Context) -> Iterator[Problem]:
-    if m.group == _RBAC and m.kind in ("ClusterRole", "ClusterRoleBinding") and not ctx.policy.allow_cluster_rbac:
+    if m.group == RBAC_GROUP and m.kind in ("ClusterRole", "ClusterRoleBinding") and not ctx.policy.allow_cluster_rbac:
         yield _problem(m, "policy.cluster-rbac",
                        f"app {ctx.app_name!r} may not contain {m.kind} (set allowClusterRBAC to allow it)")
 

@@ -8,7 +8,8 @@ from typing import Callable, Iterator
 
 from tasks.objects import Manifest
 from tasks.problems import Problem
-from tasks.validation.context import _RBAC, Context, _effective_namespace, _problem
+from tasks.scope import RBAC_GROUP
+from tasks.validation.context import Context, _effective_namespace, _problem
 from tasks.validation.json_values import _json_path, _json_type, _missing_or_type
 from tasks.validation.names import (
     _dns_1035_label_error,
@@ -27,10 +28,10 @@ _ANNOTATIONS_MAX_BYTES = 256 * 1024
 _NAME_RULES: dict[tuple[str, str], Callable[[str], str | None]] = {
     ("", "Namespace"): _dns_label_error,
     ("", "Service"): _dns_1035_label_error,
-    (_RBAC, "Role"): _path_segment_error,
-    (_RBAC, "RoleBinding"): _path_segment_error,
-    (_RBAC, "ClusterRole"): _path_segment_error,
-    (_RBAC, "ClusterRoleBinding"): _path_segment_error,
+    (RBAC_GROUP, "Role"): _path_segment_error,
+    (RBAC_GROUP, "RoleBinding"): _path_segment_error,
+    (RBAC_GROUP, "ClusterRole"): _path_segment_error,
+    (RBAC_GROUP, "ClusterRoleBinding"): _path_segment_error,
 }
 
 
