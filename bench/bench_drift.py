@@ -28,12 +28,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localcluster import LocalCluster  # noqa: E402
-from tasks.apply import apply_changes  # noqa: E402
-from tasks.changeset import Action, ChangeSet, ObjectChange  # noqa: E402
-from tasks.drift import DesiredObject, Drift, desired_objects, detect_drift  # noqa: E402
-from tasks.inventory import read_inventory, updated_inventory, write_inventory  # noqa: E402
-from tasks.kube import KubeClient  # noqa: E402
-from tasks.objects import Manifest, Source  # noqa: E402
+from engine.apply import apply_changes  # noqa: E402
+from engine.changeset import Action, ChangeSet, ObjectChange  # noqa: E402
+from engine.drift import DesiredObject, Drift, desired_objects, detect_drift  # noqa: E402
+from engine.inventory import read_inventory, updated_inventory, write_inventory  # noqa: E402
+from engine.kube import KubeClient  # noqa: E402
+from engine.objects import Manifest, Source  # noqa: E402
 
 APP = "bench"
 NAMESPACES = 10

@@ -1,4 +1,4 @@
-"""Benchmark: an incremental fetch of an unchanged remote through tasks.git.fetch
+"""Benchmark: an incremental fetch of an unchanged remote through engine.git.fetch
 (fetch + resolve + reuse of the checked-out tree) against plain `git fetch` of a
 mirror clone of the same remote, in the same run, over file:// and git daemon.
 
@@ -21,7 +21,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks.git_repository import GitRepository  # noqa: E402
-from tasks.git import fetch  # noqa: E402
+from engine.git import fetch  # noqa: E402
 
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -87,7 +87,7 @@ def compare(label: str, url: str, work: Path, rounds: int) -> None:
     git("clone", "--quiet", "--mirror", url, mirror)
     ours = median_seconds(lambda: fetch(repo), rounds)
     plain = median_seconds(lambda: git("--git-dir", mirror, "fetch", "--quiet", "--prune", "origin"), rounds)
-    print(f"{label:<11} tasks.git.fetch {ours * 1000:7.1f} ms   git fetch {plain * 1000:7.1f} ms"
+    print(f"{label:<11} engine.git.fetch {ours * 1000:7.1f} ms   git fetch {plain * 1000:7.1f} ms"
           f"   ratio {ours / plain:4.2f}x")
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.appspec import App  # noqa: E402
-from tasks.render import find_kubectl, render_app  # noqa: E402
+from engine.appspec import App  # noqa: E402
+from engine.render import find_kubectl, render_app  # noqa: E402
 
 RUNS = 9
 OVERHEAD_TARGET = 0.20

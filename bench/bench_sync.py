@@ -143,7 +143,7 @@ def kubectl_requests(log: str) -> tuple[dict[str, int], dict[str, int]]:
     them) and the writes among them (dry-runs excluded) from a -v=6 log."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from tasks.kube import request_verb
+    from engine.kube import request_verb
 
     counts = {verb: 0 for verb in VERBS}
     writes = {verb: 0 for verb in WRITE_VERBS}
@@ -183,12 +183,12 @@ def phase_main(phase: str, kubeconfig: str, directory: str, default_namespace: s
     """One of our phases; prints a JSON line with what it measured."""
     started = time.perf_counter()
     from blocks.kubernetes_cluster import KubernetesCluster
-    from tasks.apply import apply_changes
-    from tasks.changeset import Action
-    from tasks.diff import plan_changes
-    from tasks.inventory import read_inventory, updated_inventory, write_inventory
-    from tasks.kube import KubeClient
-    from tasks.render import render_plain
+    from engine.apply import apply_changes
+    from engine.changeset import Action
+    from engine.diff import plan_changes
+    from engine.inventory import read_inventory, updated_inventory, write_inventory
+    from engine.kube import KubeClient
+    from engine.render import render_plain
     imports_s = time.perf_counter() - started
     baseline_kib = _vm_hwm_kib()
     block = KubernetesCluster.from_kubeconfig_file(kubeconfig)

@@ -18,9 +18,9 @@ import kubernetes_validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.objects import Manifest, Source  # noqa: E402
-from tasks.validate import Context, _schema_dir, schema_object  # noqa: E402
-from tasks.policy_settings import PolicySettings  # noqa: E402
+from engine.objects import Manifest, Source  # noqa: E402
+from engine.validate import Context, _schema_dir, schema_object  # noqa: E402
+from engine.policy_settings import PolicySettings  # noqa: E402
 
 KUBERNETES_VERSION = "1.37"
 TARGET_SECONDS = 0.5
@@ -95,8 +95,8 @@ def main() -> int:
     scaled = f" (timed {len(sample)}, scaled)" if len(sample) < len(objs) else ""
     print(f"objects:                          {len(objs)} (Deployments and ConfigMaps)")
     print(f"kubernetes_validate.validate():   {reference_s:8.3f} s{scaled}")
-    print(f"tasks.validate (cached):          {ours_s:8.3f} s (first run, loading the schemas)")
-    print(f"tasks.validate (cached), again:   {warm_s:8.3f} s")
+    print(f"engine.validate (cached):          {ours_s:8.3f} s (first run, loading the schemas)")
+    print(f"engine.validate (cached), again:   {warm_s:8.3f} s")
     print(f"speed-up:                         {speedup:8.1f}x")
     ok = ours_s < TARGET_SECONDS and speedup >= TARGET_SPEEDUP
     print(f"target (< {TARGET_SECONDS} s and >= {TARGET_SPEEDUP}x): {'met' if ok else 'NOT met'}")

@@ -20,17 +20,17 @@ from prefect.events import emit_event
 
 from blocks import GitRepository, KubernetesCluster
 from blocks.registry import load_clusters
-from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult
+from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 from flows.validate import Target, prepare_desired_state, select_targets
-from tasks.appspec import App, load_appspec
-from tasks.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
-from tasks.git import fetch_task
-from tasks.inventory import read_inventory
-from tasks.kube import KubeClient
-from tasks.lock import app_lock
-from tasks.objects import Manifest
-from tasks.problems import ProblemsFound, Severity
-from tasks.secrets import scrub
+from engine.appspec import App, load_appspec
+from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
+from engine.git import fetch_task
+from engine.inventory import read_inventory
+from engine.kube import KubeClient
+from engine.lock import app_lock
+from engine.objects import Manifest
+from engine.problems import ProblemsFound, Severity
+from engine.secrets import scrub
 
 
 @dataclass

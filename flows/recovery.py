@@ -20,11 +20,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from blocks import GitRepository, KubernetesCluster
-from flows.report import SyncStatus, TargetResult
+from engine.report import SyncStatus, TargetResult
 from flows.sync import SyncFailed, gitops_sync
 from flows.validate import dependencies
-from tasks.appspec import App, load_appspec
-from tasks.git import fetch_task
+from engine.appspec import App, load_appspec
+from engine.git import fetch_task
 
 RECOVER_EVENT = "gitops.recover.requested"
 API_WAIT_S = 120

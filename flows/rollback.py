@@ -27,13 +27,13 @@ from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
 from blocks import GitRepository
-from flows.report import SyncReport
+from engine.report import SyncReport
 from flows.sync import SyncFailed, gitops_sync
-from tasks.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
-from tasks.git import Failure, GitError, _session, _Session, remote_location
-from tasks.manifests import relative_name
-from tasks.problems import ProblemsFound
-from tasks.render import _KustomizeIndex
+from engine.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
+from engine.git import Failure, GitError, _session, _Session, remote_location
+from engine.manifests import relative_name
+from engine.problems import ProblemsFound
+from engine.render import _KustomizeIndex
 
 PUSH_ATTEMPTS = 3
 # Who the rollback commit is by; git's user config is deliberately not read (tasks/git.py).

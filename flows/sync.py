@@ -17,24 +17,24 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from blocks import GitRepository, KubernetesCluster
-from flows.report import ObjectResult, SyncReport, SyncStatus, TargetResult, objects_table
+from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult, objects_table
 from flows.validate import Target, dependencies, prepare_desired_state
-from tasks.appspec import AppSpec
-from tasks.changeset import Action, ChangeSet
-from tasks.diff import diff_markdown, plan_changes
-from tasks.drift import desired_objects, detect_drift
-from tasks.apply import apply_changes
-from tasks.health import HealthReport, refs_of, wait_for_health
-from tasks.git import fetch
-from tasks.inventory import Inventory, read_inventory, updated_inventory, write_inventory
-from tasks.kube import KubeClient
-from tasks.lock import app_lock
-from tasks.objects import Manifest
-from tasks.problems import Severity
-from tasks.prune import EmptyDesiredState, prune_objects
-from tasks.render import render_app
-from tasks.revert import revert_target
-from tasks.secrets import scrub
+from engine.appspec import AppSpec
+from engine.changeset import Action, ChangeSet
+from engine.diff import diff_markdown, plan_changes
+from engine.drift import desired_objects, detect_drift
+from engine.apply import apply_changes
+from engine.health import HealthReport, refs_of, wait_for_health
+from engine.git import fetch
+from engine.inventory import Inventory, read_inventory, updated_inventory, write_inventory
+from engine.kube import KubeClient
+from engine.lock import app_lock
+from engine.objects import Manifest
+from engine.problems import Severity
+from engine.prune import EmptyDesiredState, prune_objects
+from engine.render import render_app
+from engine.revert import revert_target
+from engine.secrets import scrub
 
 
 _GIT_REVERTS = threading.Lock()

@@ -15,12 +15,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks import GitRepository, KubernetesCluster
 from blocks.registry import load_clusters
-from tasks.appspec import App, AppSpec, load_appspec
-from tasks.git import fetch_task
-from tasks.objects import Manifest, Source
-from tasks.problems import Problem, ProblemsFound, Severity
-from tasks.render import render_app_task
-from tasks.validate import validate_desired_state
+from engine.appspec import App, AppSpec, load_appspec
+from engine.git import fetch_task
+from engine.objects import Manifest, Source
+from engine.problems import Problem, ProblemsFound, Severity
+from engine.render import render_app_task
+from engine.validate import validate_desired_state
 
 
 @dataclass

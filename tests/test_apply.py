@@ -10,12 +10,12 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.apply import KIND_ORDER, Stage, apply_changes, batches, stage_of, sync_wave
-from tasks.changeset import Action, ChangeSet, ChangeSetError, ObjectChange
-from tasks.diff import plan_changes
-from tasks.inventory import APP_LABEL, APPLYSET_PART_OF_LABEL, MANAGED_BY_LABEL, app_applyset_id
-from tasks.kube import KubeClient
-from tasks.objects import Manifest, Source
+from engine.apply import KIND_ORDER, Stage, apply_changes, batches, stage_of, sync_wave
+from engine.changeset import Action, ChangeSet, ChangeSetError, ObjectChange
+from engine.diff import plan_changes
+from engine.inventory import APP_LABEL, APPLYSET_PART_OF_LABEL, MANAGED_BY_LABEL, app_applyset_id
+from engine.kube import KubeClient
+from engine.objects import Manifest, Source
 
 needs_cluster = pytest.mark.cluster
 

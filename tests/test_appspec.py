@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
-from tasks.objects import Source
-from tasks.problems import ProblemsFound, Severity
+from engine.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
+from engine.objects import Source
+from engine.problems import ProblemsFound, Severity
 
 CLUSTERS = {"staging": {"env": "staging"}, "production": {"env": "prod", "region": "eu"},
             "production-us": {"env": "prod", "region": "us"}}

@@ -10,13 +10,13 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.changeset import Action, ChangeSet, ObjectChange
-from tasks.diff import diff_markdown, field_diff, normalize, plan_changes
-from tasks.secrets import SecretMasker, scrub
-from tasks.fieldsets import BUILTIN_DEFAULTED_KEYS, reapply_changes_nothing
-from tasks.inventory import Inventory, Member
-from tasks.kube import KubeClient
-from tasks.objects import Manifest, Source
+from engine.changeset import Action, ChangeSet, ObjectChange
+from engine.diff import diff_markdown, field_diff, normalize, plan_changes
+from engine.secrets import SecretMasker, scrub
+from engine.fieldsets import BUILTIN_DEFAULTED_KEYS, reapply_changes_nothing
+from engine.inventory import Inventory, Member
+from engine.kube import KubeClient
+from engine.objects import Manifest, Source
 
 needs_cluster = pytest.mark.cluster
 CANARY = "canary-7d1e5b-do-not-leak"

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from conftest import kubectl
 from example_repo import ExampleRepo, make_example_repo, remove_sample_apps
 from flows.drift import DriftCheckFailed, gitops_drift
-from flows.drift_cli import drift_command
-from flows.report import SyncStatus
+from cli.drift import drift_command
+from engine.report import SyncStatus
 from flows.sync import gitops_sync
-from tasks.drift import desired_objects, detect_drift
-from tasks.inventory import read_inventory
+from engine.drift import desired_objects, detect_drift
+from engine.inventory import read_inventory
 
 pytestmark = pytest.mark.cluster
 
@@ -71,10 +71,10 @@ def test_no_drift_right_after_a_sync_nor_from_server_defaults(repo, registered_c
 
 def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(repo):
     from blocks import GitRepository, KubernetesCluster
-    from tasks.appspec import load_appspec
-    from tasks.git import fetch
-    from tasks.kube import KubeClient
-    from tasks.render import render_app
+    from engine.appspec import load_appspec
+    from engine.git import fetch
+    from engine.kube import KubeClient
+    from engine.render import render_app
 
     web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
     with KubeClient.from_block(KubernetesCluster.load("staging")) as kube:

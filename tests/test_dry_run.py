@@ -12,10 +12,10 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.objects import Manifest, Source
-from tasks.policy_settings import PolicySettings
-from tasks.problems import Severity
-from tasks.validate import check_desired_state, dry_run
+from engine.objects import Manifest, Source
+from engine.policy_settings import PolicySettings
+from engine.problems import Severity
+from engine.validate import check_desired_state, dry_run
 
 pytestmark = pytest.mark.cluster
 

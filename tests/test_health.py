@@ -13,7 +13,7 @@ import yaml
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.health import (
+from engine.health import (
     Health,
     HealthReport,
     HealthStatus,
@@ -557,7 +557,7 @@ metadata: {{name: settings, namespace: {namespace}}}
 def test_health_task_in_a_flow(prefect_api, cluster, local_cluster, namespace):
     from prefect import flow
 
-    from tasks.health import health_task
+    from engine.health import health_task
 
     kubectl(local_cluster.kubeconfig, "apply", "-f", "-",
             input=deployment_manifest(namespace, "web", "unreachable.invalid/app:1.0", replicas=1))

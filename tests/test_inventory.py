@@ -10,14 +10,14 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.apply import apply_changes
-from tasks.changeset import Action, ChangeSet, ObjectChange
-from tasks.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
+from engine.apply import apply_changes
+from engine.changeset import Action, ChangeSet, ObjectChange
+from engine.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
                              HISTORY_LIMIT, INVENTORY_NAMESPACE, HistoryEntry, Inventory, Member, applyset_id,
                              next_members, ownership_labels, read_inventory, updated_inventory, write_inventory)
-from tasks.diff import plan_changes
-from tasks.kube import KubeClient
-from tasks.objects import Manifest, Source
+from engine.diff import plan_changes
+from engine.kube import KubeClient
+from engine.objects import Manifest, Source
 
 needs_cluster = pytest.mark.cluster
 SHA1, SHA2 = "a" * 40, "b" * 40

@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.kube import (VERBS, ApiError, KubeClient, RequestCounter, RetryPolicy, UnknownKind, is_retryable,
+from engine.kube import (VERBS, ApiError, KubeClient, RequestCounter, RetryPolicy, UnknownKind, is_retryable,
                         request_verb, run_bounded)
 
 HOST = "https://127.0.0.1:6443"

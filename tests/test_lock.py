@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 
 from blocks import KubernetesCluster
-from tasks.lock import LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
+from engine.lock import LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
 
 pytestmark = pytest.mark.cluster
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tasks.manifests import MAX_FILE_BYTES, load_file, load_files, load_text, parse_documents
-from tasks.objects import Source
+from engine.manifests import MAX_FILE_BYTES, load_file, load_files, load_text, parse_documents
+from engine.objects import Source
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: '1'\n"
 

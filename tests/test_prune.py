@@ -10,13 +10,13 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from tasks.apply import apply_changes
-from tasks.changeset import Action, ChangeSet, ObjectChange
-from tasks.diff import plan_changes
-from tasks.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
-from tasks.kube import KubeClient
-from tasks.objects import Manifest, Source
-from tasks.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
+from engine.apply import apply_changes
+from engine.changeset import Action, ChangeSet, ObjectChange
+from engine.diff import plan_changes
+from engine.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
+from engine.kube import KubeClient
+from engine.objects import Manifest, Source
+from engine.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
 
 needs_cluster = pytest.mark.cluster
 

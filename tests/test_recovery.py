@@ -20,7 +20,7 @@ import pytest
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
 from flows.recovery import RecoveryReport, gitops_recover, request_recovery
-from flows.report import SyncStatus
+from engine.report import SyncStatus
 from flows.sync import gitops_sync
 from test_sync import clean_clusters, resource_versions  # noqa: F401  (fixture)
 
@@ -148,7 +148,7 @@ def runner(prefect_api, registered_clusters, tmp_path_factory):
     process polling every second; its id. Stopped after the tests that use it,
     before the server."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    code = ("from prefect import serve\nfrom flows.serve import recover_deployment\n"
+    code = ("from prefect import serve\nfrom cli.serve import recover_deployment\n"
             "serve(recover_deployment('fleet'), limit=1)")
     log = tmp_path_factory.mktemp("runner") / "serve.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
@@ -247,7 +247,7 @@ def test_prefect_yaml_deploys_schedules_limits_and_the_recover_trigger(prefect_a
 
 
 def test_serve_builds_the_same_four_deployments_as_prefect_yaml():
-    from flows.serve import deployments
+    from cli.serve import deployments
 
     built = {d.name: d for d in deployments("fleet", sync_interval_s=30, drift_cron="*/5 * * * *")}
     assert sorted(built) == ["gitops-drift", "gitops-recover", "gitops-rollback", "gitops-sync"]

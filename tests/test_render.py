@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.appspec import App
-from tasks.objects import Source
-from tasks.problems import ProblemsFound
-from tasks.render import RenderOptions, default_namespaces, find_helm, render_app, render_app_task
+from engine.appspec import App
+from engine.objects import Source
+from engine.problems import ProblemsFound
+from engine.render import RenderOptions, default_namespaces, find_helm, render_app, render_app_task
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -329,7 +329,7 @@ def test_task_wraps_the_function(repo):
 
 
 def test_default_namespaces_leaves_objects_without_metadata_alone():
-    from tasks.objects import Manifest
+    from engine.objects import Manifest
     manifest = Manifest({"kind": "ConfigMap"})
     default_namespaces([manifest], "web")
     assert manifest.obj == {"kind": "ConfigMap"}
@@ -343,8 +343,8 @@ def test_default_namespaces_leaves_objects_without_metadata_alone():
     "apiVersion: v1\nkind: 'Secret'\nmetadata:\n    namespace: x\n    name: \"quoted\"\n",
 ])
 def test_scan_objects_agrees_with_the_loader(text):
-    from tasks.manifests import load_text
-    from tasks.render import scan_objects
+    from engine.manifests import load_text
+    from engine.render import scan_objects
     assert scan_objects(text) == [(m.kind, m.name, m.source.line) for m in load_text(text, "x").manifests]
 
 
@@ -356,7 +356,7 @@ def test_scan_objects_agrees_with_the_loader(text):
     "kind: ConfigMap\nmetadata:\n  name: Not-A-DNS-Name\n",
 ])
 def test_scan_objects_leaves_what_it_cannot_read_to_the_parser(text):
-    from tasks.render import scan_objects
+    from engine.render import scan_objects
     assert scan_objects(text) is None
 
 
@@ -370,7 +370,7 @@ def test_kustomize_sources_of_json_and_flow_style_resources(repo):
 
 
 def test_problems_about_the_app_name_its_line_in_gitops_yaml(repo):
-    from tasks.appspec import load_appspec
+    from engine.appspec import load_appspec
     write(repo, "gitops.yaml", """\
         apps:
           - name: ok

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
-from flows.report import SyncStatus
+from engine.report import SyncStatus
 from flows.sync import SyncFailed, gitops_sync
 from test_sync import clean_clusters  # noqa: F401  (fixture)
 

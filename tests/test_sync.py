@@ -14,7 +14,7 @@ import pytest
 
 from conftest import kubectl
 from example_repo import example_repo, remove_sample_apps  # noqa: F401  (fixture)
-from flows.report import SyncStatus
+from engine.report import SyncStatus
 from flows.sync import SyncFailed, gitops_sync
 
 pytestmark = pytest.mark.cluster

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from blocks.kubernetes_cluster import KubernetesCluster
-from tasks.objects import Manifest, Source
-from tasks.policy_settings import Enforcement, PolicySettings
-from tasks.problems import Severity
-from tasks.validate import builtin_validator, parse_image, validate
+from engine.objects import Manifest, Source
+from engine.policy_settings import Enforcement, PolicySettings
+from engine.problems import Severity
+from engine.validate import builtin_validator, parse_image, validate
 
 APP, NAMESPACE = "shop", "shop"
 

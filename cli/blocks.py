@@ -1,0 +1,111 @@
+"""`gitops repo ...` and `gitops cluster ...`: the Git repositories and the
+clusters that prefect-gitops knows, saved as Prefect blocks (secrets masked
+in the Prefect UI and API)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from cli.tables import print_table
+
+repo_app = typer.Typer(help="Git repositories holding desired state (Prefect blocks).", no_args_is_help=True)
+cluster_app = typer.Typer(help="Kubernetes clusters to sync to (Prefect blocks).", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+@repo_app.command("add")
+def repo_add(
+    name: str = typer.Argument(..., help="Block name."),
+    url: str = typer.Option(..., "--url", help="https://, ssh://, git://, file:// URL or a local path."),
+    branch: str = typer.Option("main", "--branch", help="The branch to track."),
+    token_env: str | None = typer.Option(None, "--token-env", help="Read an HTTPS token from this environment variable."),
+    ssh_key: Path | None = typer.Option(None, "--ssh-key", help="SSH private key file.", exists=True, dir_okay=False),
+    known_hosts: Path | None = typer.Option(None, "--known-hosts", help="known_hosts file for SSH.", exists=True,
+                                            dir_okay=False),
+) -> None:
+    """Save a Git repository block. Secrets are read from a variable or a file, never from the command line."""
+    from blocks import GitRepository
+
+    if token_env and ssh_key:
+        _fail("give either --token-env or --ssh-key, not both")
+    token = None
+    if token_env:
+        if not os.environ.get(token_env):
+            _fail(f"environment variable {token_env} is empty or not set")
+        token = SecretStr(os.environ[token_env])
+    block = GitRepository(
+        url=url,
+        branch=branch,
+        token=token,
+        ssh_private_key=SecretStr(ssh_key.read_text()) if ssh_key else None,
+        ssh_known_hosts=known_hosts.read_text() if known_hosts else None,
+    )
+    block.save(name, overwrite=True)
+    err.print(f"saved Git repository block [bold]{name}[/bold] ({block.url}, branch {branch})")
+
+
+@repo_app.command("list")
+def repo_list() -> None:
+    """List saved Git repository blocks."""
+    from blocks import GitRepository
+    from blocks.registry import saved_names
+
+    table = Table("name", "url", "branch", "credentials")
+    for name in saved_names(GitRepository):
+        block = GitRepository.load(name)
+        credentials = "token" if block.token else "ssh key" if block.ssh_private_key else "none"
+        table.add_row(name, block.url, block.branch, credentials)
+    print_table(table)
+
+
+@cluster_app.command("add")
+def cluster_add(
+    name: str = typer.Argument(..., help="Block name (what gitops.yaml targets)."),
+    kubeconfig: Path = typer.Option(..., "--kubeconfig", exists=True, dir_okay=False, help="kubeconfig file."),
+    context: str | None = typer.Option(None, "--context", help="kubeconfig context; its current one by default."),
+    label: list[str] = typer.Option([], "--label", help="k=v, repeatable; apps select clusters by label."),
+) -> None:
+    """Save a Kubernetes cluster block; its kubeconfig is stored as a secret."""
+    save_cluster(name, kubeconfig, context, parse_labels(label))
+    err.print(f"saved Kubernetes cluster block [bold]{name}[/bold]")
+
+
+@cluster_app.command("list")
+def cluster_list() -> None:
+    """List saved Kubernetes cluster blocks."""
+    from blocks.registry import load_clusters
+
+    table = Table("name", "context", "labels")
+    for name, block in load_clusters().items():
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(block.labels.items()))
+        table.add_row(name, block.context or "(current)", labels)
+    print_table(table)
+
+
+def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None):
+    from blocks import KubernetesCluster
+
+    block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {})
+    block.save(name, overwrite=True)
+    return block
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--label {pair!r}: expected key=value")
+        labels[key] = value
+    return labels
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)

@@ -1,0 +1,54 @@
+"""The state of every app on every cluster, read from the clusters themselves
+(their inventories) and compared with the branch head: no flow run needed."""
+
+from __future__ import annotations
+
+import contextlib
+
+from blocks import GitRepository
+from blocks.registry import load_clusters
+from flows.validate import select_targets
+from engine.appspec import load_appspec
+from engine.git import fetch
+from engine.health import HealthStatus, refs_of, wait_for_health
+from engine.inventory import read_inventory
+from engine.kube import KubeClient
+
+
+def app_statuses(repo: str) -> list[dict]:
+    fetched = fetch(GitRepository.load(repo))
+    spec = load_appspec(fetched.tree)
+    blocks = load_clusters()
+    targets, _ = select_targets(spec, {n: b.labels for n, b in blocks.items()}, None, None)
+    rows = []
+    with contextlib.ExitStack() as stack:
+        # One client per cluster: its discovery serves every app there.
+        kubes = {name: stack.enter_context(KubeClient.from_block(blocks[name])) for name in {t.cluster for t in targets}}
+        for target in targets:
+            kube = kubes[target.cluster]
+            inventory = read_inventory(kube, target.app.name)
+            rows.append(_row(target, fetched.sha, inventory, _health(kube, inventory)))
+    return rows
+
+
+def _row(target, head: str, inventory, health: str) -> dict:
+    last = inventory.history[-1] if inventory and inventory.history else None
+    return {
+        "app": target.app.name, "cluster": target.cluster, "head": head,
+        "revision": inventory.revision if inventory else None,
+        "inSync": bool(inventory and inventory.revision == head),
+        "lastHealthyRevision": inventory.last_healthy_revision if inventory else None,
+        "health": health,
+        "lastRun": f"{last.time} {last.result}" if last else None,
+    }
+
+
+def _health(kube: KubeClient, inventory) -> str:
+    """One look at every member: the worst status among them."""
+    if inventory is None:
+        return HealthStatus.NOT_FOUND.value
+    report = wait_for_health(kube.api_client, refs_of(inventory.members), timeout_s=0, dynamic=kube.dynamic)
+    if report.ok:
+        return HealthStatus.CURRENT.value
+    worst = report.failed or report.pending
+    return worst[0].health.status.value if worst else HealthStatus.UNKNOWN.value

@@ -1,0 +1,61 @@
+"""`gitops validate`: fetch, render and validate a revision for every target
+cluster, writing nothing; exit 0 when clean, 1 when anything is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+from engine.problems import Problem, ProblemsFound, Severity
+
+err = Console(stderr=True)
+
+
+def validate_command(
+    repo: str = typer.Option(..., "--repo", help="Git repository block name."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or SHA; the block's branch by default."),
+    app: list[str] = typer.Option([], "--app", help="Only this app (repeatable)."),
+    cluster: list[str] = typer.Option([], "--cluster", help="Only this cluster (repeatable)."),
+    offline: bool = typer.Option(False, "--offline", help="Skip the server-side dry-run."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Validate the desired state of a revision without writing to any cluster."""
+    from flows.validate import ValidationFailed, gitops_validate
+
+    try:
+        desired = gitops_validate(repo=repo, apps=app or None, clusters=cluster or None,
+                                  revision=revision, server_dry_run=not offline)
+    except ValidationFailed as failed:
+        desired = failed.desired
+    except ProblemsFound as found:  # the spec itself is invalid
+        _report(None, [], found.problems, as_json)
+        raise typer.Exit(1)
+    _report(desired.revision, desired.targets, desired.all_problems(), as_json)
+    raise typer.Exit(1 if desired.errors() else 0)
+
+
+def _report(revision: str | None, targets: list, problems: list[Problem], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({
+            "revision": revision,
+            "results": [{"app": t.app.name, "cluster": t.cluster, "objects": len(t.manifests),
+                         "problems": [_problem_json(p) for p in t.problems]} for t in targets],
+            "problems": [_problem_json(p) for p in problems],
+        }, indent=2))
+        return
+    for t in targets:
+        mark = "[red]✗[/red]" if any(p.severity is Severity.ERROR for p in t.problems) else "[green]✓[/green]"
+        err.print(f"{mark} {t.app.name} on {t.cluster}: {len(t.manifests)} objects")
+    for p in problems:
+        colour = "red" if p.severity is Severity.ERROR else "yellow"
+        err.print(f"[{colour}]{p.severity.value}[/{colour}] {p}", highlight=False)
+    if revision:
+        errors = sum(p.severity is Severity.ERROR for p in problems)
+        err.print(f"revision {revision[:12]}: {errors} error(s), {len(problems) - errors} warning(s)")
+
+
+def _problem_json(p: Problem) -> dict:
+    return {"source": str(p.source), "object": p.object_ref, "rule": p.rule,
+            "severity": p.severity.value, "message": p.message}

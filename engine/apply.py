@@ -1,0 +1,223 @@
+"""Apply a plan: server-side apply (field manager prefect-gitops, forced) of the
+objects the plan found created or configured, nothing else, in stages:
+
+1. CRDs, Namespaces, ClusterRoles and ClusterRoleBindings; then wait until each
+   applied CRD is Established and forget discovery, so their kinds resolve;
+2. kinds ending in `Class`;
+3. everything else by sync wave (ascending), and within a wave by kind order.
+
+Objects of one kind in one wave are applied concurrently; a failure stops the
+sync before the next batch, so the cluster is in a known state."""
+
+from __future__ import annotations
+
+import time
+from enum import IntEnum
+from itertools import groupby
+from typing import Iterable
+
+
+from engine.changeset import Action, ChangeSet, ObjectChange, annotations_of
+from engine.diff import immutable_message, plan_object, recreate_allowed
+from engine.kube import ApiError, KubeClient, UnknownKind
+from engine.scope import RBAC_GROUP
+from engine.secrets import scrub
+
+SYNC_WAVE_ANNOTATIONS = ("gitops.prefect.io/sync-wave", "argocd.argoproj.io/sync-wave")
+CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
+FOUNDATION_KINDS = {CRD_GROUP_KIND, ("", "Namespace"), (RBAC_GROUP, "ClusterRole"), (RBAC_GROUP, "ClusterRoleBinding")}
+DEFAULT_TIMEOUT_S = 60.0
+POLL_S = 0.1
+
+# Within a wave: what others refer to first (Flux's and Argo's orders); kinds not
+# listed (custom resources) after the workloads; webhooks last, so that a webhook
+# never blocks objects of the same sync before its backend runs.
+KIND_ORDER = [
+    "CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding",
+    "ResourceQuota", "LimitRange", "PriorityClass", "NetworkPolicy",
+    "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
+    "PersistentVolume", "PersistentVolumeClaim", "Service", "Endpoints", "EndpointSlice",
+    "Pod", "ReplicationController", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet",
+    "Job", "CronJob", "IngressClass", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+    None,  # every kind not listed
+    "APIService", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+]
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
+
+
+class Stage(IntEnum):
+    FOUNDATION = 1  # CRDs, Namespaces, cluster RBAC
+    CLASSES = 2  # *Class kinds
+    WAVES = 3  # everything else, by sync wave
+
+
+def stage_of(group: str, kind: str) -> Stage:
+    if (group, kind) in FOUNDATION_KINDS:
+        return Stage.FOUNDATION
+    if kind.endswith("Class"):
+        return Stage.CLASSES
+    return Stage.WAVES
+
+
+def sync_wave(obj: dict | None) -> int:
+    annotations = annotations_of(obj)
+    for key in SYNC_WAVE_ANNOTATIONS:
+        if key in annotations:
+            try:
+                return int(str(annotations[key]).strip())
+            except ValueError:
+                return 0
+    return 0
+
+
+def kind_rank(kind: str) -> int:
+    return _KIND_RANK.get(kind, _KIND_RANK[None])
+
+
+def batch_key(group: str, kind: str, obj: dict | None) -> tuple[int, int, int]:
+    """Objects with the same key are applied together: (stage, wave, kind rank)."""
+    stage = stage_of(group, kind)
+    wave = sync_wave(obj) if stage is Stage.WAVES else 0
+    return (int(stage), wave, kind_rank(kind))
+
+
+def order_key(group: str, kind: str, namespace: str, name: str, obj: dict | None) -> tuple:
+    """The apply order of an object; prune goes in reverse."""
+    return (*batch_key(group, kind, obj), kind, namespace, name)
+
+
+def _change_order(change: ObjectChange) -> tuple:
+    return order_key(change.group, change.kind, change.namespace, change.name, change.desired)
+
+
+def batches(changes: Iterable[ObjectChange]) -> list[list[ObjectChange]]:
+    """Changes in apply order, grouped into batches applied concurrently."""
+    ordered = sorted(changes, key=_change_order)
+    return [list(group) for _, group in groupby(ordered, key=lambda c: _change_order(c)[:3])]
+
+
+# ---- applying ------------------------------------------------------------------------
+
+def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: bool = False,
+                  timeout: float = DEFAULT_TIMEOUT_S) -> ChangeSet:
+    """Write what the plan says changes, stage by stage; returns the ChangeSet with
+    `done` and per-object errors filled in. Nothing is written while the plan has
+    errors; a failure stops before the next batch."""
+    if not changeset.ok:
+        return changeset
+    namespaces = {c.name for c in changeset.desired() if (c.group, c.kind) == ("", "Namespace")}
+    pending = [c for c in changeset.desired() if c.action in (Action.CREATED, Action.CONFIGURED)]
+    crds_ready = False
+    for batch in batches(pending):
+        if _change_order(batch[0])[0] > Stage.FOUNDATION and not crds_ready:
+            crds_ready = True
+            if not _wait_for_crds(kube, changeset, timeout):
+                return changeset
+        # Dry-run what waited for a CRD now served. What waited for its namespace
+        # cannot exist yet: it is written directly (the apply refuses what the
+        # dry-run would have, with the same message).
+        deferred = [c for c in batch if c.deferred and not c.in_new_namespace]
+        kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate), deferred)
+        writes = [c for c in batch if c.action in (Action.CREATED, Action.CONFIGURED) and not c.error]
+        kube.map(lambda c: apply_object(kube, c, allow_recreate, timeout), writes)
+        if any(c.error for c in batch):
+            return changeset
+    if not crds_ready:
+        _wait_for_crds(kube, changeset, timeout)
+    return changeset
+
+
+def apply_object(kube: KubeClient, change: ObjectChange, allow_recreate: bool = False,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Server-side apply one object; on an immutable field, delete and create it
+    again if allowed, else a clear error. Errors are recorded on the change."""
+    try:
+        _apply_or_recreate(kube, change, allow_recreate, timeout)
+    except ApiError as error:
+        change.fail("apply", scrub(error.describe(), [change.desired]))
+    except UnknownKind as error:
+        change.fail("apply", str(error))
+    except Exception as error:  # e.g. the connection lost for good: say which object
+        change.fail("apply", f"{type(error).__name__}: {scrub(str(error), [change.desired])}")
+
+
+def _apply_or_recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, timeout: float) -> None:
+    if change.recreate:
+        _recreate(kube, change, allow_recreate, timeout)
+        return
+    try:
+        kube.apply(change.desired or {})
+    except ApiError as error:
+        fields = error.immutable_fields()
+        if not fields:
+            raise
+        if not recreate_allowed(change, allow_recreate):
+            change.fail("apply", immutable_message(fields))
+            return
+        _recreate(kube, change, allow_recreate, timeout)
+        return
+    change.done = True
+
+
+def _recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, timeout: float) -> None:
+    if not recreate_allowed(change, allow_recreate):
+        change.fail("apply", immutable_message(["<immutable field>"]))
+        return
+    change.recreate = True
+    live = kube.get(change.api_version, change.kind, change.name, change.namespace)
+    if live is not None:
+        kube.delete(change.api_version, change.kind, change.name, change.namespace,
+                    propagation="Background", uid=(live.get("metadata") or {}).get("uid"))
+        if not _wait_gone(kube, change, timeout):
+            change.fail("recreate", f"still present {timeout:.0f}s after its deletion")
+            return
+    kube.apply(change.desired or {})
+    change.done = True
+
+
+def _wait_gone(kube: KubeClient, change: ObjectChange, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while kube.get(change.api_version, change.kind, change.name, change.namespace) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+# ---- CRDs ------------------------------------------------------------------------------
+
+def _wait_for_crds(kube: KubeClient, changeset: ChangeSet, timeout: float) -> bool:
+    """Wait until every CRD written in this sync is Established, then forget
+    discovery so that their kinds resolve. False if one is not."""
+    crds = [c for c in changeset.desired() if (c.group, c.kind) == CRD_GROUP_KIND and c.done]
+    if not crds:
+        return True
+    kube.map(lambda c: _wait_established_or_fail(kube, c, timeout), crds)
+    kube.invalidate_discovery()
+    return not any(c.error for c in crds)
+
+
+def _wait_established_or_fail(kube: KubeClient, change: ObjectChange, timeout: float) -> None:
+    try:
+        _wait_established(kube, change, timeout)
+    except Exception as error:
+        change.fail("wait", f"{type(error).__name__}: {error}")
+
+
+def _wait_established(kube: KubeClient, change: ObjectChange, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        crd = kube.get(change.api_version, change.kind, change.name) or {}
+        conditions = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
+        names = conditions.get("NamesAccepted") or {}
+        if names.get("status") == "False":
+            change.fail("wait", f"names not accepted: {names.get('message') or names.get('reason')}")
+            return
+        if (conditions.get("Established") or {}).get("status") == "True":
+            return
+        if time.monotonic() > deadline:
+            change.fail("wait", f"not Established after {timeout:.0f}s")
+            return
+        time.sleep(POLL_S)

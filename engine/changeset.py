@@ -1,0 +1,155 @@
+"""What a sync does to each object, shared by diff, apply and prune: a ChangeSet
+of ObjectChanges, each with an Action (Flux's ssa.ChangeSet, in Python)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+from engine.objects import Source
+
+
+class Action(str, Enum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    PRUNED = "pruned"
+    SKIPPED = "skipped"
+
+
+# The actions that write to (or delete from) the cluster.
+CHANGING = (Action.CREATED, Action.CONFIGURED, Action.PRUNED)
+
+# Set on an object in Git: when an immutable field changes, delete and create it again.
+RECREATE_ANNOTATION = "gitops.prefect.io/recreate"
+
+
+def annotations_of(obj: dict | None) -> dict:
+    meta = (obj or {}).get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return annotations if isinstance(annotations, dict) else {}
+
+
+def labels_of(obj: dict | None) -> dict:
+    meta = (obj or {}).get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    return labels if isinstance(labels, dict) else {}
+
+
+@dataclass
+class ObjectChange:
+    """One object of a sync. After the plan, `action` is what will happen; `done`
+    says whether it was carried out in the cluster (written or deleted)."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    source: Source | None  # None for objects to prune: they are no longer in Git
+    action: Action
+    diff: str = ""
+    error: str | None = None
+    # Kept out of repr: both may hold Secret data (the dry-run result is masked,
+    # the desired body cannot be: it is what gets applied).
+    dry_run_result: dict | None = field(default=None, repr=False)
+    desired: dict | None = field(default=None, repr=False)
+    done: bool = False
+    # Not dry-run yet: its CRD or Namespace is applied earlier in the same sync.
+    deferred: bool = False
+    # Deferred because its namespace does not exist yet: neither can the object,
+    # so apply writes it without a dry-run first.
+    in_new_namespace: bool = False
+    # An immutable field changes: the object must be deleted and created again.
+    recreate: bool = False
+    # No longer this app's (another owner's label): left alone, and it leaves the inventory.
+    released: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
+
+    @property
+    def ref(self) -> str:
+        """Kind/namespace/name, or Kind/name when cluster-scoped."""
+        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity in a cluster, whatever the version: (group, kind, namespace, name)."""
+        return (self.group, self.kind, self.namespace, self.name)
+
+    @property
+    def in_desired_set(self) -> bool:
+        return self.desired is not None
+
+    def fail(self, verb: str, message: str) -> None:
+        """Record an error, wrapped with the object it is about."""
+        self.error = f"{self.ref}: {verb} failed: {message}"
+
+
+@dataclass
+class ChangeSet:
+    changes: list[ObjectChange] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def changed(self) -> list[ObjectChange]:
+        """Objects that are (or were) written or deleted."""
+        return [c for c in self.changes if c.action in CHANGING]
+
+    def by_action(self) -> dict[Action, list[ObjectChange]]:
+        grouped: dict[Action, list[ObjectChange]] = {a: [] for a in Action}
+        for change in self.changes:
+            grouped[change.action].append(change)
+        return grouped
+
+    def desired(self) -> list[ObjectChange]:
+        return [c for c in self.changes if c.in_desired_set]
+
+    def errors(self) -> list[ObjectChange]:
+        return [c for c in self.changes if c.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors()
+
+    def not_done(self) -> list[ObjectChange]:
+        """Changes planned and not carried out (yet)."""
+        return [c for c in self.changed() if not c.done]
+
+    def get(self, kind: str, name: str, namespace: str = "") -> ObjectChange | None:
+        for change in self.changes:
+            if (change.kind, change.name, change.namespace) == (kind, name, namespace):
+                return change
+        return None
+
+    def summary(self) -> str:
+        """e.g. "2 created, 1 configured, 5 unchanged"."""
+        counts = Counter(c.action for c in self.changes)
+        text = ", ".join(f"{counts[a]} {a.value}" for a in Action if counts[a]) or "no objects"
+        errors = len(self.errors())
+        return f"{text}, {errors} error(s)" if errors else text
+
+    def error_text(self) -> str:
+        """Every object's error, on one line."""
+        return "; ".join(c.error for c in self.errors())
+
+    def raise_for_errors(self) -> None:
+        if not self.ok:
+            raise ChangeSetError(self)
+
+
+class ChangeSetError(Exception):
+    """Some objects failed; the ChangeSet says which were done and which were not."""
+
+    def __init__(self, changeset: ChangeSet):
+        self.changeset = changeset
+        lines = "\n".join(f"  {c.error}" for c in changeset.errors())
+        pending = [c.ref for c in changeset.not_done() if not c.error]
+        tail = f"\nnot done: {', '.join(pending)}" if pending else ""
+        super().__init__(f"{len(changeset.errors())} object(s) failed:\n{lines}{tail}")

@@ -1,0 +1,1 @@
+"""The rules of the validate stage (engine.validate), one concept a module."""

@@ -1,1 +1,0 @@
-"""The rules of the validate stage (tasks.validate), one concept a module."""
