@@ -199,8 +199,8 @@ def recover_through_the_api(cleanup: contextlib.ExitStack, workdir: Path, api_ur
 
 def start_recovery_runner(workdir: Path) -> subprocess.Popen:
     """The recovery deployment served by a process of its own, as `gitops serve` does."""
-    code = ("import prefect; from cli.serve import recover_deployment; "
-            f"prefect.serve(recover_deployment({REPO_BLOCK!r}), limit=1)")
+    code = ("import prefect; from cli.serve import deployment; "
+            f"prefect.serve(deployment('gitops-recover', repo={REPO_BLOCK!r}), limit=1)")
     log = open(workdir / "runner.log", "wb")
     return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},

@@ -1,74 +1,117 @@
 """`gitops serve`: every deployment of prefect-gitops served from one process,
 without a work pool or worker - the scheduled sync, the scheduled drift check,
-the recovery triggered by an event, and the manual rollback. The same
-deployments as prefect.yaml (names, schedules, trigger, concurrency), for when
-a worker is more than is wanted."""
+the recovery triggered by an event, and the manual rollback.
+
+The deployments are defined once, in prefect.yaml: `prefect deploy` reads it at
+the project's root, and this module reads the copy shipped in this package
+(cli/prefect.yaml, a link to the root's file in the checkout). What only a work
+pool needs (work_pool, build, push, pull) is left out; any other key this
+module does not know is refused, so the two ways of deploying cannot drift apart."""
 
 from __future__ import annotations
 
+import importlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
 import typer
-from prefect import serve
+import yaml
+from prefect import Flow, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
-from prefect.events import DeploymentEventTrigger
+from prefect.events import DeploymentTriggerTypes
+from prefect.schedules import Schedule
+from pydantic import TypeAdapter
 
-from flows.recovery import RECOVER_EVENT
+PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
+SYNC, DRIFT = "gitops-sync", "gitops-drift"
+DEFAULT_LIMIT = 4
 
-DRIFT_CRON = "*/10 * * * *"
-TAGS = ["gitops"]
-
-
-def sync_deployment(repo: str, interval_s: float = 60) -> RunnerDeployment:
-    from flows.sync import gitops_sync
-
-    # One sync at a time; a tick that finds one still running is dropped, not queued.
-    single = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    return gitops_sync.to_deployment(name="gitops-sync", interval=interval_s,
-                                     parameters={"repo": repo, "if_changed": True},
-                                     concurrency_limit=single, tags=[*TAGS, "sync"],
-                                     description="Apply the branch head to every cluster.")
+# How a worker gets and runs the code; a served deployment runs it in this process.
+_WORKER_ONLY = {"work_pool", "build", "push", "pull"}
+_SERVED = {"name", "entrypoint", "description", "tags", "version", "parameters", "schedules", "paused",
+           "concurrency_limit", "triggers", "enforce_parameter_schema"}
+_TRIGGERS = TypeAdapter(DeploymentTriggerTypes)
+_DURATION, _DATETIME = TypeAdapter(timedelta), TypeAdapter(datetime)
 
 
-def drift_deployment(repo: str, cron: str = DRIFT_CRON) -> RunnerDeployment:
-    from flows.drift import gitops_drift  # written apart from this module; imported when served
-
-    return gitops_drift.to_deployment(name="gitops-drift", cron=cron, parameters={"repo": repo},
-                                      tags=[*TAGS, "drift"], description="Compare every cluster with Git.")
+def definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    """The `deployments` of prefect.yaml, as written."""
+    return yaml.safe_load(path.read_text())["deployments"]
 
 
-def recover_trigger() -> DeploymentEventTrigger:
-    """A recovery run per `gitops.recover.requested` event, for the cluster it names."""
-    return DeploymentEventTrigger(
-        name="gitops-recover on request",
-        expect={RECOVER_EVENT},
-        match={"prefect.resource.id": "gitops.cluster.*"},
-        parameters={"cluster": "{{ event.resource['gitops.cluster'] }}"},
-    )
+def deployments(repo: str | None = None, sync_interval_s: float | None = None, drift_cron: str | None = None,
+                path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
+    """Every deployment of prefect.yaml; `repo` replaces the `repo` parameter of
+    each, `sync_interval_s` and `drift_cron` the schedules of sync and drift."""
+    schedules = {SYNC: [{"interval": sync_interval_s}] if sync_interval_s else None,
+                 DRIFT: [{"cron": drift_cron}] if drift_cron else None}
+    return [build(spec, repo, schedules.get(spec["name"])) for spec in definitions(path)]
 
 
-def recover_deployment(repo: str) -> RunnerDeployment:
-    from flows.recovery import gitops_recover
-
-    # Queued, not dropped: each request may name another cluster.
-    return gitops_recover.to_deployment(name="gitops-recover", parameters={"repo": repo}, concurrency_limit=1,
-                                        triggers=[recover_trigger()], tags=[*TAGS, "recover"],
-                                        description="Bring a new or emptied cluster back to the branch head.")
+def deployment(name: str, repo: str | None = None, path: Path = PREFECT_YAML) -> RunnerDeployment:
+    """One deployment of prefect.yaml, by name (a runner serving only the recovery)."""
+    [spec] = [s for s in definitions(path) if s["name"] == name]
+    return build(spec, repo)
 
 
-def rollback_deployment(repo: str) -> RunnerDeployment:
-    from flows.rollback import gitops_rollback
+def build(spec: dict[str, Any], repo: str | None = None,
+          schedules: list[dict[str, Any]] | None = None) -> RunnerDeployment:
+    """A deployment of prefect.yaml as `flow.to_deployment` makes it."""
+    unknown = set(spec) - _SERVED - _WORKER_ONLY
+    if unknown:
+        raise ValueError(f"prefect.yaml: deployment {spec['name']}: gitops serve does not know {sorted(unknown)}")
+    parameters = dict(spec.get("parameters") or {})
+    if repo is not None:
+        parameters["repo"] = repo
+    schedules = schedules or spec.get("schedules")
+    options = {key: spec[key] for key in ("description", "tags", "version", "paused", "enforce_parameter_schema")
+               if key in spec}
+    return load_flow(spec["entrypoint"]).to_deployment(
+        name=spec["name"], parameters=parameters,
+        schedules=[schedule(s) for s in schedules] if schedules is not None else None,
+        concurrency_limit=concurrency_limit(spec.get("concurrency_limit")),
+        triggers=[trigger(spec["name"], i, t) for i, t in enumerate(spec.get("triggers") or [], start=1)],
+        **options)
 
-    return gitops_rollback.to_deployment(name="gitops-rollback", parameters={"repo": repo},
-                                         tags=[*TAGS, "rollback"],
-                                         description="Roll an app back to a revision, in Git, then sync it.")
+
+def load_flow(entrypoint: str) -> Flow:
+    """`flows/sync.py:gitops_sync` -> the flow, imported as a module of the package
+    (so an installed copy works from any directory)."""
+    file, _, name = entrypoint.partition(":")
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
 
 
-def deployments(repo: str, sync_interval_s: float = 60, drift_cron: str = DRIFT_CRON) -> list[RunnerDeployment]:
-    return [sync_deployment(repo, sync_interval_s), drift_deployment(repo, drift_cron),
-            recover_deployment(repo), rollback_deployment(repo)]
+def schedule(spec: dict[str, Any]) -> Schedule:
+    """A prefect.yaml schedule (`interval`, `cron` or `rrule`, with its options)
+    as a Prefect schedule."""
+    fields = dict(spec)
+    if "interval" in fields:  # seconds, "HH:MM:SS" or ISO 8601, as prefect deploy reads it
+        fields["interval"] = _DURATION.validate_python(fields["interval"])
+    if "anchor_date" in fields:
+        fields["anchor_date"] = _DATETIME.validate_python(fields["anchor_date"])
+    return Schedule(**fields)
 
 
-def serve_all(repo: str, limit: int = 4, sync_interval_s: float = 60, drift_cron: str = DRIFT_CRON) -> None:
+def concurrency_limit(spec: int | dict[str, Any] | None) -> int | ConcurrencyLimitConfig | None:
+    """`concurrency_limit: 1` or `{limit, collision_strategy, grace_period_seconds}`."""
+    if not isinstance(spec, dict):
+        return spec
+    fields = dict(spec)
+    if "collision_strategy" in fields:
+        fields["collision_strategy"] = ConcurrencyLimitStrategy(fields["collision_strategy"])
+    return ConcurrencyLimitConfig(**fields)
+
+
+def trigger(deployment_name: str, number: int, spec: dict[str, Any]) -> DeploymentTriggerTypes:
+    """A trigger as `prefect deploy` reads it, with the same default name."""
+    return _TRIGGERS.validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
+
+
+def serve_all(repo: str, limit: int = DEFAULT_LIMIT, sync_interval_s: float | None = None,
+              drift_cron: str | None = None) -> None:
     """Serve every deployment until stopped; at most `limit` runs at once (the
     default of prefect.serve is unlimited, which a burst of events could exhaust)."""
     serve(*deployments(repo, sync_interval_s, drift_cron), limit=limit)
@@ -76,9 +119,11 @@ def serve_all(repo: str, limit: int = 4, sync_interval_s: float = 60, drift_cron
 
 def serve_command(
     repo: str = typer.Option(..., "--repo", help="Git repository block name the deployments work on."),
-    limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
-    sync_interval: float = typer.Option(60, "--sync-interval", min=1, help="Seconds between scheduled syncs."),
-    drift_cron: str = typer.Option(DRIFT_CRON, "--drift-cron", help="Cron schedule of the drift check."),
+    limit: int = typer.Option(DEFAULT_LIMIT, "--limit", min=1, help="At most this many flow runs at once."),
+    sync_interval: float = typer.Option(None, "--sync-interval", min=1,
+                                        help="Seconds between scheduled syncs [default: prefect.yaml's]."),
+    drift_cron: str = typer.Option(None, "--drift-cron",
+                                   help="Cron schedule of the drift check [default: prefect.yaml's]."),
 ) -> None:
-    """Serve the sync, drift, recover and rollback deployments from this process (no worker needed)."""
+    """Serve the deployments of prefect.yaml (sync, drift, recover, rollback) from this process (no worker needed)."""
     serve_all(repo, limit=limit, sync_interval_s=sync_interval, drift_cron=drift_cron)

@@ -144,12 +144,12 @@ def recovery_markdown(api: str, flow_run_id: str) -> str:
 
 @pytest.fixture(scope="class")
 def runner(prefect_api, registered_clusters, tmp_path_factory):
-    """The recovery deployment of flows/serve.py, served by a `prefect.serve`
-    process polling every second; its id. Stopped after the tests that use it,
-    before the server."""
+    """The recovery deployment of prefect.yaml as cli/serve.py builds it, served
+    by a `prefect.serve` process polling every second; its id. Stopped after the
+    tests that use it, before the server."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    code = ("from prefect import serve\nfrom cli.serve import recover_deployment\n"
-            "serve(recover_deployment('fleet'), limit=1)")
+    code = ("from prefect import serve\nfrom cli.serve import deployment\n"
+            "serve(deployment('gitops-recover', repo='fleet'), limit=1)")
     log = tmp_path_factory.mktemp("runner") / "serve.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
@@ -244,18 +244,3 @@ def test_prefect_yaml_deploys_schedules_limits_and_the_recover_trigger(prefect_a
             httpx.delete(f"{prefect_api}/automations/owned-by/prefect.deployment.{deployment['id']}", timeout=30)
             httpx.delete(f"{prefect_api}/deployments/{deployment['id']}", timeout=30)
         httpx.delete(f"{prefect_api}/work_pools/gitops", timeout=30)
-
-
-def test_serve_builds_the_same_four_deployments_as_prefect_yaml():
-    from cli.serve import deployments
-
-    built = {d.name: d for d in deployments("fleet", sync_interval_s=30, drift_cron="*/5 * * * *")}
-    assert sorted(built) == ["gitops-drift", "gitops-recover", "gitops-rollback", "gitops-sync"]
-    assert {d.parameters["repo"] for d in built.values()} == {"fleet"}
-    assert built["gitops-sync"].schedules[0].schedule.interval.total_seconds() == 30
-    assert built["gitops-drift"].schedules[0].schedule.cron == "*/5 * * * *"
-    assert built["gitops-sync"].concurrency_limit == built["gitops-recover"].concurrency_limit == 1
-    [trigger] = built["gitops-recover"].triggers
-    assert trigger.expect == {"gitops.recover.requested"}
-    assert trigger.parameters == {"cluster": "{{ event.resource['gitops.cluster'] }}"}
-    assert not built["gitops-recover"].schedules and not built["gitops-rollback"].schedules
