@@ -7,7 +7,23 @@ the token goes to git through a credential helper that reads a 0600 file, the
 SSH key through a 0600 key file, both in a private temp dir removed after each
 call. Every git process runs with a timeout, in its own process group (so ssh
 and remote helpers die with it), isolated from the user's and system's git
-configuration, and never prompts."""
+configuration, and never prompts.
+
+GitPython is the object layer: `_Session.open` gives a `git.Repo` whose every
+git process goes through this module's runner (`_SessionGit`): the session's
+environment instead of os.environ, its own process group, and for one-shot
+commands the timeout with the group kill. So `repo.git.push(...)` is as safe
+as `_Session.git("push", ...)`. What stays on the git command, and why:
+- network operations (fetch, clone, push) are run as commands, never through
+  GitPython's `Remote.fetch/push` or `Repo.clone_from`: those stream progress
+  from a live process outside any timeout, and GitPython's `kill_after_timeout`
+  kills the children `pgrep` finds, not the process group (ssh, remote helpers);
+- `rev-parse --verify` resolves revisions: git's own rules and its "ambiguous"
+  answer for short SHAs, which GitPython's Python rev_parse does not reproduce;
+- `read-tree` + `checkout-index` write a tree aside with a private index, and
+  `verify-commit` checks signatures with a throwaway GnuPG home or signers file;
+- commits are made with `git commit`, not `IndexFile.commit`, which reads the
+  user's and system's git config in Python."""
 
 from __future__ import annotations
 
@@ -29,6 +45,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+from git import Git as GitCommand
+from git import GitCommandError, Repo
 
 from blocks.git_repository import GitRepository
 from localcluster.home import gitops_home
@@ -141,11 +159,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float,
-         input: str | None = None) -> subprocess.CompletedProcess[str]:
+         input: str | None = None, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command in its own process group; on timeout the whole group dies
     (git's ssh and git-remote-http children too)."""
     proc = subprocess.Popen(
-        argv, env=env, text=True, encoding="utf-8", errors="replace",
+        argv, env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace",
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -225,19 +243,82 @@ class _Session:
         reason = f": {failure.value}" if explain else ""
         return GitError(f"{self.url}: {what}{reason}{detail}", failure)
 
+    def run(self, argv: list[str], env: dict[str, str] | None = None, input: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run git under the session: its environment, timeout and group kill."""
+        try:
+            return _run(argv, {**self.env, **(env or {})}, self.timeout, input, cwd)
+        except subprocess.TimeoutExpired:
+            what = f"git {_subcommand(argv)} after {self.timeout:g} s"
+            raise self.error(what, Failure.TIMEOUT) from None
+        except FileNotFoundError:
+            raise GitError("git is not installed (not found on PATH)") from None
+
     def git(self, *args: str | Path, check: bool = True, input: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         argv = ["git", *map(str, args)]
-        what = f"git {_subcommand(argv)}"
-        try:
-            result = _run(argv, {**self.env, **(env or {})}, self.timeout, input)
-        except subprocess.TimeoutExpired:
-            raise self.error(f"{what} after {self.timeout:g} s", Failure.TIMEOUT) from None
-        except FileNotFoundError:
-            raise GitError("git is not installed (not found on PATH)") from None
+        result = self.run(argv, env, input)
         if check and result.returncode != 0:
-            raise self.error(what, _classify(result.stderr), result.stderr)
+            raise self.error(f"git {_subcommand(argv)}", _classify(result.stderr), result.stderr)
         return result
+
+    def open(self, path: Path) -> Repo:
+        """A GitPython repository at `path` whose git processes run under this session."""
+        # GitPython itself (in Python, before any git process) follows these.
+        inherited = [k for k in ("GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_WORK_TREE") if k in os.environ]
+        if inherited:
+            raise GitError(f"{', '.join(inherited)} is set in the environment and would redirect "
+                           f"the repository; unset it", Failure.INVALID)
+        return _SessionRepo(path, self)
+
+
+class CommandFailed(GitCommandError):
+    """A git command run through GitPython exited non-zero; `output` is what it
+    said (stderr, else stdout), scrubbed of the session's secrets."""
+
+    def __init__(self, command: list[str], status: int, output: str):
+        super().__init__(command, status, output)
+        self.output = output
+
+
+class _SessionGit(GitCommand):
+    """GitPython's command runner bound to a session: the session's environment
+    (GitPython's would start from os.environ, inherited GIT_* included), its own
+    process group; one-shot commands also get the timeout through `_run`. The
+    persistent `cat-file --batch` readers of the object database are local and
+    live as long as the Repo: they get the environment, not a timeout."""
+
+    def __init__(self, working_dir: str | None, session: _Session):
+        super().__init__(working_dir)
+        self._session = session
+
+    def execute(self, command, istream=None, with_extended_output=False, with_exceptions=True,
+                as_process=False, env=None, strip_newline_in_stdout=True, **unsupported):
+        argv = [str(a) for a in command]
+        if as_process:
+            proc = subprocess.Popen(argv, env={**self._session.env, **(env or {})}, cwd=self._working_dir,
+                                    stdin=istream or subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            return self.AutoInterrupt(proc, argv)
+        if istream is not None or unsupported.get("output_stream") or unsupported.get("stdout_as_string") is False:
+            raise GitError(f"git {_subcommand(argv)}: streams are not supported by the session runner")
+        result = self._session.run(argv, env, cwd=self._working_dir)
+        out, err = result.stdout, result.stderr.removesuffix("\n")
+        if strip_newline_in_stdout:
+            out = out.removesuffix("\n")
+        if with_exceptions and result.returncode != 0:
+            raise CommandFailed(argv, result.returncode, self._session.scrub(err or out))
+        return (result.returncode, out, err) if with_extended_output else out
+
+
+class _SessionRepo(Repo):
+    def __init__(self, path: Path, session: _Session):
+        self._session = session
+        super().__init__(path)
+
+    def GitCommandWrapperType(self, working_dir: str | None) -> _SessionGit:  # noqa: N802
+        """Repo.__init__ makes `self.git` (also the object database's runner) with this."""
+        return _SessionGit(working_dir, self._session)
 
 
 def _subcommand(argv: list[str]) -> str:
@@ -340,13 +421,11 @@ def _init_cache(s: _Session) -> None:
     staging = s.root / f"repo.git.init-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     s.git("init", "--quiet", "--bare", staging)
-    for args in (
-        ("remote.origin.url", remote_location(s.repo.url)),
-        ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
-        ("--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"),
-        ("remote.origin.tagOpt", "--no-tags"),
-    ):
-        s.git("--git-dir", staging, "config", *args)
+    with s.open(staging) as repo, repo.config_writer() as config:
+        config.set_value('remote "origin"', "url", remote_location(s.repo.url))
+        config.set_value('remote "origin"', "fetch", "+refs/heads/*:refs/heads/*")
+        config.add_value('remote "origin"', "fetch", "+refs/tags/*:refs/tags/*")
+        config.set_value('remote "origin"', "tagOpt", "--no-tags")
     staging.rename(s.git_dir)
 
 
@@ -391,12 +470,13 @@ def _resolve(s: _Session, revision: str) -> tuple[str, str]:
 
 
 def _signature_kind(s: _Session, sha: str) -> str | None:
-    header = s.git("--git-dir", s.git_dir, "cat-file", "commit", sha).stdout.split("\n\n", 1)[0]
-    if not re.search(r"^gpgsig(-sha256)? ", header, re.MULTILINE):
+    with s.open(s.git_dir) as repo:
+        signature = repo.commit(sha).gpgsig
+    if not signature:
         return None
-    if "-----BEGIN SSH SIGNATURE-----" in header:
+    if "-----BEGIN SSH SIGNATURE-----" in signature:
         return "ssh"
-    if "-----BEGIN PGP SIGNATURE-----" in header:
+    if "-----BEGIN PGP SIGNATURE-----" in signature:
         return "gpg"
     return "other"
 

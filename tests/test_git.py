@@ -20,7 +20,8 @@ from git_remotes import (  # noqa: F401  (fixtures)
     HTTP_TOKEN, free_port, git_base, git_daemon, gitops_home, gpg_signer_factory, http_remote,
     run, ssh_keygen, ssh_remote, ssh_signer_factory, upstream,
 )
-from engine.git import Failure, GitError, checkout, fetch, public_url, remote_location, resolve
+from engine.git import (CommandFailed, Failure, GitError, _session, checkout, fetch, public_url, remote_location,
+                        resolve)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -366,3 +367,50 @@ def test_block_keeps_secrets_secret():
         assert "canary" not in text
     assert GitRepository._block_type_slug == "gitops-git-repository"
     assert GitRepository(url="x").branch == "main" and GitRepository(url="x").username == "git"
+
+
+# --- GitPython under the session ------------------------------------------------
+
+
+def test_gitpython_runs_git_under_the_session_not_the_callers_environment(upstream, gitops_home,
+                                                                            tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[user]\n\tname = from-user-config\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'user.email'='from-env'")
+    monkeypatch.setenv("GIT_DIR", str(upstream.bare))  # would point git at another repository
+    repo = GitRepository(url=file_url(upstream))
+    resolve(repo)
+    with _session(repo) as s, s.open(s.git_dir) as cached:
+        assert cached.git.rev_parse("--absolute-git-dir") == str(s.git_dir)
+        status, name, _ = cached.git.config("--get", "user.name", with_extended_output=True,
+                                            with_exceptions=False)
+        assert (status, name) == (1, "")  # neither the user's config nor GIT_CONFIG_PARAMETERS
+        assert cached.git.config("--get", "user.email", with_exceptions=False) == ""
+        assert cached.commit("main").hexsha == upstream.head()  # the object reader too
+        with pytest.raises(CommandFailed) as err:
+            cached.git.rev_parse("--verify", "no-such-ref")
+        assert err.value.status == 128 and "Needed a single revision" in err.value.output
+
+
+def test_gitpython_network_commands_time_out_and_kill_the_group(upstream, gitops_home):
+    repo = GitRepository(url=file_url(upstream), timeout_seconds=1)
+    resolve(repo)
+    with socket.socket() as silent, _session(repo) as s, s.open(s.git_dir) as cached:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"git://127.0.0.1:{silent.getsockname()[1]}/repo.git"
+        with pytest.raises(GitError) as err:
+            cached.git.fetch(url, "main")
+    assert err.value.failure is Failure.TIMEOUT
+    assert str(err.value).endswith("git fetch after 1 s: timed out")
+    assert not [argv for argv in _all_argvs() if url.encode() in argv]
+
+
+def test_a_redirecting_environment_is_refused(upstream, gitops_home, monkeypatch):
+    repo = GitRepository(url=file_url(upstream))
+    resolve(repo)
+    monkeypatch.setenv("GIT_WORK_TREE", str(upstream.work))
+    with _session(repo) as s, pytest.raises(GitError, match="GIT_WORK_TREE is set"):
+        s.open(s.git_dir)
