@@ -61,13 +61,14 @@ def build(spec: dict[str, Any], repo: str | None = None,
     """A deployment of prefect.yaml as `flow.to_deployment` makes it."""
     unknown = set(spec) - _SERVED - _WORKER_ONLY
     if unknown:
-        raise ValueError(f"prefect.yaml: deployment {spec['name']}: gitops serve does not know {sorted(unknown)}")
+        raise ValueError(f"prefect.yaml: deployment {spec['name']}: "
+                         f"gitops serve does not know {sorted(unknown)}")
     parameters = dict(spec.get("parameters") or {})
     if repo is not None:
         parameters["repo"] = repo
     schedules = schedules or spec.get("schedules")
-    options = {key: spec[key] for key in ("description", "tags", "version", "paused", "enforce_parameter_schema")
-               if key in spec}
+    options = {key: spec[key] for key in spec
+               if key in ("description", "tags", "version", "paused", "enforce_parameter_schema")}
     return load_flow(spec["entrypoint"]).to_deployment(
         name=spec["name"], parameters=parameters,
         schedules=[schedule(s) for s in schedules] if schedules is not None else None,
@@ -125,5 +126,6 @@ def serve_command(
     drift_cron: str = typer.Option(None, "--drift-cron",
                                    help="Cron schedule of the drift check [default: prefect.yaml's]."),
 ) -> None:
-    """Serve the deployments of prefect.yaml (sync, drift, recover, rollback) from this process (no worker needed)."""
+    """Serve the deployments of prefect.yaml (sync, drift, recover, rollback) from
+    this process (no worker needed)."""
     serve_all(repo, limit=limit, sync_interval_s=sync_interval, drift_cron=drift_cron)
