@@ -122,9 +122,9 @@ def serve_command(
     repo: str = typer.Option(..., "--repo", help="Git repository block name the deployments work on."),
     limit: int = typer.Option(DEFAULT_LIMIT, "--limit", min=1, help="At most this many flow runs at once."),
     sync_interval: float = typer.Option(None, "--sync-interval", min=1,
-                                        help="Seconds between scheduled syncs [default: prefect.yaml's]."),
+                                        help="Seconds between scheduled syncs (default: prefect.yaml's)."),
     drift_cron: str = typer.Option(None, "--drift-cron",
-                                   help="Cron schedule of the drift check [default: prefect.yaml's]."),
+                                   help="Cron schedule of the drift check (default: prefect.yaml's)."),
 ) -> None:
     """Serve the deployments of prefect.yaml (sync, drift, recover, rollback) from
     this process (no worker needed)."""
