@@ -6,7 +6,7 @@ from cli.blocks import cluster_app, repo_app
 from cli.localcluster import localcluster_app
 from cli.drift import drift_command
 from cli.recover import recover_command
-from flows.rollback import rollback_command
+from cli.rollback import rollback_command
 from cli.serve import serve_command
 from cli.sync import diff_command, status_command, sync_command
 from cli.validate import validate_command

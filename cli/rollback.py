@@ -1,0 +1,32 @@
+"""`gitops rollback`: roll an app back in Git and sync it (flows/rollback.py)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from engine.git import GitError
+from engine.rollback import RollbackError
+
+err = Console(stderr=True)
+
+
+def rollback_command(
+    repo: str = typer.Option(..., "--repo", help="Git repository block name."),
+    app: str = typer.Option(..., "--app", help="The app to roll back."),
+    to: str = typer.Option(..., "--to", help="The revision (SHA, tag) to roll the app back to."),
+) -> None:
+    """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
+    from flows.rollback import RollbackIncomplete, gitops_rollback  # Prefect only when the command runs
+
+    try:
+        result = gitops_rollback(repo=repo, app=app, to=to)
+    except (RollbackError, GitError) as refused:
+        err.print(f"[red]rollback refused:[/red] {refused}", highlight=False)
+        raise typer.Exit(1)
+    except RollbackIncomplete as incomplete:
+        err.print(f"[red]error:[/red] {incomplete}", highlight=False)
+        raise typer.Exit(1)
+    err.print(f"[green]rolled back[/green] {app} to {result.to[:12]} by {result.commit[:12]} "
+              f"(reverted {len(result.reverted)} commit(s)); synced: "
+              f"{'; '.join(f'{r.cluster}: {r.status.value}' for r in result.sync.results)}", highlight=False)
