@@ -7,11 +7,11 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from engine.report import SyncReport
+from engine.report import SyncFailed, SyncReport
 from cli.tables import print_result, print_table
-from engine.problems import ProblemsFound
 
 err = Console(stderr=True)
 
@@ -36,18 +36,18 @@ def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
          dry_run: bool) -> None:
-    from flows.sync import SyncFailed, gitops_sync
+    from flows.sync import gitops_sync
 
-    try:
-        report = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None,
-                             revision=revision, dry_run=dry_run)
-    except SyncFailed as failed:
-        report = failed.report
-    except ProblemsFound as found:  # gitops.yaml itself is invalid
+    state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
+                        dry_run=dry_run, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    report = outcome.report if isinstance(outcome, SyncFailed) else outcome
+    if not isinstance(report, SyncReport):  # gitops.yaml invalid, or the fetch failed: no app ran
+        message = str(report) if isinstance(report, BaseException) else (state.message or "sync failed")
         if as_json:
-            print(json.dumps({"revision": None, "results": [], "message": str(found)}))
+            print(json.dumps({"revision": None, "results": [], "message": message}))
         else:
-            err.print(f"[red]error:[/red] {found}", highlight=False)
+            err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
         raise typer.Exit(1)
     print(report.to_json()) if as_json else _print_report(report, dry_run)
     raise typer.Exit(0 if report.ok else 1)

@@ -19,7 +19,7 @@ from typing import Iterable
 
 from engine.changeset import Action, ChangeSet, ObjectChange, annotations_of
 from engine.diff import immutable_message, plan_object, recreate_allowed
-from engine.kube import ApiError, KubeClient, UnknownKind
+from engine.kube import ApiError, KubeClient, UnknownKind, is_retryable
 from engine.scope import RBAC_GROUP
 from engine.secrets import scrub
 
@@ -108,7 +108,8 @@ def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: boo
     if not changeset.ok:
         return changeset
     namespaces = {c.name for c in changeset.desired() if (c.group, c.kind) == ("", "Namespace")}
-    pending = [c for c in changeset.desired() if c.action in (Action.CREATED, Action.CONFIGURED)]
+    # Not what an earlier attempt already wrote: a retried stage goes on where it stopped.
+    pending = [c for c in changeset.desired() if c.action in (Action.CREATED, Action.CONFIGURED) and not c.done]
     crds_ready = False
     for batch in batches(pending):
         if _change_order(batch[0])[0] > Stage.FOUNDATION and not crds_ready:
@@ -136,11 +137,13 @@ def apply_object(kube: KubeClient, change: ObjectChange, allow_recreate: bool = 
     try:
         _apply_or_recreate(kube, change, allow_recreate, timeout)
     except ApiError as error:
-        change.fail("apply", scrub(error.describe(), [change.desired]))
+        busy = error.code == 429 or error.code >= 500
+        change.fail("apply", scrub(error.describe(), [change.desired]), transient=busy)
     except UnknownKind as error:
         change.fail("apply", str(error))
-    except Exception as error:  # e.g. the connection lost for good: say which object
-        change.fail("apply", f"{type(error).__name__}: {scrub(str(error), [change.desired])}")
+    except Exception as error:  # e.g. the connection lost: say which object
+        change.fail("apply", f"{type(error).__name__}: {scrub(str(error), [change.desired])}",
+                    transient=is_retryable(error))
 
 
 def _apply_or_recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, timeout: float) -> None:

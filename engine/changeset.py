@@ -64,6 +64,8 @@ class ObjectChange:
     recreate: bool = False
     # No longer this app's (another owner's label): left alone, and it leaves the inventory.
     released: bool = False
+    # The error may pass if tried again (connection lost, 429, 5xx): the stage is retried.
+    transient: bool = False
 
     @property
     def group(self) -> str:
@@ -83,9 +85,13 @@ class ObjectChange:
     def in_desired_set(self) -> bool:
         return self.desired is not None
 
-    def fail(self, verb: str, message: str) -> None:
+    def fail(self, verb: str, message: str, transient: bool = False) -> None:
         """Record an error, wrapped with the object it is about."""
         self.error = f"{self.ref}: {verb} failed: {message}"
+        self.transient = transient
+
+    def clear_error(self) -> None:
+        self.error, self.transient = None, False
 
 
 @dataclass
@@ -117,6 +123,11 @@ class ChangeSet:
     @property
     def ok(self) -> bool:
         return not self.errors()
+
+    def only_transient_errors(self) -> bool:
+        """Failed, and every failure may pass if tried again."""
+        errors = self.errors()
+        return bool(errors) and all(c.transient for c in errors)
 
     def not_done(self) -> list[ObjectChange]:
         """Changes planned and not carried out (yet)."""

@@ -41,6 +41,15 @@ class TargetResult:
     message: str
     objects: list[ObjectResult] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERBS, 0))
+    revision: str = ""  # the revision this result is about
+    seconds: float = 0.0
+    health: str = ""  # a summary of the health stage, "" when it did not run
+    held: bool = False  # skipped because the revision is held after a failed sync
+
+    @property
+    def changed(self) -> int:
+        """Objects created, configured or pruned."""
+        return sum(o.action in ("created", "configured", "pruned") for o in self.objects)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -67,7 +76,29 @@ class SyncReport:
         return "; ".join(f"{r.app} on {r.cluster}: {r.status.value}: {r.message}" for r in self.failed())
 
 
+class SyncFailed(Exception):
+    """Some app failed (or was reverted) on some cluster; carries the whole report."""
+
+    def __init__(self, report: SyncReport):
+        super().__init__(report.failure_message())
+        self.report = report
+
+
 def objects_table(result: TargetResult) -> list[dict]:
     """Rows of a Prefect table artifact: one object a row."""
     return [{"object": o.ref, "source": o.source, "action": o.action, "health": o.health, "reason": o.reason}
             for o in result.objects]
+
+
+def summary_markdown(title: str, results: list[TargetResult]) -> str:
+    """One table for a whole run: app x cluster, status, revision, objects changed,
+    health, duration, and why when it did not succeed."""
+    lines = [f"# {title}", "", "| app | cluster | status | revision | changed | health | time | message |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.app} | {r.cluster} | **{r.status.value}** | `{r.revision[:7] or '-'}` | {r.changed} | "
+              f"{_cell(r.health or '-')} | {r.seconds:.1f} s | {_cell(r.message)} |" for r in results]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

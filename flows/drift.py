@@ -18,13 +18,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
-from blocks import GitRepository, KubernetesCluster
+from blocks import GitRepository
 from blocks.registry import load_clusters
 from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
-from flows.validate import Target, prepare_desired_state, select_targets
+from engine.targets import select_targets
 from engine.appspec import App, load_appspec
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
-from engine.git import fetch_task
+from engine import render_cache
+from engine.git import FetchResult
+from engine.render import render_app
+from tasks.fetch import fetch_revision
 from engine.inventory import read_inventory
 from engine.kube import KubeClient
 from engine.lock import app_lock
@@ -75,7 +78,8 @@ class DriftTarget:
 def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                  heal: bool | None = None) -> SyncReport:
     """Check the selected apps for drift; heal if `heal`, or if None, per the app's selfHeal."""
-    head = fetch_task(GitRepository.load(repo))
+    source = GitRepository.load(repo)
+    head = fetch_revision(repo, source)
     spec = load_appspec(head.tree)
     blocks = load_clusters()
     targets, problems = select_targets(spec, {n: b.labels for n, b in blocks.items()}, apps, clusters)
@@ -91,7 +95,7 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
                      for n in names]
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
-        _render(repo, checks, blocks)
+        _render(repo, source, head, checks)
         futures = [drift_cluster.submit(n, kubes[n], [c for c in checks if c.cluster == n], heal) for n in names]
         results = [r for future in futures for r in future.result()]
     report = SyncReport(head.sha)
@@ -122,26 +126,23 @@ def _set_revisions(checks: list[DriftTarget], revisions: dict[str, str] | str) -
             check.revision = revisions[check.app.name]
 
 
-def _render(repo: str, checks: list[DriftTarget], blocks: dict[str, KubernetesCluster]) -> None:
-    """Render each revision once for the apps and clusters at it (offline
-    validation only: the revision was validated when it was synced)."""
-    for revision in sorted({c.revision for c in checks if c.revision and not c.problem}):
-        at = [c for c in checks if c.revision == revision and not c.problem]
-        state = prepare_desired_state(repo, sorted({c.app.name for c in at}), sorted({c.cluster for c in at}),
-                                      revision, server_dry_run=False, cluster_blocks=blocks)
-        rendered = {(t.app.name, t.cluster): t for t in state.targets}
-        for check in at:
-            _take_render(check, rendered.get((check.app.name, check.cluster)), revision)
-
-
-def _take_render(check: DriftTarget, target: Target | None, revision: str) -> None:
-    if target is None:
-        check.problem = f"{check.app.name} does not go to {check.cluster} at {revision[:12]}: nothing to compare"
-        return
-    errors = [p for p in target.problems if p.severity is Severity.ERROR]
-    if errors and not target.manifests:  # the render failed; validation problems do not matter here
-        check.problem = f"cannot render {revision[:12]}: " + "; ".join(map(str, errors))
-    check.manifests = target.manifests
+def _render(repo: str, source: GitRepository, head: FetchResult, checks: list[DriftTarget]) -> None:
+    """Each app as it was last synced: from the render cache, or rendered from
+    that revision's tree (offline and unvalidated: it was validated when synced)."""
+    trees = {head.sha: head.tree}
+    for check in checks:
+        if not check.revision or check.problem:
+            continue
+        cached = render_cache.load(check.revision, check.app, check.cluster)
+        if cached is not None:
+            check.manifests = cached
+            continue
+        if check.revision not in trees:
+            trees[check.revision] = fetch_revision(repo, source, check.revision).tree
+        try:
+            check.manifests = render_app(trees[check.revision], check.app, check.cluster)
+        except ProblemsFound as found:
+            check.problem = f"cannot render {check.revision[:12]}: {found}"
 
 
 # ---- one cluster ------------------------------------------------------------------------

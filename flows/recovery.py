@@ -3,8 +3,9 @@ the branch head. Every app that targets it is synced in dependsOn order, all at
 one commit, each waited healthy before the next; the report says how long each
 app and the whole recovery took.
 
-It is the sync pipeline (gitops_sync, one app at a time) and so idempotent: a
-second run changes nothing, and a rerun after an interruption finishes the job.
+It is the sync pipeline (gitops_sync as a nested run, on this cluster alone) and
+so idempotent: a second run changes nothing, and a rerun after an interruption
+finishes the job.
 A recovery is requested with the event `gitops.recover.requested` (see
 `request_recovery`), which the `gitops-recover` deployment is triggered by."""
 
@@ -19,16 +20,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from blocks import GitRepository, KubernetesCluster
-from engine.report import SyncStatus, TargetResult
-from flows.sync import SyncFailed, gitops_sync
-from flows.validate import dependencies
-from engine.appspec import App, load_appspec
-from engine.git import fetch_task
+from blocks import KubernetesCluster
+from engine.report import SyncReport, SyncStatus
+from flows.sync import gitops_sync
 
 RECOVER_EVENT = "gitops.recover.requested"
 API_WAIT_S = 120
-_CHANGES = ("created", "configured", "pruned")
 
 
 @dataclass
@@ -75,45 +72,29 @@ class RecoveryFailed(Exception):
         self.report = report
 
 
-@flow(name="gitops-recover", log_prints=False)
+@flow(name="gitops-recover", flow_run_name="recover {cluster}", persist_result=False, log_prints=False)
 def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
-    """Apply every app that targets `cluster`, in dependsOn order, at the branch head."""
+    """Apply every app that targets a cluster, in dependsOn order, at the branch head.
+
+    Args:
+        repo: The Git repository block holding gitops.yaml and the manifests.
+        cluster: The cluster block's name; the cluster may be new and empty.
+    """
     started, logger = time.monotonic(), get_run_logger()
-    block = KubernetesCluster.load(cluster)
-    wait_for_api(cluster, block)
-    fetched = fetch_task(GitRepository.load(repo))  # one commit for every app, even if the branch moves
-    spec = load_appspec(fetched.tree)
-    apps = [app for app in spec.ordered_apps() if app.selects(cluster, block.labels)]
-    logger.info("recovering %s at %s: %s", cluster, fetched.sha[:12], ", ".join(a.name for a in apps) or "no apps")
-    report = RecoveryReport(cluster, fetched.sha)
-    for app in apps:
-        report.apps.append(_recover_app(repo, cluster, fetched.sha, app, dependencies(spec, app), report))
-    report.seconds = time.monotonic() - started
+    wait_for_api(cluster, KubernetesCluster.load(cluster))
+    # The sync pipeline, as a nested run: every app of the cluster at one commit.
+    state = gitops_sync(repo=repo, clusters=[cluster], return_state=True)
+    sync = state.result(raise_on_failure=False)
+    if not isinstance(sync, SyncReport):
+        raise RuntimeError(f"recovery of {cluster}: the sync did not run: {state.message}")
+    report = RecoveryReport(cluster, sync.revision, seconds=time.monotonic() - started)
+    report.apps = [AppRecovery(r.app, r.status, r.seconds, r.changed, r.message) for r in sync.results]
     create_markdown_artifact(key=f"gitops-recover-{cluster}".lower(), markdown=report.markdown(),
-                             description=f"recovery of {cluster} at {fetched.sha[:12]}")
+                             description=f"recovery of {cluster} at {sync.revision[:12]}")
     logger.info("recovery of %s: %s in %.1f s", cluster, "done" if report.ok else "incomplete", report.seconds)
     if not report.ok:
         raise RecoveryFailed(report)
     return report
-
-
-def _recover_app(repo: str, cluster: str, revision: str, app: App, needs: set[str],
-                 report: RecoveryReport) -> AppRecovery:
-    """One app through the whole sync pipeline, timed; skipped when an app it needs is not back."""
-    blocked = sorted(a.app for a in report.apps if a.app in needs and _not_recovered(a))
-    if blocked:
-        return AppRecovery(app.name, SyncStatus.SKIPPED, 0.0, 0, f"skipped: {', '.join(blocked)} not recovered")
-    started = time.monotonic()
-    try:
-        # .fn: the pipeline's tasks run inside this flow run, with no subflow overhead.
-        sync = gitops_sync.fn(repo=repo, apps=[app.name], clusters=[cluster], revision=revision)
-    except SyncFailed as failed:
-        sync = failed.report
-    seconds = time.monotonic() - started
-    result = next((r for r in sync.results if r.app == app.name), None)
-    if result is None:
-        return AppRecovery(app.name, SyncStatus.FAILED, seconds, 0, "the sync did not select it")
-    return AppRecovery(app.name, result.status, seconds, _changed(result), result.message)
 
 
 @task(name="wait-for-api", task_run_name="wait for {cluster}", cache_policy=NO_CACHE)
@@ -142,10 +123,6 @@ def request_recovery(cluster: str, reason: str = "") -> None:
 
 def _not_recovered(app: AppRecovery) -> bool:
     return app.status is not SyncStatus.SUCCEEDED
-
-
-def _changed(result: TargetResult) -> int:
-    return sum(o.action in _CHANGES for o in result.objects)
 
 
 def _cell(text: str) -> str:

@@ -1,0 +1,96 @@
+"""What the runs of one sync share: the repository at one revision, the app
+spec, the saved clusters and one KubeClient per cluster, and the targets with
+what they rendered to. A sync flow opens one; the app-and-cluster runs it starts
+find it through `current()` (a context variable, so each run's threads see
+their own); an app run started alone opens its own."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from blocks import GitRepository, KubernetesCluster
+from engine.appspec import AppSpec, load_appspec
+from engine.inventory import Inventory
+from engine.kube import KubeClient
+from engine.problems import Problem
+from engine.report import TargetResult
+from engine.targets import Target, select_targets
+
+_CURRENT: ContextVar["Workspace | None"] = ContextVar("gitops_workspace", default=None)
+
+
+@dataclass
+class Workspace:
+    repo_name: str
+    repo: GitRepository
+    revision: str
+    tree: Path
+    spec: AppSpec
+    clusters: dict[str, KubernetesCluster]
+    # fetch(revision) -> tree: how another revision is checked out (a revert renders the last healthy one)
+    checkout: Callable[[str], Path]
+    targets: list[Target] = field(default_factory=list)
+    results: dict[tuple[str, str], TargetResult] = field(default_factory=dict)
+    # The inventory of an app as it was before its sync, for a revert to undo just that sync.
+    before: dict[tuple[str, str], Inventory | None] = field(default_factory=dict)
+    _kubes: dict[str, KubeClient] = field(default_factory=dict)
+    _trees: dict[str, Path] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, repo_name: str, repo: GitRepository, revision: str, tree: Path,
+             clusters: dict[str, KubernetesCluster], checkout: Callable[[str], Path]) -> "Workspace":
+        """Raises ProblemsFound when gitops.yaml is invalid."""
+        return cls(repo_name, repo, revision, tree, load_appspec(tree), clusters, checkout)
+
+    def select(self, apps: list[str] | None, clusters: list[str] | None) -> list[Problem]:
+        self.targets, problems = select_targets(self.spec, {n: b.labels for n, b in self.clusters.items()},
+                                                apps, clusters)
+        return problems
+
+    def target(self, app: str, cluster: str) -> Target:
+        for target in self.targets:
+            if (target.app.name, target.cluster) == (app, cluster):
+                return target
+        target = Target(self.spec.app(app), cluster)  # e.g. a revert of an app not selected
+        self.targets.append(target)
+        return target
+
+    def kube(self, cluster: str) -> KubeClient:
+        with self._lock:
+            if cluster not in self._kubes:
+                self._kubes[cluster] = KubeClient.from_block(self.clusters[cluster])
+            return self._kubes[cluster]
+
+    def tree_at(self, revision: str) -> Path:
+        if revision == self.revision:
+            return self.tree
+        with self._lock:
+            if revision not in self._trees:
+                self._trees[revision] = self.checkout(revision)
+            return self._trees[revision]
+
+    def close(self) -> None:
+        for kube in self._kubes.values():
+            kube.close()
+        self._kubes.clear()
+
+
+def current() -> Workspace | None:
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def opened(workspace: Workspace) -> Iterator[Workspace]:
+    """Make `workspace` the current one for this context; close its clients at the end."""
+    token = _CURRENT.set(workspace)
+    try:
+        yield workspace
+    finally:
+        _CURRENT.reset(token)
+        workspace.close()

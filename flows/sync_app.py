@@ -1,0 +1,273 @@
+"""`gitops-app-sync`: one app on one cluster at one revision - the pipeline that
+sync, auto-revert, recovery, drift heal and rollback all run:
+
+    render -> validate -> diff -> apply -> prune -> health -> record  [-> revert]
+
+each stage a task run named with the app and cluster. When apply or health
+fails and the app's syncPolicy asks for it, the revert is this same flow, nested,
+at the last healthy revision (undoing only what the bad sync added, and holding
+the bad revision); mode `git` also pushes a revert commit.
+
+The run's state is its outcome: Completed when it succeeded, Failed when it
+failed, Failed named `Reverted` when it was reverted, Completed named `Skipped`
+(with the reason) when a held revision or a failed dependency skipped it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prefect import flow, get_run_logger, runtime
+from prefect.context import FlowRunContext
+from prefect.events import emit_event
+from prefect.states import Completed, Failed, State
+
+from engine.appspec import RevertMode
+from engine.changeset import Action, ChangeSet, ChangeSetError
+from engine.health import HealthReport
+from engine.inventory import Inventory, read_inventory
+from engine.lock import app_lock
+from engine.problems import ProblemsFound
+from engine.prune import EmptyDesiredState
+from engine.report import ObjectResult, SyncStatus, TargetResult
+from engine.secrets import scrub
+from engine.targets import Target, provided_by_dependencies
+from engine.workspace import Workspace, current
+from tasks.apply import apply_target
+from tasks.diff import diff_target
+from tasks.health import Unhealthy, health_target
+from tasks.prune import prune_target
+from tasks.record import record_target
+from tasks.render import render_target
+from tasks.revert import revert_in_git
+from tasks.validate import validate_target
+
+_GIT_REVERTS = threading.Lock()  # two clusters failing at once revert Git once
+
+
+def _run_name() -> str:
+    p = runtime.flow_run.parameters
+    name = f"{p['app']}@{p['cluster']} {p['revision'][:7]}"
+    return f"revert {p['app']}@{p['cluster']} to {p['revision'][:7]}" if p.get("revert_of") else name
+
+
+@flow(name="gitops-app-sync", flow_run_name=_run_name, persist_result=False, log_prints=False)
+def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = False,
+             blocked_by: list[str] | None = None, revert_of: str | None = None) -> State:
+    """One app on one cluster: render, validate, diff, apply, prune, health, record.
+
+    Args:
+        repo: The Git repository block the app's manifests come from.
+        app: The app's name in gitops.yaml.
+        cluster: The cluster block's name.
+        revision: The full commit SHA to apply.
+        dry_run: Only diff: write nothing.
+        blocked_by: Apps this one depends on that did not sync: skip it, saying so.
+        revert_of: Set on a revert: the bad revision this run undoes (it is held afterwards).
+    """
+    workspace = current()
+    if workspace is None:
+        raise RuntimeError("gitops-app-sync runs inside gitops-sync, which prepares its workspace")
+    target = workspace.target(app, cluster)
+    started = time.monotonic()
+    kube = workspace.kube(cluster)
+    before = kube.requests
+    result = _sync(workspace, target, revision, dry_run, blocked_by or [], revert_of)
+    result.revision, result.seconds = revision, time.monotonic() - started
+    result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
+    workspace.results[(app, cluster)] = result
+    if not dry_run and not revert_of:
+        _emit(result)
+    return outcome_state(result)
+
+
+def outcome_state(result: TargetResult) -> State:
+    """The run's state, named for what happened; the result rides along as its data."""
+    message = f"{result.app}@{result.cluster}: {result.message}"
+    if result.status is SyncStatus.SUCCEEDED:
+        return Completed(message=message, data=result)
+    if result.status is SyncStatus.SKIPPED:
+        return Completed(name="Skipped", message=message, data=result)
+    if result.status is SyncStatus.REVERTED:
+        return Failed(name="Reverted", message=message, data=result)
+    return Failed(message=message, data=result)
+
+
+def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, blocked_by: list[str],
+          revert_of: str | None) -> TargetResult:
+    if blocked_by:
+        return _result(target, SyncStatus.SKIPPED, f"skipped: {', '.join(blocked_by)} did not sync")
+    kube = workspace.kube(target.cluster)
+    if revert_of:  # the run being reverted holds the app's Lease
+        return _pipeline(workspace, target, revision, read_inventory(kube, target.app.name), dry_run,
+                         undo=workspace.before.get((target.app.name, target.cluster)), hold=revert_of)
+    try:
+        with app_lock(kube, target.app.name, holder=_holder()):
+            return _sync_locked(workspace, target, revision, dry_run)
+    except Exception as error:  # e.g. the cluster unreachable: this app fails, the others go on
+        return _result(target, SyncStatus.FAILED, _describe(error, target))
+
+
+def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: bool) -> TargetResult:
+    kube, app = workspace.kube(target.cluster), target.app
+    previous = read_inventory(kube, app.name)
+    workspace.before[(app.name, target.cluster)] = previous
+    if previous and revision in previous.held_revisions:
+        get_run_logger().warning("%s: revision %s is held after a failed sync; skipped until a newer commit",
+                                 target.name, revision[:12])
+        return _result(target, SyncStatus.SKIPPED, f"revision {revision[:12]} is held after a failed sync "
+                                                   "(reverted); waiting for a newer commit", held=True)
+    try:
+        return _pipeline(workspace, target, revision, previous, dry_run)
+    except _Wrote as failure:
+        _record_failure(workspace, target, revision, previous, failure)
+        return _maybe_revert(workspace, target, revision, previous, failure.result)
+
+
+class _Wrote(Exception):
+    """A stage failed after the cluster was written to: recorded, and maybe reverted."""
+
+    def __init__(self, result: TargetResult, changeset: ChangeSet, unhealthy: bool):
+        super().__init__(result.message)
+        self.result, self.changeset, self.unhealthy = result, changeset, unhealthy
+
+
+def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inventory | None, dry_run: bool,
+              undo: Inventory | None = None, hold: str | None = None) -> TargetResult:
+    """The stages, in order. Failures before anything is written return a failed
+    result; after, they raise _Wrote."""
+    app, cluster, kube = target.app, target.cluster, workspace.kube(target.cluster)
+    try:
+        target.manifests = render_target(workspace.tree_at(revision), app, cluster, revision)
+        provided = provided_by_dependencies(workspace.spec, target, workspace.targets)
+        validate_target(target.manifests, app, cluster, provided=provided)
+        changeset = diff_target(kube, app, cluster, revision, target.manifests, previous, provided)
+    except ProblemsFound as found:
+        return _result(target, SyncStatus.FAILED, f"invalid desired state: {found}")
+    except Exception as error:
+        return _result(target, SyncStatus.FAILED, _describe(error, target))
+    if not changeset.ok:
+        return _result(target, SyncStatus.FAILED, "dry-run refused: " + changeset.error_text(), changeset)
+    _limit_prunes(changeset, app.sync_policy.prune, undo)
+    if dry_run:
+        return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}", changeset)
+    health = _write(workspace, target, changeset)
+    if changeset.changed() or previous is None or previous.revision != revision or hold:
+        record_target(kube, app, cluster, changeset, previous, revision, "reverted" if hold else "healthy",
+                      healthy=True, hold=hold)
+    return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}", changeset, health)
+
+
+def _write(workspace: Workspace, target: Target, changeset: ChangeSet) -> HealthReport:
+    app, cluster, kube = target.app, target.cluster, workspace.kube(target.cluster)
+    try:
+        apply_target(kube, app, cluster, changeset)
+        if app.sync_policy.prune:
+            prune_target(kube, app, cluster, changeset)
+        return health_target(kube, app, cluster, changeset)
+    except Unhealthy as unhealthy:
+        failed = _result(target, SyncStatus.FAILED, f"health: {unhealthy.report.summary()}", changeset,
+                         unhealthy.report)
+        raise _Wrote(failed, changeset, unhealthy=True) from unhealthy
+    except (ChangeSetError, EmptyDesiredState) as error:
+        message = f"apply failed: {changeset.error_text()}" if isinstance(error, ChangeSetError) else str(error)
+        raise _Wrote(_result(target, SyncStatus.FAILED, message, changeset), changeset, unhealthy=False) from error
+    except Exception as error:
+        failed = _result(target, SyncStatus.FAILED, _describe(error, target), changeset)
+        raise _Wrote(failed, changeset, unhealthy=False) from error
+
+
+def _record_failure(workspace: Workspace, target: Target, revision: str, previous: Inventory | None,
+                    failure: _Wrote) -> None:
+    """The inventory learns what the failed sync wrote, so a revert (or the next
+    sync) can prune it."""
+    try:
+        record_target(workspace.kube(target.cluster), target.app, target.cluster, failure.changeset, previous,
+                      revision, "unhealthy" if failure.unhealthy else "failed")
+    except Exception as error:  # the first error is the one to report; this one is logged after it
+        get_run_logger().error("%s: recording the failed sync failed too: %s", target.name,
+                               _describe(error, target))
+
+
+def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous: Inventory | None,
+                  failed: TargetResult) -> TargetResult:
+    """Put the app back on its last healthy revision: the same pipeline, nested.
+    The outcome is Reverted (a failure all the same: the change did not go out)."""
+    app = target.app
+    if not app.sync_policy.auto_revert.enabled:
+        return failed
+    good = previous.last_healthy_revision if previous else ""
+    if not good or good == revision:
+        failed.message += "; not reverted: no earlier healthy revision is recorded"
+        return failed
+    state = sync_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
+                     revert_of=revision, return_state=True)
+    reverted: TargetResult = state.result(raise_on_failure=False)
+    logger = get_run_logger()
+    if not isinstance(reverted, TargetResult) or reverted.status is not SyncStatus.SUCCEEDED:
+        why = reverted.message if isinstance(reverted, TargetResult) else str(reverted)
+        failed.message += (f"; auto-revert to {good[:12]} failed: {why}; revision {revision[:12]} is held")
+        logger.error("%s: %s", target.name, failed.message)
+        failed.revision = revision
+        _emit(failed, event="gitops.revert.failed")
+        return failed
+    note = f"reverted to {good[:12]}"
+    if app.sync_policy.auto_revert.mode is RevertMode.GIT:
+        with _GIT_REVERTS:
+            note += "; " + revert_in_git(workspace.repo, app, target.cluster, revision, good, failed.message,
+                                         _holder())
+    failed.status, failed.message = SyncStatus.REVERTED, f"{note} after {failed.message}"
+    logger.warning("%s: %s", target.name, failed.message)
+    return failed
+
+
+def _limit_prunes(changeset: ChangeSet, prune: bool, undo: Inventory | None) -> None:
+    """Without prune in the app's policy, objects gone from Git stay (and are
+    reported). A revert prunes only what the bad sync added: objects that were
+    members before it are left alone even if the good revision lacks them."""
+    earlier = undo.member_keys() if undo else set()
+    for change in changeset:
+        if change.action is Action.PRUNED and (not prune or change.key in earlier):
+            change.action = Action.SKIPPED
+
+
+def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeSet | None = None,
+            health: HealthReport | None = None, held: bool = False) -> TargetResult:
+    healths = {str(r.ref): r.health for r in (health.results if health else [])}
+    objects = []
+    for change in changeset or []:
+        state = healths.get(change.ref)
+        objects.append(ObjectResult(
+            apiVersion=change.api_version, kind=change.kind, namespace=change.namespace, name=change.name,
+            source=str(change.source) if change.source else "", action=change.action.value,
+            health=state.status.value if state else "", reason=change.error or (state.reason if state else ""),
+        ))
+    return TargetResult(target.app.name, target.cluster, status, message, objects,
+                        health=health.summary() if health else "", held=held)
+
+
+def _describe(error: BaseException, target: Target) -> str:
+    """One line, Secret values of the app scrubbed (no traceback: frames may hold them)."""
+    return scrub(f"{type(error).__name__}: {error}", [m.obj for m in target.manifests])
+
+
+def _emit(result: TargetResult, event: str | None = None) -> None:
+    """An event when something happened: applied, failed, reverted, skipped for a held revision."""
+    if event is None:
+        if result.status is SyncStatus.SUCCEEDED and not result.changed:
+            return
+        if result.status is SyncStatus.SKIPPED and not result.held:
+            return
+        event = "gitops.sync." + ("applied" if result.status is SyncStatus.SUCCEEDED else result.status.value)
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"gitops.app.{result.app}.{result.cluster}",
+                  "prefect.resource.name": f"{result.app}@{result.cluster}",
+                  "gitops.app": result.app, "gitops.cluster": result.cluster, "gitops.revision": result.revision},
+        payload={"status": result.status.value, "message": result.message, "changed": result.changed},
+    )
+
+
+def _holder() -> str:
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else "gitops-cli"

@@ -1,0 +1,47 @@
+"""The check stage of a scheduled sync: which apps need a sync at all. An app
+whose inventory already holds this revision as applied and healthy, and whose
+live objects have not drifted from it, is up to date; so is one whose revision
+is held after a failed sync (that was reported when it failed). The rendered
+manifests come from the render cache: an idle tick renders nothing."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from engine import render_cache
+from engine.drift import desired_objects, detect_drift
+from engine.inventory import read_inventory
+from engine.render import render_app
+from engine.targets import Target
+from engine.workspace import Workspace
+from tasks.options import STAGE
+from tasks.retry import TRANSIENT_RETRIES
+
+
+@task(name="check", task_run_name="check {repo}@{revision:.7}", **STAGE, **TRANSIENT_RETRIES)
+def find_pending(workspace: Workspace, repo: str, revision: str) -> list[Target]:
+    """The targets that are not up to date, in order."""
+    pending = [t for t in workspace.targets if not _up_to_date(workspace, t)]
+    get_run_logger().info("%d of %d app(s) need a sync%s", len(pending), len(workspace.targets),
+                          ": " + ", ".join(t.name for t in pending) if pending else "")
+    return pending
+
+
+def _up_to_date(workspace: Workspace, target: Target) -> bool:
+    kube, app, revision = workspace.kube(target.cluster), target.app, workspace.revision
+    inventory = read_inventory(kube, app.name)
+    if inventory is None:
+        return False
+    if revision in inventory.held_revisions:
+        return True
+    if inventory.revision != revision or inventory.last_healthy_revision != revision:
+        return False
+    target.manifests = render_cache.load(revision, app, target.cluster) or _render(workspace, target)
+    desired = desired_objects(kube, app.name, target.manifests, app.namespace)
+    return not detect_drift(kube, app.name, inventory, desired)
+
+
+def _render(workspace: Workspace, target: Target):
+    manifests = render_app(workspace.tree, target.app, target.cluster)
+    render_cache.store(workspace.revision, target.app, target.cluster, manifests)
+    return manifests

@@ -1,0 +1,37 @@
+"""The diff stage: what a sync would do to each object, from a server-side
+dry-run against the live object (engine/diff.py). When something would change,
+the diff is published as a markdown artifact: `-`/`+` lines, Secret values masked."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from engine.appspec import App
+from engine.changeset import ChangeSet
+from engine.diff import diff_markdown, plan_changes
+from engine.inventory import Inventory
+from engine.kube import KubeClient
+from engine.objects import Manifest
+from tasks.options import STAGE
+from tasks.retry import TRANSIENT_RETRIES
+
+
+@task(name="diff", task_run_name="diff {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)
+def diff_target(kube: KubeClient, app: App, cluster: str, revision: str, manifests: list[Manifest],
+                previous: Inventory | None, provided: list[Manifest] = ()) -> ChangeSet:
+    """The plan; objects the server refuses carry their error (the caller decides)."""
+    changeset = plan_changes(kube, app.name, manifests, previous, default_namespace=app.namespace,
+                             provided=provided)
+    get_run_logger().info("%s@%s: plan: %s", app.name, cluster, changeset.summary())
+    if changeset.changed() or changeset.errors():
+        create_markdown_artifact(key=artifact_key("diff", app.name, cluster),
+                                 markdown=diff_markdown(app, cluster, changeset),
+                                 description=f"diff of {app.name}@{cluster} at {revision[:12]}: "
+                                             f"{changeset.summary()}")
+    return changeset
+
+
+def artifact_key(kind: str, app: str, cluster: str) -> str:
+    """Artifact keys take lowercase letters, digits and dashes only."""
+    return "".join(ch if ch.isalnum() else "-" for ch in f"gitops-{kind}-{app}-{cluster}".lower())

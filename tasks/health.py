@@ -1,0 +1,42 @@
+"""The health stage: wait until what was applied is Current (kstatus rules,
+engine/health.py); fail as soon as one object Failed or the time is up."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from engine.appspec import App
+from engine.changeset import ChangeSet
+from engine.health import HealthReport, HealthStatus, ObjectHealth, refs_of, wait_for_health
+from engine.kube import KubeClient
+from tasks.options import STAGE
+from tasks.retry import TRANSIENT_RETRIES
+
+
+class Unhealthy(Exception):
+    """What was applied did not become healthy; carries the report."""
+
+    def __init__(self, app: str, cluster: str, report: HealthReport):
+        super().__init__(f"{app}@{cluster}: health: {report.summary()}")
+        self.report = report
+
+
+@task(name="health", task_run_name="health {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)
+def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet) -> HealthReport:
+    """The report when every object is Current; raises Unhealthy otherwise."""
+    logger = get_run_logger()
+    waiting_before: list[str] = []
+
+    def progress(results: list[ObjectHealth], elapsed: float) -> None:
+        waiting = [str(r) for r in results if r.health.status is not HealthStatus.CURRENT]
+        if waiting != waiting_before:  # log what changed, not every poll
+            waiting_before[:] = waiting
+            logger.info("after %.0f s, waiting for %d of %d: %s", elapsed, len(waiting), len(results),
+                        "; ".join(waiting[:10]) + (" ..." if len(waiting) > 10 else ""))
+
+    report = wait_for_health(kube, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
+                             on_poll=progress)
+    if not report.ok:
+        raise Unhealthy(app.name, cluster, report)
+    logger.info("%s@%s: health: %s", app.name, cluster, report.summary())
+    return report

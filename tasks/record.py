@@ -1,0 +1,24 @@
+"""The record stage: the app's inventory in the cluster (an ApplySet parent)
+learns the members, the revision, the result and the last healthy revision."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from engine.appspec import App
+from engine.changeset import ChangeSet
+from engine.inventory import Inventory, updated_inventory, write_inventory
+from engine.kube import KubeClient
+from tasks.options import STAGE
+from tasks.retry import TRANSIENT_RETRIES
+
+
+@task(name="record", task_run_name="record {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)
+def record_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet, previous: Inventory | None,
+                  revision: str, result: str, healthy: bool = False, hold: str | None = None) -> Inventory:
+    """`hold`: a revision never to apply automatically again (the one a revert undid)."""
+    inventory = updated_inventory(app.name, changeset, previous, revision, result, healthy)
+    if hold:
+        inventory.hold(hold)
+    write_inventory(kube, inventory)
+    return inventory

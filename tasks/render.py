@@ -1,0 +1,24 @@
+"""The render stage: an app's manifests for one cluster at one revision, each
+with its file and line. What was rendered is kept (engine/render_cache.py) so an
+idle scheduled sync can compare the cluster with Git without rendering again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from engine import render_cache
+from engine.appspec import App
+from engine.objects import Manifest
+from engine.render import render_app
+from tasks.options import STAGE
+
+
+@task(name="render", task_run_name="render {app.name}@{cluster}", **STAGE)
+def render_target(tree: Path, app: App, cluster: str, revision: str) -> list[Manifest]:
+    """Rendering is deterministic: never retried; a failure raises ProblemsFound."""
+    manifests = render_app(tree, app, cluster)
+    render_cache.store(revision, app, cluster, manifests)
+    get_run_logger().info("%s@%s: %d objects at %s", app.name, cluster, len(manifests), revision[:12])
+    return manifests
