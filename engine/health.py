@@ -10,21 +10,19 @@ be pulled stays InProgress until its progress deadline (10 min by default). Like
 Argo CD's Pod rule, workload_pod_failure() looks at the workload's pods, so that the
 waiter can fail within seconds, naming the pod and the container.
 
-wait_for_health() polls the cluster until every object is Current, one is Failed
-(fail fast) or the time is up; health_task() is the same as a Prefect task.
+wait_for_health() polls the cluster through a KubeClient until every object is
+Current, one is Failed (fail fast) or the time is up.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from engine.kube import ApiError, KubeClient, UnknownKind
 
 
 # -- the vocabulary --------------------------------------------------------------------
@@ -591,31 +589,19 @@ class HealthReport:
 
 
 def wait_for_health(
-    api_client: Any,
+    kube: KubeClient,
     refs: Iterable[ObjectRef | tuple[str, str, str | None, str]],
     timeout_s: float,
     poll_interval_s: float = 1.0,
     on_poll: Callable[[list[ObjectHealth], float], None] | None = None,
-    dynamic: Any = None,
 ) -> HealthReport:
     """Poll the objects named by `refs` ((api_version, kind, namespace, name)) until
     all are Current, one is Failed, or `timeout_s` has passed. NotFound and
     Terminating objects are waited for like InProgress ones (right after an apply a
     cache may lag). `on_poll(results, elapsed_s)` is called after every look that
-    does not end the wait. `dynamic`: a DynamicClient whose discovery is reused."""
-    from kubernetes.dynamic import DynamicClient
-
+    does not end the wait."""
     refs = [ObjectRef(*r) for r in refs]
-    with contextlib.ExitStack() as stack:
-        if dynamic is None:
-            # A private discovery cache: fresh every wait (CRDs come and go), never shared.
-            cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gitops-health-"))
-            dynamic = DynamicClient(api_client, cache_file=os.path.join(cache_dir, "discovery.json"))
-        return _poll(_ClusterReader(dynamic), refs, timeout_s, poll_interval_s, on_poll)
-
-
-def _poll(reader: "_ClusterReader", refs: list[ObjectRef], timeout_s: float, poll_interval_s: float,
-          on_poll: Callable[[list[ObjectHealth], float], None] | None) -> HealthReport:
+    reader = _ClusterReader(kube)
     start = time.monotonic()
     while True:
         results = reader.look(refs)
@@ -631,28 +617,33 @@ def _poll(reader: "_ClusterReader", refs: list[ObjectRef], timeout_s: float, pol
         time.sleep(min(poll_interval_s, remaining))
 
 
+# What a read gave: the object, None when it does not exist, or a Health saying why
+# it could not be read (the kind is not served, the API refused or was unreachable).
+Read = dict | None | Health
+
+
 @dataclass
 class _ClusterReader:
     """Reads objects for the waiter with as few requests as it can: a GET for a
     lone object, one LIST per kind and namespace otherwise, and the pods (and a
     Deployment's ReplicaSets) of workloads that are InProgress."""
 
-    client: Any
-    resources: dict[tuple[str, str], Any] = field(default_factory=dict)
+    kube: KubeClient
 
     def look(self, refs: Sequence[ObjectRef]) -> list[ObjectHealth]:
         now = datetime.now(timezone.utc)
-        objects: dict[ObjectRef, dict | None | Health] = {}
-        groups: dict[tuple[Any, str | None], list[ObjectRef]] = {}
+        objects: dict[ObjectRef, Read] = {}
+        groups: dict[tuple[str, str, str], list[ObjectRef]] = {}
         for ref in refs:
-            resource = self._resource(ref.api_version, ref.kind)
-            if resource is None:
-                objects[ref] = _in_progress("KindNotServed", f"the cluster does not serve {ref.api_version} {ref.kind}")
+            try:  # a kind not served is asked again next look: its CRD may be established by then
+                namespaced = self.kube.namespaced(ref.api_version, ref.kind)
+            except UnknownKind:
+                objects[ref] = _not_served(ref.api_version, ref.kind)
                 continue
-            namespace = (ref.namespace or "default") if resource.namespaced else None
-            groups.setdefault((resource, namespace), []).append(ref)
-        for (resource, namespace), members in groups.items():
-            objects.update(self._read(resource, namespace, members))
+            namespace = (ref.namespace or "default") if namespaced else ""
+            groups.setdefault((ref.api_version, ref.kind, namespace), []).append(ref)
+        for (api_version, kind, namespace), members in groups.items():
+            objects.update(self._read(api_version, kind, namespace, members))
         lists: dict[tuple[str, str, str], list[dict]] = {}
         results = []
         for ref in refs:
@@ -664,42 +655,15 @@ class _ClusterReader:
             results.append(ObjectHealth(ref, health))
         return results
 
-    def _resource(self, api_version: str, kind: str) -> Any | None:
-        from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
-
-        key = (api_version, kind)
-        if key not in self.resources:
-            try:
-                self.resources[key] = self.client.resources.get(api_version=api_version, kind=kind)
-            except (ResourceNotFoundError, ResourceNotUniqueError):
-                return None  # not remembered: a CRD may be established by the next look
-        return self.resources[key]
-
-    def _read(self, resource: Any, namespace: str | None, refs: list[ObjectRef]) -> dict[ObjectRef, dict | None | Health]:
+    def _read(self, api_version: str, kind: str, namespace: str, refs: list[ObjectRef]) -> dict[ObjectRef, Read]:
         if len(refs) == 1:
             ref = refs[0]
-            return {ref: self._request(lambda: self.client.get(resource, name=ref.name, namespace=namespace,
-                                                               serialize=False))}
-        listed = self._request(lambda: self.client.get(resource, namespace=namespace, serialize=False))
-        if not isinstance(listed, dict):
+            return {ref: _request(lambda: self.kube.get(api_version, kind, ref.name, namespace))}
+        listed = _request(lambda: _list(self.kube, api_version, kind, namespace))
+        if not isinstance(listed, list):
             return {ref: listed for ref in refs}
-        by_name = {_section(item, "metadata").get("name"): item for item in listed.get("items") or []}
+        by_name = {_section(item, "metadata").get("name"): item for item in listed}
         return {ref: by_name.get(ref.name) for ref in refs}
-
-    @staticmethod
-    def _request(call: Callable[[], Any]) -> dict | None | Health:
-        """The object as a dict, None when it does not exist, or an Unknown health
-        when the API could not be read (the wait goes on: it may be transient)."""
-        from kubernetes.dynamic.exceptions import DynamicApiError
-
-        try:
-            return json.loads(call().data)
-        except DynamicApiError as error:
-            if error.status == 404:
-                return None
-            return Health(HealthStatus.UNKNOWN, "ApiError", f"{error.status} {error.reason}")
-        except Exception as error:  # a connection refused or reset: transient as far as we know
-            return Health(HealthStatus.UNKNOWN, type(error).__name__, str(error).splitlines()[0][:200])
 
     def _pod_failure(self, workload: dict, lists: dict[tuple[str, str, str], list[dict]]) -> Health | None:
         metadata = _section(workload, "metadata")
@@ -707,17 +671,44 @@ class _ClusterReader:
         selector = label_selector(_section(workload, "spec").get("selector"))
         if not namespace or not selector:
             return None
-        pods = self._list("v1", "Pod", namespace, selector, lists)
-        replica_sets = self._list("apps/v1", "ReplicaSet", namespace, selector, lists) \
+        pods = self._selected("v1", "Pod", namespace, selector, lists)
+        replica_sets = self._selected("apps/v1", "ReplicaSet", namespace, selector, lists) \
             if workload.get("kind") == "Deployment" else []
         return workload_pod_failure(workload, pods, replica_sets)
 
-    def _list(self, api_version: str, kind: str, namespace: str, selector: str,
-              lists: dict[tuple[str, str, str], list[dict]]) -> list[dict]:
+    def _selected(self, api_version: str, kind: str, namespace: str, selector: str,
+                  lists: dict[tuple[str, str, str], list[dict]]) -> list[dict]:
+        """The objects of a kind in a namespace that a selector selects, listed once a look."""
         key = (kind, namespace, selector)
         if key not in lists:
-            resource = self._resource(api_version, kind)
-            listed = None if resource is None else self._request(
-                lambda: self.client.get(resource, namespace=namespace, label_selector=selector, serialize=False))
-            lists[key] = (listed.get("items") or []) if isinstance(listed, dict) else []
+            listed = _request(lambda: _list(self.kube, api_version, kind, namespace, selector))
+            lists[key] = listed if isinstance(listed, list) else []
         return lists[key]
+
+
+def _list(kube: KubeClient, api_version: str, kind: str, namespace: str, selector: str | None = None) -> list[dict]:
+    items = kube.list(api_version, kind, namespace, label_selector=selector)
+    for item in items:  # a LIST's items name neither; the health rules go by kind
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    return items
+
+
+def _not_served(api_version: str, kind: str) -> Health:
+    return _in_progress("KindNotServed", f"the cluster does not serve {api_version} {kind}")
+
+
+def _request(call: Callable[[], Any]) -> Any:
+    """What `call` returned, or a Health saying why the object could not be read.
+    An unreachable or failing server (connection refused or reset, 429, 5xx, after
+    KubeClient's own quick retries) ends the wait at once with the error: polling a
+    dead server until the health timeout tells nobody anything, and the caller's
+    retries (Prefect's) decide whether to wait again."""
+    try:
+        return call()
+    except UnknownKind as error:
+        return _not_served(error.api_version, error.kind)
+    except ApiError as error:
+        if error.code == 429 or error.code >= 500:
+            raise
+        return Health(HealthStatus.UNKNOWN, "ApiError", f"{error.code} {error.reason}" if error.reason else error.message)
