@@ -84,12 +84,6 @@ class SyncFailed(Exception):
         self.report = report
 
 
-def objects_table(result: TargetResult) -> list[dict]:
-    """Rows of a Prefect table artifact: one object a row."""
-    return [{"object": o.ref, "source": o.source, "action": o.action, "health": o.health, "reason": o.reason}
-            for o in result.objects]
-
-
 def summary_markdown(title: str, results: list[TargetResult]) -> str:
     """One table for a whole run: app x cluster, status, revision, objects changed,
     health, duration, and why when it did not succeed."""

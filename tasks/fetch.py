@@ -3,7 +3,7 @@ and checked out read-only (engine/git.py)."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 
 from blocks import GitRepository
 from engine.git import FetchResult, fetch
@@ -11,7 +11,13 @@ from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 
 
-@task(name="fetch", task_run_name="fetch {name}@{revision}", **STAGE, **TRANSIENT_RETRIES)
+def _run_name() -> str:
+    parameters = runtime.task_run.parameters
+    revision = parameters.get("revision")
+    return f"fetch {parameters['name']}@{revision[:12] if revision else 'head'}"
+
+
+@task(name="fetch", task_run_name=_run_name, **STAGE, **TRANSIENT_RETRIES)
 def fetch_revision(name: str, repo: GitRepository, revision: str | None = None) -> FetchResult:
     """`name`: the repository block's name; `revision`: a branch, tag or SHA (the
     block's branch when None)."""
