@@ -74,10 +74,17 @@ class DriftTarget:
     problem: str = ""  # why it cannot be checked
 
 
-@flow(name="gitops-drift", log_prints=False)
+@flow(name="gitops-drift", flow_run_name="drift {repo}", log_prints=False, persist_result=False)
 def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                  heal: bool | None = None) -> SyncReport:
-    """Check the selected apps for drift; heal if `heal`, or if None, per the app's selfHeal."""
+    """Check the selected apps for drift from the revision last synced; heal when asked.
+
+    Args:
+        repo: The Git repository block holding gitops.yaml and the manifests.
+        apps: Only these apps (all when empty).
+        clusters: Only these clusters (all that the apps target when empty).
+        heal: Re-apply what drifted: yes, no, or (empty) as each app's syncPolicy.selfHeal says.
+    """
     source = GitRepository.load(repo)
     head = fetch_revision(repo, source)
     spec = load_appspec(head.tree)

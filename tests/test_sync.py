@@ -144,7 +144,8 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
     document = json.loads(synced.stdout)
     assert len(document["revision"]) == 40
     first = document["results"][0]
-    assert set(first) == {"app", "cluster", "status", "message", "objects", "requests"}
+    assert set(first) == {"app", "cluster", "status", "message", "objects", "requests", "revision", "seconds",
+                          "health", "held"}
     assert set(first["requests"]) == {"GET", "LIST", "POST", "PATCH", "PUT", "DELETE"}
     assert set(first["objects"][0]) == {"apiVersion", "kind", "namespace", "name", "source", "action", "health",
                                         "reason"}
