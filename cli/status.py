@@ -7,12 +7,12 @@ import contextlib
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
-from flows.validate import select_targets
 from engine.appspec import load_appspec
 from engine.git import fetch
 from engine.health import HealthStatus, refs_of, wait_for_health
 from engine.inventory import read_inventory
 from engine.kube import KubeClient
+from engine.targets import select_targets
 
 
 def app_statuses(repo: str) -> list[dict]:
@@ -47,7 +47,7 @@ def _health(kube: KubeClient, inventory) -> str:
     """One look at every member: the worst status among them."""
     if inventory is None:
         return HealthStatus.NOT_FOUND.value
-    report = wait_for_health(kube.api_client, refs_of(inventory.members), timeout_s=0, dynamic=kube.dynamic)
+    report = wait_for_health(kube, refs_of(inventory.members), timeout_s=0)
     if report.ok:
         return HealthStatus.CURRENT.value
     worst = report.failed or report.pending

@@ -5,12 +5,14 @@ that commit as a nested `gitops-sync` flow run, visible under this one."""
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from blocks import GitRepository
 from engine import rollback
+from engine.report import SyncFailed
+from flows.sync import gitops_sync
+from tasks.rollback import git_rollback
 
 
 class RollbackIncomplete(Exception):
@@ -21,12 +23,7 @@ class RollbackIncomplete(Exception):
         self.result = result
 
 
-@task(name="git-rollback", task_run_name="roll {app} back to {to}", cache_policy=NO_CACHE)
-def git_rollback(repo: GitRepository, app: str, to: str, why: str = "") -> rollback.RollbackResult:
-    return rollback.rollback_in_git(repo, app, to, why)
-
-
-@flow(name="gitops-rollback", flow_run_name="rollback {app} to {to}", log_prints=False)
+@flow(name="gitops-rollback", flow_run_name="rollback {app} to {to}", log_prints=False, persist_result=False)
 def gitops_rollback(repo: str, app: str, to: str) -> rollback.RollbackResult:
     """Roll one app back to an earlier revision: revert in Git the commits after
     it that changed the app, push one commit, then sync the app at that commit.
@@ -41,11 +38,10 @@ def gitops_rollback(repo: str, app: str, to: str) -> rollback.RollbackResult:
     result = git_rollback(GitRepository.load(repo), app, to)
     create_markdown_artifact(key=f"gitops-rollback-{app}", markdown=result.markdown(),
                              description=f"rollback of {app} to {result.to[:12]}")
-    from flows.sync import gitops_sync  # here: flows.sync may import this module
-
     state = gitops_sync(repo=repo, apps=[app], revision=result.commit, return_state=True)
     outcome = state.result(raise_on_failure=False)
-    result.sync = None if isinstance(outcome, BaseException) else outcome
+    result.sync = outcome.report if isinstance(outcome, SyncFailed) else (
+        None if isinstance(outcome, BaseException) else outcome)
     if not state.is_completed():
         raise RollbackIncomplete(result, state.message or f"the sync run ended {state.name}")
     return result

@@ -198,7 +198,7 @@ def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous:
         return failed
     good = previous.last_healthy_revision if previous else ""
     if not good or good == revision:
-        failed.message += "; not reverted: no earlier healthy revision is recorded"
+        failed.message += "; auto-revert failed: no earlier healthy revision is recorded to revert to"
         return failed
     state = sync_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
                      revert_of=revision, return_state=True)

@@ -63,10 +63,12 @@ def test_a_change_that_fails_on_health_is_reverted_in_the_cluster_and_held(examp
     assert bad in json.loads(data["heldRevisions"])
     assert good.revision in data["revision"]
 
-    # The next scheduled sync of the same bad revision is skipped: no second revert.
-    again = gitops_sync(repo=example_repo.block_name, clusters=["staging"], apps=["web"])
-    [skipped] = again.results
-    assert skipped.status is SyncStatus.SKIPPED and "held" in skipped.message
+    # The next sync of the same bad revision is skipped: no second revert, and
+    # the run does not say Completed, since nothing went out.
+    with pytest.raises(SyncFailed) as again:
+        gitops_sync(repo=example_repo.block_name, clusters=["staging"], apps=["web"])
+    [skipped] = again.value.report.results
+    assert skipped.status is SyncStatus.SKIPPED and skipped.held and "held" in skipped.message
     assert skipped.requests["PATCH"] == 0 and skipped.requests["DELETE"] == 0
     assert live_image(staging) == "nginx:1.27"
 
