@@ -248,23 +248,36 @@ class ApiError(Exception):
 
     def immutable_fields(self) -> list[str]:
         """The fields an update may not change, when that is what was refused."""
-        fields = [str(c.get("field") or "") for c in self.causes
-                  if any(h in str(c.get("message") or "") for h in _IMMUTABLE_HINTS)]
+        fields = [str(c.get("field") or "") for c in self.causes if is_immutable_message(str(c.get("message") or ""))]
         if fields:
             return [f or "<unnamed field>" for f in fields]
-        if self.code in (409, 422) and any(h in self.message for h in _IMMUTABLE_HINTS):
+        if self.code in (409, 422) and is_immutable_message(self.message):
             return ["<unnamed field>"]
         return []
 
-    def describe(self) -> str:
-        """The server's message, each cause on its own; Go structs quoted as the
-        invalid value are elided."""
+    def schema_mismatch(self) -> str | None:
+        """Server-side apply's answer to a field of the wrong type or not in the
+        schema (a 500 naming the field), as that field's verdict."""
         if typed := _TYPED_PATCH_ERROR.match(self.message):
-            # Server-side apply's answer to a field of the wrong type or not in the schema.
             return typed["detail"].lstrip(".")
+        return None
+
+    def explanations(self) -> list[str]:
+        """The refusal, one line per cause the server gives (or one for the whole
+        answer); Go structs quoted as the invalid value are elided."""
+        if (mismatch := self.schema_mismatch()) is not None:
+            return [mismatch]
         if not self.causes:
-            return self.message or f"HTTP {self.code}"
-        return "; ".join(_describe_cause(c) for c in self.causes)
+            return [self.message or f"HTTP {self.code}"]
+        return [_describe_cause(c) for c in self.causes]
+
+    def describe(self) -> str:
+        return "; ".join(self.explanations())
+
+
+def is_immutable_message(text: str) -> bool:
+    """Whether the server's message refuses a change to an immutable field."""
+    return any(hint in text for hint in _IMMUTABLE_HINTS)
 
 
 def _describe_cause(cause: dict) -> str:
@@ -365,6 +378,10 @@ class KubeClient:
     def namespaced(self, api_version: str, kind: str) -> bool:
         return bool(self.resource(api_version, kind).namespaced)
 
+    def server_version(self) -> str:
+        """The server's version as it reports it, e.g. "v1.37.2"."""
+        return kubernetes.client.VersionApi(self.api_client).get_code().git_version
+
     # -- verbs; each returns plain dicts and raises ApiError or UnknownKind
 
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict | None:
@@ -394,6 +411,20 @@ class KubeClient:
                           namespace=_ns(resource, meta.get("namespace") or ""), field_manager=field_manager,
                           force_conflicts=force, query_params=query)
 
+    def create(self, body: dict) -> dict:
+        """Create an object (POST); an ApiError with code 409 when it exists already."""
+        resource = self.resource(body["apiVersion"], body["kind"])
+        namespace = _ns(resource, (body.get("metadata") or {}).get("namespace") or "")
+        return self._call(self.dynamic.create, resource, body=body, namespace=namespace)
+
+    def update(self, body: dict) -> dict:
+        """Replace an object (PUT). With metadata.resourceVersion it is a
+        compare-and-swap: an ApiError with code 409 when the object changed since."""
+        meta = body.get("metadata") or {}
+        resource = self.resource(body["apiVersion"], body["kind"])
+        return self._call(self.dynamic.replace, resource, body=body, name=meta.get("name"),
+                          namespace=_ns(resource, meta.get("namespace") or ""))
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
                propagation: str = "Background", uid: str | None = None) -> bool:
         """Delete one object; False when it was already gone. With `uid`, only
@@ -410,8 +441,9 @@ class KubeClient:
             raise
         return True
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        return run_bounded(fn, items, self.max_workers)
+    def map(self, fn: Callable[[T], R], items: Iterable[T], max_workers: int | None = None) -> list[R]:
+        """fn over items on at most max_workers (and never more than the client's) threads."""
+        return run_bounded(fn, items, min(max_workers or self.max_workers, self.max_workers))
 
     @staticmethod
     def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
@@ -420,6 +452,14 @@ class KubeClient:
         except ApiException as error:
             raise ApiError.from_exception(error) from None
         return json.loads(response.data or b"{}")
+
+
+def dry_run_object(kube: KubeClient, body: dict) -> dict:
+    """What the server would make of `body` if it were applied now: a server-side
+    apply as FIELD_MANAGER with dryRun=All and Strict field validation, writing
+    nothing. The one dry-run of the engine, shared by validation and diff. Raises
+    ApiError (the server's refusal) or UnknownKind."""
+    return kube.apply(body, dry_run=True)
 
 
 def _undecorated(function: Callable) -> Callable | None:

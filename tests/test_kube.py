@@ -116,6 +116,28 @@ def test_run_bounded_keeps_order_and_bound():
     assert 1 < peak <= 4
 
 
+def test_a_clients_map_keeps_to_the_smaller_bound():
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def work(i: int) -> int:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.01)
+        with lock:
+            active -= 1
+        return -i
+
+    with KubeClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()), owns_client=True,
+                    max_workers=6) as kube:
+        assert kube.map(work, range(30), max_workers=3) == [-i for i in range(30)]
+        assert 1 < peak <= 3
+        peak = 0
+        assert kube.map(work, range(30), max_workers=50) == [-i for i in range(30)]
+        assert 1 < peak <= 6
+
+
 def test_a_dropped_connection_is_retried_with_backoff():
     """A real refused connection (nothing listens on the port): every attempt is
     sent and counted, with the backoff between them."""
@@ -148,16 +170,37 @@ def configmap(name: str, namespace: str, **data: str) -> dict:
 def test_every_verb_is_counted_at_the_lowest_level(kube, namespace):
     kube.resource("v1", "ConfigMap")  # discovery done: its GETs are counted too, but not here
     kube.reset_requests()
-    core = kubernetes.client.CoreV1Api(kube.api_client)  # the typed API goes through the same client
-    core.create_namespaced_config_map(namespace, configmap("a", namespace, x="1"))
+    kube.create(configmap("a", namespace, x="1"))
     kube.apply(configmap("b", namespace, x="1"), dry_run=True)
     kube.apply(configmap("b", namespace, x="1"))
     kube.get("v1", "ConfigMap", "b", namespace)
     assert len(kube.list("v1", "ConfigMap", namespace)) >= 2
-    core.replace_namespaced_config_map("a", namespace, configmap("a", namespace, x="2"))
+    kube.update(configmap("a", namespace, x="2"))
     assert kube.delete("v1", "ConfigMap", "a", namespace) is True
-    assert kube.requests == {"GET": 1, "LIST": 1, "POST": 1, "PATCH": 2, "PUT": 1, "DELETE": 1}
+    core = kubernetes.client.CoreV1Api(kube.api_client)  # a typed API goes through the same client
+    core.read_namespace(namespace)
+    assert kube.requests == {"GET": 2, "LIST": 1, "POST": 1, "PATCH": 2, "PUT": 1, "DELETE": 1}
     assert kube.writes == {"POST": 1, "PATCH": 1, "PUT": 1, "DELETE": 1}
+
+
+@needs_cluster
+def test_an_update_with_a_stale_resource_version_is_refused(kube, namespace):
+    created = kube.create(configmap("cas", namespace, x="1"))
+    version = created["metadata"]["resourceVersion"]
+    kube.update({**configmap("cas", namespace, x="2"), "metadata": {**created["metadata"]}})
+    with pytest.raises(ApiError) as refused:  # the object changed since `version`: not overwritten
+        kube.update({**configmap("cas", namespace, x="3"),
+                     "metadata": {"name": "cas", "namespace": namespace, "resourceVersion": version}})
+    assert refused.value.code == 409
+    assert kube.get("v1", "ConfigMap", "cas", namespace)["data"] == {"x": "2"}
+    with pytest.raises(ApiError) as exists:
+        kube.create(configmap("cas", namespace, x="4"))
+    assert exists.value.code == 409
+
+
+@needs_cluster
+def test_the_server_version(kube):
+    assert kube.server_version().startswith("v1.37.")
 
 
 @needs_cluster
