@@ -86,12 +86,13 @@ def prefect_server(workdir: Path) -> Iterator[str]:
         return
     step(0, "start Prefect's server (the runs, logs, diffs and events of this demo land there)")
     port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+           "PREFECT_UI_API_URL": api_url}  # else the UI in the browser asks port 4200
     log = open(workdir / "prefect-server.log", "wb")
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    api_url = f"http://127.0.0.1:{port}/api"
     try:
         _wait_http(f"{api_url}/health", server, timeout_s=90)
         console.print(f"  Prefect UI: http://127.0.0.1:{port}")
