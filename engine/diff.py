@@ -22,7 +22,7 @@ from deepdiff import DeepDiff
 from engine.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
 from engine.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
 from engine.inventory import APP_LABEL, Inventory, ownership_labels
-from engine.kube import ApiError, KubeClient, UnknownKind
+from engine.kube import ApiError, KubeClient, UnknownKind, dry_run_object
 from engine.objects import Manifest
 from engine.scope import crds_by_kind
 from engine.secrets import SecretMasker, scrub
@@ -264,7 +264,7 @@ def _dry_run_and_live(kube: KubeClient, change: ObjectChange, listed: dict | Non
     Deployment's revision annotation just after it was created): the
     resourceVersions then differ, and both are asked again."""
     for _ in range(tries):
-        result = kube.apply(change.desired or {}, dry_run=True)
+        result = dry_run_object(kube, change.desired or {})
         version = _resource_version(result)
         if not version:
             return result, None

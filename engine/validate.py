@@ -11,14 +11,13 @@ structure, schema, policy and dry_run, sharing engine.validation.context.
 
 from __future__ import annotations
 
-
-from blocks.kubernetes_cluster import KubernetesCluster
+from engine.kube import FIELD_MANAGER, KubeClient
 from engine.objects import Manifest
 from engine.policy_settings import PolicySettings
 from engine.problems import Problem
 from engine.scope import crds_by_kind
 from engine.validation.context import ERROR, WARNING, Context, Rule
-from engine.validation.dry_run import DRY_RUN_WORKERS, FIELD_MANAGER, dry_run
+from engine.validation.dry_run import DRY_RUN_WORKERS, dry_run
 from engine.validation.json_values import _json_type
 from engine.validation.policy import (
     ImageRef,
@@ -82,30 +81,26 @@ def validate(
     return problems
 
 
-# --- Prefect task ------------------------------------------------------------------
-
-
 def check_desired_state(
     manifests: list[Manifest],
     app_name: str,
     default_namespace: str,
     policy: PolicySettings,
-    cluster: KubernetesCluster | None = None,
+    kube: KubeClient | None = None,
     kubernetes_version: str | None = None,
     provided: list[Manifest] = (),
 ) -> list[Problem]:
-    """validate() offline then, given a cluster, dry_run() there: every problem at once.
-    The schemas are those of the cluster's version unless one is given. `provided`
-    are the objects of the apps this one depends on (their CRDs and Namespaces may
-    not exist yet)."""
-    if cluster is not None and kubernetes_version is None:
-        kubernetes_version = cluster.server_version()
+    """validate() offline then, given a cluster (`kube`; None: offline), dry_run()
+    there: every problem at once. The schemas are those of the cluster's version
+    unless one is given. `provided` are the objects of the apps this one depends
+    on (their CRDs and Namespaces may not exist yet)."""
+    if kube is not None and kubernetes_version is None:
+        kubernetes_version = kube.server_version()
     problems = validate(manifests, app_name, default_namespace, policy, kubernetes_version or "1.37")
-    if cluster is not None:
+    if kube is not None:
         # Objects with structure errors are not sent: they are reported already.
         flawed = {(p.source, p.object_ref) for p in problems
                   if p.rule.startswith("structure.") and p.rule != "structure.duplicate"}
         sendable = [m for m in manifests if isinstance(m.obj, dict) and (m.source, m.ref) not in flawed]
-        with cluster.api_client() as client:
-            problems += dry_run(sendable, client, default_namespace=default_namespace, provided=provided)
+        problems += dry_run(sendable, kube, default_namespace=default_namespace, provided=provided)
     return problems

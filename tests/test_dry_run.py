@@ -12,6 +12,7 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
+from engine.kube import KubeClient
 from engine.objects import Manifest, Source
 from engine.policy_settings import PolicySettings
 from engine.problems import Severity
@@ -25,9 +26,9 @@ def cluster(local_cluster) -> KubernetesCluster:
     return KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig, labels={"env": "test"})
 
 
-@pytest.fixture
-def api(cluster):
-    with cluster.api_client() as client:
+@pytest.fixture(scope="module")
+def kube(cluster):
+    with KubeClient.from_block(cluster) as client:
         yield client
 
 
@@ -81,17 +82,17 @@ def test_the_block_reaches_the_cluster(cluster):
     assert cluster.server_version().startswith("v1.37")
 
 
-def test_valid_objects_dry_run_clean_and_are_not_created(api, local_cluster, namespace):
+def test_valid_objects_dry_run_clean_and_are_not_created(kube, local_cluster, namespace):
     problems = dry_run(manifests(deployment(), service(), {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": namespace},
-        "data": {"mode": "prod"}}), api, default_namespace=namespace)
+        "data": {"mode": "prod"}}), kube, default_namespace=namespace)
     assert problems == []
     for resource, name in (("deployment", "web"), ("service", "web"), ("configmap", "settings")):
         assert not exists(local_cluster, resource, name, namespace), f"{resource}/{name} was written"
 
 
-def test_invalid_values_come_back_with_the_servers_message(api, local_cluster, namespace):
-    problems = dry_run(manifests(deployment(replicas=-1), service("api", port=70000)), api,
+def test_invalid_values_come_back_with_the_servers_message(kube, local_cluster, namespace):
+    problems = dry_run(manifests(deployment(replicas=-1), service("api", port=70000)), kube,
                        default_namespace=namespace)
     by_source = {str(p.source): p for p in problems}
     assert set(by_source) == {"apps/web/0.yaml:1", "apps/web/1.yaml:11"}
@@ -110,7 +111,7 @@ def job(image: str) -> dict:
                 {"name": "migrate", "image": image}]}}}}
 
 
-def test_a_changed_immutable_field_is_named(api, local_cluster, namespace):
+def test_a_changed_immutable_field_is_named(kube, local_cluster, namespace):
     kubectl(local_cluster.kubeconfig, "apply", "-n", namespace, "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "List", "items": [service(), deployment(), job("busybox:1.36")]}))
     cluster_ip = kubectl(local_cluster.kubeconfig, "get", "service", "web", "-n", namespace,
@@ -119,7 +120,7 @@ def test_a_changed_immutable_field_is_named(api, local_cluster, namespace):
     moved = service()
     moved["spec"]["clusterIP"] = ".".join(octets[:3] + [str((int(octets[3]) + 1) % 250 + 2)])
 
-    problems = dry_run(manifests(moved, deployment(app="web-v2"), job("busybox:1.37")), api,
+    problems = dry_run(manifests(moved, deployment(app="web-v2"), job("busybox:1.37")), kube,
                        default_namespace=namespace)
 
     immutable = {(p.object_ref, p.message.split(":")[0]): p for p in problems if p.rule == "dryrun.immutable-field"}
@@ -137,55 +138,75 @@ def test_a_changed_immutable_field_is_named(api, local_cluster, namespace):
                    "-o", "jsonpath={.spec.clusterIP}").stdout == cluster_ip
 
 
-def test_an_unknown_kind_is_an_error(api, namespace):
+def test_an_unknown_kind_is_an_error(kube, namespace):
     widget = {"apiVersion": f"t{secrets.token_hex(4)}.example.com/v1", "kind": "Widget",
               "metadata": {"name": "w"}, "spec": {"size": 1}}
-    problems = dry_run(manifests(widget), api, default_namespace=namespace)
+    problems = dry_run(manifests(widget), kube, default_namespace=namespace)
     assert [(p.rule, p.severity, str(p.source), p.object_ref) for p in problems] == [
         ("dryrun.unknown-kind", Severity.ERROR, "apps/web/0.yaml:1", "Widget/w")]
     assert "no CustomResourceDefinition" in problems[0].message
 
 
-def test_a_custom_resource_whose_crd_is_in_the_same_set_is_skipped_not_an_error(api, local_cluster, namespace):
+def test_a_custom_resource_whose_crd_is_in_the_same_set_is_skipped_not_an_error(kube, local_cluster, namespace):
     group = f"t{secrets.token_hex(4)}.example.com"
     widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}}
-    problems = dry_run(manifests(crd(group), widget), api, default_namespace=namespace)
+    problems = dry_run(manifests(crd(group), widget), kube, default_namespace=namespace)
     assert errors(problems) == []
     assert [(p.rule, p.object_ref) for p in problems] == [("dryrun.skipped", "Widget/w")]
     assert f"widgets.{group}" in problems[0].message and "apps/web/0.yaml:1" in problems[0].message
     assert not exists(local_cluster, "crd", f"widgets.{group}")
 
 
-def test_objects_in_a_namespace_of_the_same_set_are_skipped_not_an_error(api, local_cluster):
+def test_objects_in_a_namespace_of_the_same_set_are_skipped_not_an_error(kube, local_cluster):
     new_namespace = f"fresh-{secrets.token_hex(3)}"
     objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": new_namespace}},
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": new_namespace}}]
-    problems = dry_run(manifests(*objs), api)
+    problems = dry_run(manifests(*objs), kube)
     assert [(p.rule, p.severity, p.object_ref) for p in problems] == [
         ("dryrun.skipped", Severity.WARNING, f"ConfigMap/{new_namespace}/c")]
     assert not exists(local_cluster, "namespace", new_namespace)
 
 
-def test_unknown_fields_are_refused_not_dropped(api, namespace):
+def test_unknown_fields_are_refused_not_dropped(kube, namespace):
     obj = deployment()
     obj["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
-    problems = dry_run(manifests(obj), api, default_namespace=namespace)
+    problems = dry_run(manifests(obj), kube, default_namespace=namespace)
     assert [(p.rule, p.message) for p in problems] == [(
         "dryrun.unknown-field",
         'spec.template.spec.containers[name="web"].imagee: field not declared in schema')]
 
 
-def test_every_problem_of_many_objects_comes_back(api, local_cluster, namespace):
+def test_every_problem_of_many_objects_comes_back(kube, local_cluster, namespace):
     objs = [deployment(f"ok-{i}") for i in range(20)] + [deployment(f"bad-{i}", replicas=-1) for i in range(5)]
-    problems = dry_run(manifests(*objs), api, default_namespace=namespace)
+    problems = dry_run(manifests(*objs), kube, default_namespace=namespace)
     assert sorted(p.object_ref for p in problems) == [f"Deployment/bad-{i}" for i in range(5)]
     assert not exists(local_cluster, "deployment", "ok-0", namespace)
 
 
-def test_offline_checks_and_the_dry_run_together(cluster, local_cluster, namespace):
+def test_the_dry_run_goes_through_the_kube_client_and_writes_nothing(kube, namespace):
+    for kind in (("apps/v1", "Deployment"), ("v1", "Service")):
+        kube.resource(*kind)  # discovery done: its GETs are not what is counted here
+    kube.reset_requests()
+    problems = dry_run(manifests(deployment(), service(), deployment("api", replicas=-1)), kube,
+                       default_namespace=namespace)
+    assert [p.object_ref for p in problems] == ["Deployment/api"]
+    assert kube.requests == {"GET": 0, "LIST": 0, "POST": 0, "PATCH": 3, "PUT": 0, "DELETE": 0}
+    assert kube.writes == {"POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+
+
+def test_a_secret_value_the_server_quotes_is_masked(kube, namespace):
+    value = secrets.randbelow(10**9) + 10**9  # unquoted in YAML: a number where a string belongs
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"token": value}}
+    problems = dry_run(manifests(secret), kube, default_namespace=namespace)
+    assert [(p.rule, p.object_ref) for p in problems] == [("dryrun.invalid", "Secret/creds")]
+    assert str(value) not in problems[0].message
+    assert problems[0].message.startswith("stringData.token: expected string") and "<masked>" in problems[0].message
+
+
+def test_offline_checks_and_the_dry_run_together(kube, namespace):
     unnamed = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}
     problems = check_desired_state(manifests(deployment(replicas=-1), unnamed, deployment("fine")),
-                                   "web", namespace, PolicySettings(), cluster=cluster)
+                                   "web", namespace, PolicySettings(), kube=kube)
     assert {(p.rule, str(p.source)) for p in problems} == {
         ("dryrun.invalid", "apps/web/0.yaml:1"),
         ("structure.name", "apps/web/1.yaml:11"),  # reported once, offline, and not sent
@@ -218,10 +239,10 @@ def replica_limit(local_cluster, namespace):
             name, "--wait=false", check=False)
 
 
-def test_an_admission_policy_denial_is_reported(api, namespace, replica_limit):
+def test_an_admission_policy_denial_is_reported(kube, namespace, replica_limit):
     deadline = time.monotonic() + 30
     while True:  # the API server picks new policies up within a second or so
-        problems = dry_run(manifests(deployment(replicas=9), deployment("small", replicas=1)), api,
+        problems = dry_run(manifests(deployment(replicas=9), deployment("small", replicas=1)), kube,
                            default_namespace=namespace)
         if problems or time.monotonic() > deadline:
             break
