@@ -1,33 +1,43 @@
-"""The per-app Lease: two holders never overlap, a waiter gives up clearly, and
-a holder that died does not block the app for longer than the lease."""
+"""The per-app Lease: two holders never overlap, a waiter gives up clearly, a
+holder that died does not block the app for longer than the lease, and a failed
+renewal is logged, never an unhandled exception in the renewal thread."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 import time
+from pathlib import Path
 
-import kubernetes
 import pytest
+import yaml
 
 from blocks import KubernetesCluster
-from engine.lock import LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
+from engine import lock
+from engine.kube import NO_RETRY, KubeClient
+from engine.lock import LEASE_API_VERSION, LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
+from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def api_client(local_cluster):
-    with KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig).api_client() as client:
+def kube(local_cluster):
+    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
         yield client
 
 
-def test_two_holders_never_overlap(api_client, request):
+def lease(kube: KubeClient, app: str) -> dict:
+    return kube.get(LEASE_API_VERSION, "Lease", lease_name(app), LOCK_NAMESPACE)
+
+
+def test_two_holders_never_overlap(kube, request):
     app = f"lock-{request.node.name[-8:].lower().replace('_', '-')}"
     spans: list[tuple[str, float, float]] = []
 
     def hold(holder: str) -> None:
-        with app_lock(api_client, app, holder, wait_s=30):
+        with app_lock(kube, app, holder, wait_s=30):
             start = time.monotonic()
             time.sleep(1.0)
             spans.append((holder, start, time.monotonic()))
@@ -43,23 +53,63 @@ def test_two_holders_never_overlap(api_client, request):
         assert start >= end, f"overlapping holders: {spans}"
 
 
-def test_a_waiter_gives_up_naming_the_holder(api_client):
-    with app_lock(api_client, "lock-busy", "run-first"):
+def test_a_waiter_gives_up_naming_the_holder(kube):
+    with app_lock(kube, "lock-busy", "run-first"):
+        assert lease(kube, "lock-busy")["spec"]["holderIdentity"] == "run-first"
         with pytest.raises(LockTimeout, match="run-first"):
-            with app_lock(api_client, "lock-busy", "run-second", wait_s=1):
+            with app_lock(kube, "lock-busy", "run-second", wait_s=1):
                 pass
+    assert "holderIdentity" not in lease(kube, "lock-busy")["spec"]  # released
 
 
-def test_a_dead_holders_lease_expires(api_client):
-    leases = kubernetes.client.CoordinationV1Api(api_client)
-    with app_lock(api_client, "lock-stale", "setup"):
+def test_a_dead_holders_lease_expires(kube):
+    with app_lock(kube, "lock-stale", "setup"):
         pass
-    lease = leases.read_namespaced_lease(lease_name("lock-stale"), LOCK_NAMESPACE)
-    lease.spec.holder_identity = "crashed-run"
-    lease.spec.renew_time = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
-    leases.replace_namespaced_lease(lease_name("lock-stale"), LOCK_NAMESPACE, lease)
-    started = time.monotonic()
-    with app_lock(api_client, "lock-stale", "next-run", wait_s=5):
-        held = leases.read_namespaced_lease(lease_name("lock-stale"), LOCK_NAMESPACE)
-        assert held.spec.holder_identity == "next-run"
-    assert time.monotonic() - started < 3
+    stale = lease(kube, "lock-stale")
+    stale["spec"]["holderIdentity"] = "crashed-run"
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    stale["spec"]["renewTime"] = long_ago.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    kube.update(stale)
+    # wait_s=5 is far less than the Lease's 60 s: only an expired Lease can be taken.
+    with app_lock(kube, "lock-stale", "next-run", wait_s=5):
+        assert lease(kube, "lock-stale")["spec"]["holderIdentity"] == "next-run"
+
+
+def test_a_live_holders_lease_is_renewed(kube, monkeypatch):
+    monkeypatch.setattr(lock, "RENEW_EVERY_S", 0.2)
+    with app_lock(kube, "lock-renewed", "run-long"):
+        first = lease(kube, "lock-renewed")["spec"]["renewTime"]
+        while lease(kube, "lock-renewed")["spec"]["renewTime"] == first:
+            time.sleep(0.1)
+        assert lease(kube, "lock-renewed")["spec"]["holderIdentity"] == "run-long"
+
+
+def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplog, tmp_path):
+    """The API server unreachable while the lock is held (a real TCP proxy in
+    between, closed): the renewal thread logs each failure and keeps going."""
+    monkeypatch.setattr(lock, "RENEW_EVERY_S", 0.2)
+    unhandled: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    config = yaml.safe_load(Path(local_cluster.kubeconfig).read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    proxy = TcpProxy(int(server.rsplit(":", 1)[1])).start()
+    config["clusters"][0]["cluster"]["server"] = server.rsplit(":", 1)[0] + f":{proxy.port}"
+    proxied = tmp_path / "kubeconfig"
+    proxied.write_text(yaml.safe_dump(config))
+
+    def renewal_failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "renewing the Lease" in r.getMessage()]
+
+    block = KubernetesCluster.from_kubeconfig_file(proxied)
+    try:
+        with KubeClient.from_block(block, retry=NO_RETRY) as kube, caplog.at_level(logging.WARNING, "engine.lock"):
+            with app_lock(kube, "lock-unreachable", "run-cut-off"):
+                proxy._shut_all()  # connections reset, new ones refused
+                while not (renewal_failures() or unhandled):
+                    time.sleep(0.1)
+                proxy.start()
+            assert "holderIdentity" not in lease(kube, "lock-unreachable")["spec"]  # released once reachable
+    finally:
+        proxy.stop()
+    assert unhandled == []
+    assert f"{LOCK_NAMESPACE}/{lease_name('lock-unreachable')}" in renewal_failures()[0].getMessage()
