@@ -49,8 +49,8 @@ def normalize(obj: dict) -> dict:
 
 
 def field_diff(before: dict, after: dict) -> str:
-    """One line per difference: `spec.replicas: 1 -> 3`, `+ path: value` for an
-    addition, `- path: value` for a removal."""
+    """One field a line, as a unified diff reads: `- path: old` then `+ path: new`
+    for a change, `+ path: value` for an addition, `- path: value` for a removal."""
     tree = DeepDiff(before, after, view="tree")
     lines: list[tuple[str, str]] = []
     for report, levels in tree.items():
@@ -61,7 +61,7 @@ def field_diff(before: dict, after: dict) -> str:
             elif report.endswith("_removed"):
                 lines.append((path, f"- {path}: {_value(level.t1)}"))
             else:
-                lines.append((path, f"{path}: {_value(level.t1)} -> {_value(level.t2)}"))
+                lines.append((path, f"- {path}: {_value(level.t1)}\n+ {path}: {_value(level.t2)}"))
     return "\n".join(line for _, line in sorted(lines))
 
 

@@ -83,7 +83,8 @@ def test_field_diff_is_a_readable_field_list():
         '- spec.labels.old: "x"',
         "+ spec.paused: true",
         "+ spec.ports[1]: 443",
-        "spec.replicas: 1 -> 3",
+        "- spec.replicas: 1",
+        "+ spec.replicas: 3",
     ]
     assert field_diff(before, before) == ""
 
@@ -252,7 +253,7 @@ def test_a_changed_field_is_configured_with_a_readable_diff(kube, namespace):
     changed["metadata"]["labels"] = {"team": "blue"}
     (change,) = plan_changes(kube, "web", manifests(changed), None)
     assert change.action is Action.CONFIGURED
-    assert change.diff.splitlines() == ['+ metadata.labels.team: "blue"', "spec.replicas: 2 -> 3"]
+    assert change.diff.splitlines() == ['+ metadata.labels.team: "blue"', "- spec.replicas: 2", "+ spec.replicas: 3"]
     assert change.dry_run_result["spec"]["replicas"] == 3
     assert kube.get("apps/v1", "Deployment", "web", namespace)["spec"]["replicas"] == 2
 
@@ -262,7 +263,7 @@ def test_a_field_changed_by_someone_else_is_configured_back(kube, namespace, loc
     apply_all(kube, "web", deployment(namespace, replicas=2))
     kubectl(local_cluster.kubeconfig, "scale", "deployment/web", "-n", namespace, "--replicas=5")
     (change,) = plan_changes(kube, "web", manifests(deployment(namespace, replicas=2)), None)
-    assert (change.action, change.diff) == (Action.CONFIGURED, "spec.replicas: 5 -> 2")
+    assert (change.action, change.diff) == (Action.CONFIGURED, "- spec.replicas: 5\n+ spec.replicas: 2")
 
 
 @needs_cluster
@@ -275,10 +276,10 @@ def test_secret_values_never_show(kube, namespace):
     changed = plan_changes(kube, "web", manifests(secret(namespace, password="other-value", user="admin")), None)
     (change,) = changed.changes
     assert change.action is Action.CONFIGURED
-    (line,) = change.diff.splitlines()  # the user is unchanged: only the password shows
-    path, _, values = line.partition(": ")
-    before, after = values.split(" -> ")
-    assert path == "data.password" and before != after and set(before + after) == {'"', "+"}
+    removed, added = change.diff.splitlines()  # the user is unchanged: only the password shows
+    assert removed.startswith("- data.password: ") and added.startswith("+ data.password: ")
+    before, after = removed.split(": ", 1)[1], added.split(": ", 1)[1]
+    assert before != after and set(before + after) == {'"', "+"}
     for changeset in (created, unchanged, changed):
         shown = everything_shown(changeset)
         assert CANARY not in shown and CANARY_B64 not in shown
@@ -326,12 +327,12 @@ def test_plan_errors_name_the_object(kube, namespace):
 def test_markdown_lists_changes_and_errors():
     changeset = ChangeSet([
         ObjectChange("apps/v1", "Deployment", "web", "api", Source("apps/web/d.yaml", 3), Action.CONFIGURED,
-                     diff="spec.replicas: 1 -> 3"),
+                     diff="- spec.replicas: 1\n+ spec.replicas: 3"),
         ObjectChange("v1", "ConfigMap", "web", "cfg", Source("apps/web/c.yaml", 1), Action.UNCHANGED),
         ObjectChange("v1", "Service", "web", "old", None, Action.PRUNED, diff="- (to be deleted)"),
     ])
     text = diff_markdown("web", "staging", changeset)
     assert "1 configured, 1 unchanged, 1 pruned" in text
     assert "| configured | `Deployment/web/api` | apps/web/d.yaml:3 |" in text
-    assert "```diff\nspec.replicas: 1 -> 3\n```" in text
+    assert "```diff\n- spec.replicas: 1\n+ spec.replicas: 3\n```" in text
     assert "ConfigMap/web/cfg" not in text  # unchanged objects are only counted
