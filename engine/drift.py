@@ -23,10 +23,8 @@ from typing import Any, Iterator
 
 from kubernetes.utils import parse_quantity
 
-from engine.changeset import Action, ChangeSet, ObjectChange
 from engine.diff import desired_body
 from engine.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
-from engine.apply import apply_changes
 from engine.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 from engine.kube import FIELD_MANAGER, KubeClient, UnknownKind
 from engine.objects import Manifest, Source
@@ -388,19 +386,3 @@ def _group(api_version: str) -> str:
     return api_version.rpartition("/")[0] if "/" in api_version else ""
 
 
-# ---- self-heal ------------------------------------------------------------------------------
-
-def heal(kube: KubeClient, drifted: list[Drift], desired: list[DesiredObject]) -> list[Drift]:
-    """Re-apply only the missing and modified objects (server-side apply as
-    FIELD_MANAGER, forced: our fields come back to us), in sync's stage order.
-    Each comes back with `healed` or `error` set; unexpected ones are left alone."""
-    bodies = {d.key: d for d in desired}
-    todo = [d for d in drifted if d.healable and d.key in bodies]
-    changes = [ObjectChange(d.api_version, d.kind, d.namespace, d.name, source=bodies[d.key].source,
-                            action=Action.CREATED if d.type is DriftType.MISSING else Action.CONFIGURED,
-                            desired=bodies[d.key].body) for d in todo]
-    apply_changes(kube, ChangeSet(changes))
-    for drift, change in zip(todo, changes):
-        drift.healed = change.done
-        drift.error = change.error or (None if change.done else f"{drift.ref}: not applied: an earlier object failed")
-    return todo

@@ -4,36 +4,37 @@ drifted, and heal it when asked or when the app's syncPolicy.selfHeal says so.
 
 The branch head's gitops.yaml says which apps go where and their policy; each
 app's inventory says which revision to render. Clusters are checked
-concurrently; healing takes the app's Lease, as a sync does."""
+concurrently. Healing is the sync pipeline itself (flows/sync_app.py) at the
+revision last synced, one nested run a drifted app: it takes the app's Lease
+and does nothing if a sync moved the app on meanwhile."""
 
 from __future__ import annotations
 
-import contextlib
-
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
-from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
-from engine.targets import select_targets
-from engine.appspec import App, load_appspec
-from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift, heal as heal_drift
 from engine import render_cache
+from engine.appspec import App
+from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
 from engine.git import FetchResult
-from engine.render import render_app
-from tasks.fetch import fetch_revision
 from engine.inventory import read_inventory
 from engine.kube import KubeClient
-from engine.lock import app_lock
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
+from engine.render import render_app
+from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 from engine.secrets import scrub
+from engine.workspace import Workspace, opened
+from flows.sync_app import sync_app
+from tasks.fetch import fetch_revision
 
 
 @dataclass
@@ -50,7 +51,8 @@ class DriftTargetResult(TargetResult):
 
     def to_json(self) -> dict:
         data = super().to_json()
-        data.pop("error")
+        for sync_only in ("error", "health", "held", "seconds"):
+            data.pop(sync_only)
         return data
 
 
@@ -72,6 +74,12 @@ class DriftTarget:
     revision: str = ""
     manifests: list[Manifest] = field(default_factory=list)
     problem: str = ""  # why it cannot be checked
+    desired: list[DesiredObject] = field(default_factory=list)
+    drifts: list[Drift] = field(default_factory=list)
+
+    def heals(self, heal: bool | None) -> bool:
+        wanted = self.app.sync_policy.self_heal if heal is None else heal
+        return wanted and any(d.healable for d in self.drifts)
 
 
 @flow(name="gitops-drift", flow_run_name="drift {repo}", log_prints=False, persist_result=False)
@@ -87,28 +95,30 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
     """
     source = GitRepository.load(repo)
     head = fetch_revision(repo, source)
-    spec = load_appspec(head.tree)
-    blocks = load_clusters()
-    targets, problems = select_targets(spec, {n: b.labels for n, b in blocks.items()}, apps, clusters)
-    errors = [p for p in problems if p.severity is Severity.ERROR]
-    if errors:
-        raise ProblemsFound(errors)
-    checks = [DriftTarget(t.app, t.cluster) for t in targets]
-    names = sorted({c.cluster for c in checks})
-    with contextlib.ExitStack() as stack:
-        # One client per cluster for both passes: discovery is done once.
-        kubes = {n: stack.enter_context(KubeClient.from_block(blocks[n])) for n in names}
-        revisions = [read_revisions.submit(n, kubes[n], [c.app.name for c in checks if c.cluster == n])
+    workspace = Workspace.load(repo, source, head.sha, head.tree, load_clusters(),
+                               checkout=lambda sha: fetch_revision(repo, source, sha).tree)
+    with opened(workspace):
+        errors = [p for p in workspace.select(apps, clusters) if p.severity is Severity.ERROR]
+        if errors:
+            raise ProblemsFound(errors)
+        checks = [DriftTarget(t.app, t.cluster) for t in workspace.targets]
+        names = sorted({c.cluster for c in checks})
+        revisions = [read_revisions.submit(n, workspace.kube(n), [c.app.name for c in checks if c.cluster == n])
                      for n in names]
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
         _render(repo, source, head, checks)
-        futures = [drift_cluster.submit(n, kubes[n], [c for c in checks if c.cluster == n], heal) for n in names]
-        results = [r for future in futures for r in future.result()]
-    report = SyncReport(head.sha)
-    order = {(c.app.name, c.cluster): i for i, c in enumerate(checks)}
-    report.results = sorted(results, key=lambda r: order[(r.app, r.cluster)])
-    if any(r.error for r in results):
+        futures = [drift_cluster.submit(n, workspace.kube(n), [c for c in checks if c.cluster == n]) for n in names]
+        found = {(r.app, r.cluster): r for future in futures for r in future.result()}
+        healing = [c for c in checks if c.heals(heal)]
+        _heal(workspace, checks, healing)
+    for check in healing:
+        key = (check.app.name, check.cluster)
+        found[key] = _drift_result(check, check.desired, check.drifts, found[key].requests)
+    report = SyncReport(head.sha, [found[(c.app.name, c.cluster)] for c in checks])
+    for check, result in zip(checks, report.results):
+        _publish(result, check)
+    if any(r.error for r in report.results):
         raise DriftCheckFailed(report)
     return report
 
@@ -155,24 +165,18 @@ def _render(repo: str, source: GitRepository, head: FetchResult, checks: list[Dr
 # ---- one cluster ------------------------------------------------------------------------
 
 @task(name="drift-cluster", task_run_name="drift {cluster}", cache_policy=NO_CACHE)
-def drift_cluster(cluster: str, kube: KubeClient, checks: list[DriftTarget],
-                  heal: bool | None) -> list[DriftTargetResult]:
-    """Every app of one cluster, through one counted client."""
-    results = []
-    for check in checks:
-        result = check_target(kube, check, heal)
-        _publish(result, check)
-        results.append(result)
-    return results
+def drift_cluster(cluster: str, kube: KubeClient, checks: list[DriftTarget]) -> list[DriftTargetResult]:
+    """Detect drift of every app of one cluster, through one counted client."""
+    return [check_target(kube, check) for check in checks]
 
 
-def check_target(kube: KubeClient, check: DriftTarget, heal: bool | None) -> DriftTargetResult:
-    """Detect, and maybe heal, one app on one cluster; the requests it cost are
-    counted into its result. Errors are the result's, Secret values scrubbed."""
+def check_target(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
+    """Detect drift of one app on one cluster; the requests it cost are counted
+    into its result. Errors are the result's, Secret values scrubbed."""
     before = kube.requests
     bodies = [m.obj for m in check.manifests]
     try:
-        result = _check(kube, check, heal)
+        result = _check(kube, check)
     except Exception as error:  # a failure of this app must not stop the others
         get_run_logger().error("%s on %s: drift check failed: %s", check.app.name, check.cluster,
                                scrub(f"{type(error).__name__}: {error}", bodies))
@@ -181,7 +185,7 @@ def check_target(kube: KubeClient, check: DriftTarget, heal: bool | None) -> Dri
     return result
 
 
-def _check(kube: KubeClient, check: DriftTarget, heal: bool | None) -> DriftTargetResult:
+def _check(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
     app = check.app
     if check.problem:
         return _result(check, SyncStatus.FAILED, check.problem, error=True)
@@ -190,28 +194,46 @@ def _check(kube: KubeClient, check: DriftTarget, heal: bool | None) -> DriftTarg
     inventory = read_inventory(kube, app.name)
     if inventory is None or inventory.revision != check.revision:
         return _result(check, SyncStatus.SKIPPED, "synced again during the check: checked next time")
-    desired = desired_objects(kube, app.name, check.manifests, app.namespace)
-    drifts = detect_drift(kube, app.name, inventory, desired)
-    get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(drifts) or "no drift")
-    if drifts and (app.sync_policy.self_heal if heal is None else heal):
-        _heal_locked(kube, check, drifts, desired)
-    return _drift_result(check, desired, drifts)
+    check.desired = desired_objects(kube, app.name, check.manifests, app.namespace)
+    check.drifts = detect_drift(kube, app.name, inventory, check.desired)
+    get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(check.drifts) or "no drift")
+    return _drift_result(check, check.desired, check.drifts)
 
 
-def _heal_locked(kube: KubeClient, check: DriftTarget, drifts: list[Drift], desired: list[DesiredObject]) -> None:
-    """Heal under the app's Lease, unless a sync moved the app on meanwhile."""
-    with app_lock(kube.api_client, check.app.name, holder=_run_name()):
-        inventory = read_inventory(kube, check.app.name)
-        if inventory is not None and inventory.revision == check.revision:
-            heal_drift(kube, drifts, desired)
-            return
-    for drift in drifts:
-        drift.error = f"{drift.ref}: not healed: the app was synced to another revision meanwhile"
+# ---- healing: the sync pipeline at the revision last synced ----------------------------
+
+def _heal(workspace: Workspace, checks: list[DriftTarget], healing: list[DriftTarget]) -> None:
+    """One nested app run a drifted app (`heal web@production 1a2b3c4`), clusters
+    concurrently; the drifts learn whether they were healed."""
+    for check in checks:  # what the apps depend on, as last synced, for their validation
+        workspace.target(check.app.name, check.cluster).manifests = check.manifests
+    by_cluster: dict[str, list[DriftTarget]] = {}
+    for check in healing:
+        by_cluster.setdefault(check.cluster, []).append(check)
+    with ThreadPoolExecutor(max_workers=max(1, len(by_cluster)), thread_name_prefix="heal") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _heal_cluster, workspace, members)
+                   for members in by_cluster.values()]
+        for future in futures:
+            future.result()
+
+
+def _heal_cluster(workspace: Workspace, checks: list[DriftTarget]) -> None:
+    for check in checks:
+        state = sync_app(repo=workspace.repo_name, app=check.app.name, cluster=check.cluster,
+                         revision=check.revision, heal=True, return_state=True)
+        synced = state.result(raise_on_failure=False)
+        for drift in (d for d in check.drifts if d.healable):
+            if isinstance(synced, TargetResult) and synced.status is SyncStatus.SUCCEEDED:
+                drift.healed = True
+            else:
+                why = synced.message if isinstance(synced, TargetResult) else state.message
+                drift.error = f"{drift.ref}: not healed: {why}"
 
 
 # ---- the report -------------------------------------------------------------------------
 
-def _drift_result(check: DriftTarget, desired: list[DesiredObject], drifts: list[Drift]) -> DriftTargetResult:
+def _drift_result(check: DriftTarget, desired: list[DesiredObject], drifts: list[Drift],
+                  requests: dict[str, int] | None = None) -> DriftTargetResult:
     by_key = {d.key: d for d in drifts}
     objects = [_object(d, by_key.get(d.key)) for d in desired]
     objects += [_object(None, d) for d in drifts if d.type is DriftType.UNEXPECTED]
@@ -226,7 +248,10 @@ def _drift_result(check: DriftTarget, desired: list[DesiredObject], drifts: list
     else:
         status = SyncStatus.SUCCEEDED
         message = f"healed to {revision}: {_summary(healed)}" if healed else f"no drift from {revision}"
-    return _result(check, status, message, objects, error=bool(failures))
+    result = _result(check, status, message, objects, error=bool(failures))
+    if requests is not None:
+        result.requests = requests
+    return result
 
 
 def _object(desired: DesiredObject | None, drift: Drift | None) -> DriftObjectResult:
@@ -289,8 +314,3 @@ def _publish(result: DriftTargetResult, check: DriftTarget) -> None:
         payload={"objects": drifted, "healed": [o.ref for o in result.objects if o.action in ("created", "configured")],
                  "status": result.status.value},
     )
-
-
-def _run_name() -> str:
-    context = FlowRunContext.get()
-    return str(context.flow_run.id) if context and context.flow_run else "gitops-drift"

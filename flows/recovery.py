@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import kubernetes
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from blocks import KubernetesCluster
+from engine.kube import NO_RETRY, KubeClient
 from engine.report import SyncReport, SyncStatus
 from flows.sync import gitops_sync
 
@@ -104,8 +104,8 @@ def wait_for_api(cluster: str, block: KubernetesCluster, timeout_s: float = API_
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with block.api_client() as client:
-                return kubernetes.client.VersionApi(client).get_code(_request_timeout=10).git_version
+            with KubeClient.from_block(block, retry=NO_RETRY) as kube:
+                return kube.server_version()
         except Exception as error:  # refused, TLS, 503 while starting: all worth waiting for
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster {cluster}: API server not reachable after {timeout_s:g} s: "

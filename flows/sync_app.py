@@ -47,13 +47,15 @@ _GIT_REVERTS = threading.Lock()  # two clusters failing at once revert Git once
 
 def _run_name() -> str:
     p = runtime.flow_run.parameters
-    name = f"{p['app']}@{p['cluster']} {p['revision'][:7]}"
-    return f"revert {p['app']}@{p['cluster']} to {p['revision'][:7]}" if p.get("revert_of") else name
+    target, short = f"{p['app']}@{p['cluster']}", p["revision"][:7]
+    if p.get("revert_of"):
+        return f"revert {target} to {short}"
+    return f"heal {target} {short}" if p.get("heal") else f"{target} {short}"
 
 
 @flow(name="gitops-app-sync", flow_run_name=_run_name, persist_result=False, log_prints=False)
 def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = False,
-             blocked_by: list[str] | None = None, revert_of: str | None = None) -> State:
+             blocked_by: list[str] | None = None, revert_of: str | None = None, heal: bool = False) -> State:
     """One app on one cluster: render, validate, diff, apply, prune, health, record.
 
     Args:
@@ -64,6 +66,7 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
         dry_run: Only diff: write nothing.
         blocked_by: Apps this one depends on that did not sync: skip it, saying so.
         revert_of: Set on a revert: the bad revision this run undoes (it is held afterwards).
+        heal: A drift heal: sync only if the app is still at `revision` (a sync may have moved it on).
     """
     workspace = current()
     if workspace is None:
@@ -72,7 +75,7 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
     started = time.monotonic()
     kube = workspace.kube(cluster)
     before = kube.requests
-    result = _sync(workspace, target, revision, dry_run, blocked_by or [], revert_of)
+    result = _sync(workspace, target, revision, dry_run, blocked_by or [], revert_of, heal)
     result.revision, result.seconds = revision, time.monotonic() - started
     result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
     workspace.results[(app, cluster)] = result
@@ -94,7 +97,7 @@ def outcome_state(result: TargetResult) -> State:
 
 
 def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, blocked_by: list[str],
-          revert_of: str | None) -> TargetResult:
+          revert_of: str | None, heal: bool) -> TargetResult:
     if blocked_by:
         return _result(target, SyncStatus.SKIPPED, f"skipped: {', '.join(blocked_by)} did not sync")
     kube = workspace.kube(target.cluster)
@@ -103,15 +106,17 @@ def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, bl
                          undo=workspace.before.get((target.app.name, target.cluster)), hold=revert_of)
     try:
         with app_lock(kube, target.app.name, holder=_holder()):
-            return _sync_locked(workspace, target, revision, dry_run)
+            return _sync_locked(workspace, target, revision, dry_run, heal)
     except Exception as error:  # e.g. the cluster unreachable: this app fails, the others go on
         return _result(target, SyncStatus.FAILED, _describe(error, target))
 
 
-def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: bool) -> TargetResult:
+def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: bool, heal: bool) -> TargetResult:
     kube, app = workspace.kube(target.cluster), target.app
     previous = read_inventory(kube, app.name)
     workspace.before[(app.name, target.cluster)] = previous
+    if heal and (previous is None or previous.revision != revision):
+        return _result(target, SyncStatus.SKIPPED, "not healed: the app was synced to another revision meanwhile")
     if previous and revision in previous.held_revisions:
         get_run_logger().warning("%s: revision %s is held after a failed sync; skipped until a newer commit",
                                  target.name, revision[:12])
