@@ -102,8 +102,7 @@ def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, bl
         return _result(target, SyncStatus.SKIPPED, f"skipped: {', '.join(blocked_by)} did not sync")
     kube = workspace.kube(target.cluster)
     if revert_of:  # the run being reverted holds the app's Lease
-        return _pipeline(workspace, target, revision, read_inventory(kube, target.app.name), dry_run,
-                         undo=workspace.before.get((target.app.name, target.cluster)), hold=revert_of)
+        return _revert_locked(workspace, target, revision, revert_of)
     try:
         with app_lock(kube, target.app.name, holder=_holder()):
             return _sync_locked(workspace, target, revision, dry_run, heal)
@@ -127,6 +126,18 @@ def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: b
     except _Wrote as failure:
         _record_failure(workspace, target, revision, previous, failure)
         return _maybe_revert(workspace, target, revision, previous, failure.result)
+
+
+def _revert_locked(workspace: Workspace, target: Target, good: str, bad: str) -> TargetResult:
+    """Back to `good`, pruning only what the bad sync added; `bad` is held
+    whatever happens, so it is never applied (or reverted) twice."""
+    after_bad = read_inventory(workspace.kube(target.cluster), target.app.name)
+    try:
+        return _pipeline(workspace, target, good, after_bad, dry_run=False,
+                         undo=workspace.before.get((target.app.name, target.cluster)), hold=bad)
+    except _Wrote as failure:
+        _record_failure(workspace, target, good, after_bad, failure, hold=bad)
+        return failure.result
 
 
 class _Wrote(Exception):
@@ -183,12 +194,12 @@ def _write(workspace: Workspace, target: Target, changeset: ChangeSet) -> Health
 
 
 def _record_failure(workspace: Workspace, target: Target, revision: str, previous: Inventory | None,
-                    failure: _Wrote) -> None:
+                    failure: _Wrote, hold: str | None = None) -> None:
     """The inventory learns what the failed sync wrote, so a revert (or the next
     sync) can prune it."""
     try:
         record_target(workspace.kube(target.cluster), target.app, target.cluster, failure.changeset, previous,
-                      revision, "unhealthy" if failure.unhealthy else "failed")
+                      revision, "unhealthy" if failure.unhealthy else "failed", hold=hold)
     except Exception as error:  # the first error is the one to report; this one is logged after it
         get_run_logger().error("%s: recording the failed sync failed too: %s", target.name,
                                _describe(error, target))
