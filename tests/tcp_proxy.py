@@ -8,6 +8,9 @@ import contextlib
 import socket
 import threading
 import time
+from pathlib import Path
+
+import yaml
 
 
 class TcpProxy:
@@ -84,3 +87,15 @@ def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def proxied_kubeconfig(kubeconfig: Path, out: Path) -> tuple[TcpProxy, Path]:
+    """A started proxy to the API server of `kubeconfig`, and a copy of that
+    kubeconfig (written to `out`) that goes through it."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    cluster = config["clusters"][0]["cluster"]
+    base, port = cluster["server"].rsplit(":", 1)
+    proxy = TcpProxy(int(port)).start()
+    cluster["server"] = f"{base}:{proxy.port}"
+    out.write_text(yaml.safe_dump(config))
+    return proxy, out

@@ -8,16 +8,14 @@ import datetime
 import logging
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from blocks import KubernetesCluster
 from engine import lock
 from engine.kube import NO_RETRY, KubeClient
 from engine.lock import LEASE_API_VERSION, LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
-from tcp_proxy import TcpProxy
+from tcp_proxy import proxied_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
@@ -90,12 +88,7 @@ def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplo
     monkeypatch.setattr(lock, "RENEW_EVERY_S", 0.2)
     unhandled: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", unhandled.append)
-    config = yaml.safe_load(Path(local_cluster.kubeconfig).read_text())
-    server = config["clusters"][0]["cluster"]["server"]
-    proxy = TcpProxy(int(server.rsplit(":", 1)[1])).start()
-    config["clusters"][0]["cluster"]["server"] = server.rsplit(":", 1)[0] + f":{proxy.port}"
-    proxied = tmp_path / "kubeconfig"
-    proxied.write_text(yaml.safe_dump(config))
+    proxy, proxied = proxied_kubeconfig(local_cluster.kubeconfig, tmp_path / "kubeconfig")
 
     def renewal_failures() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "renewing the Lease" in r.getMessage()]

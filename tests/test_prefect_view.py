@@ -17,11 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from example_repo import example_repo  # noqa: F401  (fixture)
 from flows.sync import gitops_sync
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, proxied_kubeconfig
 from test_recovery import ROOT, api_get, api_post, fleet, wait_for_run  # noqa: F401  (fixture)
 from test_revert import break_web, live_image, set_revert_mode
 from test_sync import clean_clusters  # noqa: F401  (fixture)
@@ -169,12 +168,7 @@ def test_a_port_closed_after_the_apply_is_retried_by_prefect_and_the_sync_succee
     from blocks import KubernetesCluster
 
     staging = clean_clusters["staging"]
-    config = yaml.safe_load(Path(staging.kubeconfig).read_text())
-    server = config["clusters"][0]["cluster"]["server"]
-    proxy = TcpProxy(int(server.rsplit(":", 1)[1])).start()
-    config["clusters"][0]["cluster"]["server"] = server.rsplit(":", 1)[0] + f":{proxy.port}"
-    proxied = tmp_path / "kubeconfig"
-    proxied.write_text(yaml.safe_dump(config))
+    proxy, proxied = proxied_kubeconfig(staging.kubeconfig, tmp_path / "kubeconfig")
     KubernetesCluster.from_kubeconfig_file(proxied, labels={"env": "staging"}).save("staging", overwrite=True)
     fault = threading.Thread(target=_close_when_applied, args=(staging.kubeconfig, proxy), daemon=True)
     fault.start()
