@@ -300,16 +300,21 @@ def _cell(text: str) -> str:
 
 
 def _publish(result: DriftTargetResult, check: DriftTarget) -> None:
-    """The markdown artifact, and an event when something drifted."""
+    """When something drifted or could not be checked: the markdown artifact and an
+    event. A clean check publishes nothing: every artifact version is kept, and a
+    scheduled check every few minutes would bury the one that mattered."""
+    drifted = [o.ref for o in result.objects if o.action != "unchanged"]
+    if not drifted and result.status is not SyncStatus.FAILED:
+        return
     create_markdown_artifact(key=f"gitops-drift-{result.app}-{result.cluster}".lower(),
                              markdown=drift_markdown(result),
                              description=f"drift of {result.app} on {result.cluster}: {result.status.value}")
-    drifted = [o.ref for o in result.objects if o.action != "unchanged"]
     if not drifted:
         return
     emit_event(
         event="gitops.drift.detected",
         resource={"prefect.resource.id": f"gitops.app.{result.app}.{result.cluster}",
+                  "prefect.resource.name": f"{result.app}@{result.cluster}",
                   "gitops.app": result.app, "gitops.cluster": result.cluster, "gitops.revision": check.revision},
         payload={"objects": drifted, "healed": [o.ref for o in result.objects if o.action in ("created", "configured")],
                  "status": result.status.value},

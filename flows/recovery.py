@@ -117,7 +117,8 @@ def wait_for_api(cluster: str, block: KubernetesCluster, timeout_s: float = API_
 def request_recovery(cluster: str, reason: str = "") -> None:
     """Emit the event that triggers the `gitops-recover` deployment for `cluster`."""
     emit_event(event=RECOVER_EVENT,
-               resource={"prefect.resource.id": f"gitops.cluster.{cluster}", "gitops.cluster": cluster},
+               resource={"prefect.resource.id": f"gitops.cluster.{cluster}", "prefect.resource.name": cluster,
+                         "gitops.cluster": cluster},
                payload={"reason": reason})
 
 

@@ -97,6 +97,9 @@ def stage_names(api: str, flow_run_id: str) -> list[str]:
 def test_a_reverted_sync_a_retry_of_it_and_an_idle_tick_as_the_ui_shows_them(
         sync_runner, prefect_api, fleet, example_repo, clean_clusters):
     api = prefect_api
+    schema = api_get(api, f"/deployments/{sync_runner}")["parameter_openapi_schema"]["properties"]
+    assert "Git repository block" in schema["repo"]["description"]  # the deployment form explains each field
+    assert schema["if_changed"]["description"]
     example_repo.commit(set_revert_mode(example_repo, "cluster"), "revert in the cluster only")
     good = gitops_sync(repo=fleet)
     bad = break_web(example_repo)
