@@ -10,7 +10,7 @@ import pytest
 from engine.appspec import App
 from engine.objects import Source
 from engine.problems import ProblemsFound
-from engine.render import RenderOptions, default_namespaces, find_helm, render_app, render_app_task
+from engine.render import RenderOptions, default_namespaces, find_helm, render_app
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -322,10 +322,18 @@ def test_helm_missing_says_so(repo, tmp_path):
 
 # -- the Prefect task --------------------------------------------------------------------
 
-def test_task_wraps_the_function(repo):
+def test_the_render_stage_wraps_the_function_and_fills_the_cache(repo, tmp_path, monkeypatch):
+    from prefect.logging import disable_run_logger
+
+    from engine import render_cache
+    from tasks.render import render_target
+
+    monkeypatch.setenv("GITOPS_HOME", str(tmp_path / "home"))
     write(repo, "apps/web/svc.yaml", SERVICE.format(name="a"))
-    assert [m.ref for m in render_app_task.fn(repo, app(), "staging")] == ["Service/web/a"]
-    assert render_app_task.name == "render"
+    with disable_run_logger():
+        assert [m.ref for m in render_target.fn(repo, app(), "staging", "a" * 40)] == ["Service/web/a"]
+    assert [m.ref for m in render_cache.load("a" * 40, app(), "staging")] == ["Service/web/a"]
+    assert render_target.name == "render"
 
 
 def test_default_namespaces_leaves_objects_without_metadata_alone():
