@@ -9,14 +9,14 @@ from pathlib import Path
 
 import typer
 from pydantic import SecretStr
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from cli.console import err, error
 from cli.tables import print_table
 
 repo_app = typer.Typer(help="Git repositories holding desired state (Prefect blocks).", no_args_is_help=True)
 cluster_app = typer.Typer(help="Kubernetes clusters to sync to (Prefect blocks).", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 @repo_app.command("add")
@@ -47,7 +47,7 @@ def repo_add(
         ssh_known_hosts=known_hosts.read_text() if known_hosts else None,
     )
     block.save(name, overwrite=True)
-    err.print(f"saved Git repository block [bold]{name}[/bold] ({block.url}, branch {branch})")
+    err.print(f"saved Git repository block [bold]{escape(name)}[/bold] ({escape(block.url)}, branch {branch})")
 
 
 @repo_app.command("list")
@@ -73,7 +73,7 @@ def cluster_add(
 ) -> None:
     """Save a Kubernetes cluster block; its kubeconfig is stored as a secret."""
     save_cluster(name, kubeconfig, context, parse_labels(label))
-    err.print(f"saved Kubernetes cluster block [bold]{name}[/bold]")
+    err.print(f"saved Kubernetes cluster block [bold]{escape(name)}[/bold]")
 
 
 @cluster_app.command("list")
@@ -107,5 +107,5 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    error(message)
     raise typer.Exit(2)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from engine.report import SyncReport, SyncStatus
+from cli import logs
+from cli.console import error, out
 from cli.tables import print_result
-
-err = Console(stderr=True)
+from engine.report import SyncReport, SyncStatus
 
 NO_DRIFT, DRIFT, ERROR = 0, 1, 2
 
@@ -28,18 +28,19 @@ def drift_command(
     """Compare each app with the revision last synced to its clusters; report, and with --heal undo, what drifted."""
     from flows.drift import DriftCheckFailed, gitops_drift
 
+    logs.apply()  # prefect is imported by now
     code = None
     try:
         # Without --heal the command only looks, whatever the apps' selfHeal says.
         report = gitops_drift(repo=repo, apps=app or None, clusters=cluster or None, heal=heal)
     except DriftCheckFailed as failed:
         report, code = failed.report, ERROR
-    except Exception as error:  # gitops.yaml invalid, a block missing, Git unreachable...
-        message = f"{type(error).__name__}: {error}"
+    except Exception as failure:  # gitops.yaml invalid, a block missing, Git unreachable...
+        message = f"{type(failure).__name__}: {failure}"
         if as_json:
             print(json.dumps({"revision": None, "results": [], "message": message}))
         else:
-            err.print(f"[red]error:[/red] {message}", highlight=False, markup=False)
+            error(message)
         raise typer.Exit(ERROR)
     print(report.to_json()) if as_json else _print_report(report)
     raise typer.Exit(code if code is not None else NO_DRIFT if report.ok else DRIFT)
@@ -47,12 +48,12 @@ def drift_command(
 
 def _print_report(report: SyncReport) -> None:
     for result in report.results:
-        print_result(err, result)
+        print_result(out, result)
         for obj in result.objects:
             if obj.action == "unchanged":
                 continue
-            err.print(f"    {obj.action:<10} {obj.ref}: {obj.reason}", highlight=False, markup=False)
+            out.print(escape(f"    {obj.action:<10} {obj.ref}: {obj.reason}"))
             for change in getattr(obj, "changes", []):
-                err.print(f"        {change}", highlight=False, markup=False)
+                out.print(escape(f"        {change}"))
     drifted = sum(r.status is SyncStatus.FAILED for r in report.results)
-    err.print(f"{drifted} of {len(report.results)} app(s) drifted" if drifted else "no drift")
+    out.print(f"{drifted} of {len(report.results)} app(s) drifted" if drifted else "no drift")

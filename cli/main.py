@@ -1,15 +1,19 @@
 """The `gitops` command line."""
 
-import typer
+from cli import logs
 
-from cli.blocks import cluster_app, repo_app
-from cli.localcluster import localcluster_app
-from cli.drift import drift_command
-from cli.recover import recover_command
-from cli.rollback import rollback_command
-from cli.serve import serve_command
-from cli.sync import diff_command, status_command, sync_command
-from cli.validate import validate_command
+logs.quiet_by_default()  # before anything below imports prefect
+
+import typer  # noqa: E402
+
+from cli.blocks import cluster_app, repo_app  # noqa: E402
+from cli.localcluster import localcluster_app  # noqa: E402
+from cli.drift import drift_command  # noqa: E402
+from cli.recover import recover_command  # noqa: E402
+from cli.rollback import rollback_command  # noqa: E402
+from cli.serve import serve_command  # noqa: E402
+from cli.sync import diff_command, status_command, sync_command  # noqa: E402
+from cli.validate import validate_command  # noqa: E402
 
 app = typer.Typer(
     name="gitops",
@@ -17,6 +21,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"gitops {version('prefect-gitops')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (flow runs, INFO) on stderr."),
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit."),
+) -> None:
+    """prefect-gitops: Git as the source of truth for Kubernetes clusters, run as Prefect flows.
+
+    Results go to stdout, progress and logs to stderr."""
+    logs.apply(verbose)
+
+
 app.add_typer(localcluster_app, name="localcluster")
 app.add_typer(repo_app, name="repo")
 app.add_typer(cluster_app, name="cluster")

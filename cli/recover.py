@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-err = Console(stderr=True)
+from cli import logs
+from cli.console import out
 DEPLOYMENT = "gitops-recover/gitops-recover"
 
 
@@ -21,13 +21,14 @@ def recover_command(
         return
     from flows.recovery import RecoveryFailed, gitops_recover
 
+    logs.apply()
     try:
         report = gitops_recover(repo=repo, cluster=cluster)
     except RecoveryFailed as failed:
         report = failed.report
     for app in report.apps:
-        err.print(f"  {app.status.value:<9} {app.app}: {app.seconds:.1f} s, {app.changed} objects changed")
-    err.print(f"{cluster}: {'recovered' if report.ok else 'not recovered'} in {report.seconds:.1f} s")
+        out.print(f"  {app.status.value:<9} {app.app}: {app.seconds:.1f} s, {app.changed} objects changed")
+    out.print(f"{cluster}: {'recovered' if report.ok else 'not recovered'} in {report.seconds:.1f} s")
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -35,5 +36,5 @@ def _via_api(repo: str, cluster: str) -> None:
     from prefect.deployments import run_deployment
 
     run = run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, timeout=900)
-    err.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'unknown'}")
+    out.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'unknown'}")
     raise typer.Exit(0 if run.state and run.state.is_completed() else 1)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from cli import logs
+from cli.console import error, out
 from engine.git import GitError
 from engine.rollback import RollbackError
 
-err = Console(stderr=True)
 
 
 def rollback_command(
@@ -19,14 +19,15 @@ def rollback_command(
     """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
     from flows.rollback import RollbackIncomplete, gitops_rollback  # Prefect only when the command runs
 
+    logs.apply()
     try:
         result = gitops_rollback(repo=repo, app=app, to=to)
     except (RollbackError, GitError) as refused:
-        err.print(f"[red]rollback refused:[/red] {refused}", highlight=False)
+        error(str(refused), label="rollback refused")
         raise typer.Exit(1)
     except RollbackIncomplete as incomplete:
-        err.print(f"[red]error:[/red] {incomplete}", highlight=False)
+        error(str(incomplete))
         raise typer.Exit(1)
-    err.print(f"[green]rolled back[/green] {app} to {result.to[:12]} by {result.commit[:12]} "
+    out.print(f"[green]rolled back[/green] {app} to {result.to[:12]} by {result.commit[:12]} "
               f"(reverted {len(result.reverted)} commit(s)); synced: "
-              f"{'; '.join(f'{r.cluster}: {r.status.value}' for r in result.sync.results)}", highlight=False)
+              f"{'; '.join(f'{r.cluster}: {r.status.value}' for r in result.sync.results)}")

@@ -1,19 +1,21 @@
-"""`gitops sync`, `gitops diff` and `gitops status`. The exit code is 0 only when
-everything succeeded; `--json` prints one document that scripts can rely on."""
+"""`gitops sync`, `gitops diff` and `gitops status`: results on stdout, the
+rest on stderr; `--json` prints one document that scripts can rely on.
+`gitops sync` exits 0 only when everything succeeded, 1 otherwise; `gitops diff`
+exits as `kubectl diff` does: 0 nothing would change, 1 something would, 2 error."""
 
 from __future__ import annotations
 
 import json
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.report import SyncFailed, SyncReport
+from cli import logs
+from cli.console import err, error, out
+from cli.diffs import print_diffs
 from cli.tables import print_result, print_table
-
-err = Console(stderr=True)
+from engine.report import SyncFailed, SyncReport
 
 REPO = typer.Option(..., "--repo", help="Git repository block name.")
 REVISION = typer.Option(None, "--revision", help="Branch, tag or SHA; the block's branch by default.")
@@ -21,47 +23,74 @@ APPS = typer.Option([], "--app", help="Only this app (repeatable).")
 CLUSTERS = typer.Option([], "--cluster", help="Only this cluster (repeatable).")
 AS_JSON = typer.Option(False, "--json", help="Print one JSON document.")
 
+NO_CHANGES, CHANGES, ERROR = 0, 1, 2  # gitops diff's exit codes
+
 
 def sync_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
     """Apply a revision to every target cluster: diff, apply, prune, wait for health."""
-    _run(repo, revision, app, cluster, as_json, dry_run=False)
+    report = _run(repo, revision, app, cluster, as_json, dry_run=False, error_code=1)
+    print(report.to_json()) if as_json else _print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
-    """Show what a sync would change (server-side dry-run), writing nothing."""
-    _run(repo, revision, app, cluster, as_json, dry_run=True)
+    """Show what a sync would change (server-side dry-run), writing nothing.
+    Exit code 0: no changes, 1: changes, 2: error."""
+    report = _run(repo, revision, app, cluster, as_json, dry_run=True, error_code=ERROR)
+    if as_json:
+        print(report.to_json())
+        changed = sum(r.changed for r in report.results)
+    else:
+        changed = print_diffs(out, report)
+        _print_diff_summary(report, changed)
+    raise typer.Exit(ERROR if not report.ok else CHANGES if changed else NO_CHANGES)
 
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
-         dry_run: bool) -> None:
+         dry_run: bool, error_code: int) -> SyncReport:
+    """The run's report; when no app could run (gitops.yaml invalid, the fetch
+    failed), the error is printed and the command exits with `error_code`."""
     from flows.sync import gitops_sync
 
+    logs.apply()  # prefect is imported by now
     state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
                         dry_run=dry_run, return_state=True)
     outcome = state.result(raise_on_failure=False)
     report = outcome.report if isinstance(outcome, SyncFailed) else outcome
-    if not isinstance(report, SyncReport):  # gitops.yaml invalid, or the fetch failed: no app ran
-        message = str(report) if isinstance(report, BaseException) else (state.message or "sync failed")
-        if as_json:
-            print(json.dumps({"revision": None, "results": [], "message": message}))
-        else:
-            err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-        raise typer.Exit(1)
-    print(report.to_json()) if as_json else _print_report(report, dry_run)
-    raise typer.Exit(0 if report.ok else 1)
+    if isinstance(report, SyncReport):
+        return report
+    message = str(report) if isinstance(report, BaseException) else (state.message or "sync failed")
+    if as_json:
+        print(json.dumps({"revision": None, "results": [], "message": message}))
+    else:
+        error(message)
+    raise typer.Exit(error_code)
 
 
-def _print_report(report: SyncReport, dry_run: bool) -> None:
+def _print_report(report: SyncReport) -> None:
+    for result in report.results:
+        print_result(out, result)
+        for obj in result.objects:
+            if obj.action != "unchanged" or obj.health not in ("", "Current"):
+                detail = f" ({obj.reason})" if obj.reason else ""
+                out.print(escape(f"    {obj.action:<10} {obj.ref} {obj.health}{detail}"))
+    out.print(f"revision {report.revision[:12]}: "
+              f"{'all succeeded' if report.ok else str(len(report.failed())) + ' failed'}")
+
+
+def _print_diff_summary(report: SyncReport, changed: int) -> None:
+    """On stderr, so that stdout holds the diff alone: each app and cluster, what
+    could not be planned, and a count."""
     for result in report.results:
         print_result(err, result)
         for obj in result.objects:
-            if dry_run or obj.action != "unchanged" or obj.health not in ("", "Current"):
-                detail = f" ({obj.reason})" if obj.reason else ""
-                err.print(f"    {obj.action:<10} {obj.ref} {obj.health}{detail}", highlight=False)
+            if obj.reason:
+                err.print(escape(f"    {obj.action:<10} {obj.ref}: {obj.reason}"))
+    failed = len(report.failed())
     err.print(f"revision {report.revision[:12]}: "
-              f"{'all succeeded' if report.ok else str(len(report.failed())) + ' failed'}")
+              + (f"{failed} failed" if failed else f"{changed} object(s) would change" if changed else "no changes"))
 
 
 def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:

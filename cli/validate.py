@@ -1,16 +1,17 @@
 """`gitops validate`: fetch, render and validate a revision for every target
-cluster, writing nothing; exit 0 when clean, 1 when anything is wrong."""
+cluster, writing nothing; exit 0 when clean, 1 when anything is wrong, 2 when
+it could not run. The problems are its result: on stdout."""
 
 from __future__ import annotations
 
 import json
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
+from cli import logs
+from cli.console import error, out
 from engine.problems import Problem, ProblemsFound, Severity
-
-err = Console(stderr=True)
 
 
 def validate_command(
@@ -24,6 +25,7 @@ def validate_command(
     """Validate the desired state of a revision without writing to any cluster."""
     from flows.validate import ValidationFailed, gitops_validate
 
+    logs.apply()  # prefect is imported by now
     try:
         desired = gitops_validate(repo=repo, apps=app or None, clusters=cluster or None,
                                   revision=revision, server_dry_run=not offline)
@@ -32,6 +34,8 @@ def validate_command(
     except ProblemsFound as found:  # the spec itself is invalid
         _report(None, [], found.problems, as_json)
         raise typer.Exit(1)
+    except Exception as failure:  # a block missing, Git unreachable, an unknown revision...
+        _could_not_run(f"{type(failure).__name__}: {failure}", as_json)
     _report(desired.revision, desired.targets, desired.all_problems(), as_json)
     raise typer.Exit(1 if desired.errors() else 0)
 
@@ -47,13 +51,21 @@ def _report(revision: str | None, targets: list, problems: list[Problem], as_jso
         return
     for t in targets:
         mark = "[red]✗[/red]" if any(p.severity is Severity.ERROR for p in t.problems) else "[green]✓[/green]"
-        err.print(f"{mark} {t.app.name} on {t.cluster}: {len(t.manifests)} objects")
+        out.print(f"{mark} {escape(t.app.name)} on {escape(t.cluster)}: {len(t.manifests)} objects")
     for p in problems:
         colour = "red" if p.severity is Severity.ERROR else "yellow"
-        err.print(f"[{colour}]{p.severity.value}[/{colour}] {p}", highlight=False)
+        out.print(f"[{colour}]{p.severity.value}[/{colour}] {escape(str(p))}")
     if revision:
         errors = sum(p.severity is Severity.ERROR for p in problems)
-        err.print(f"revision {revision[:12]}: {errors} error(s), {len(problems) - errors} warning(s)")
+        out.print(f"revision {revision[:12]}: {errors} error(s), {len(problems) - errors} warning(s)")
+
+
+def _could_not_run(message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"revision": None, "results": [], "problems": [], "message": message}))
+    else:
+        error(message)
+    raise typer.Exit(2)
 
 
 def _problem_json(p: Problem) -> dict:

@@ -27,6 +27,8 @@ class ObjectResult:
     action: str  # created, configured, unchanged, pruned, skipped
     health: str  # the kstatus word, "" when not checked
     reason: str = ""
+    # The field diff, `- path: old` / `+ path: new` a line, Secret values masked; "" when unchanged.
+    diff: str = ""
 
     @property
     def ref(self) -> str:

@@ -257,6 +257,7 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
             apiVersion=change.api_version, kind=change.kind, namespace=change.namespace, name=change.name,
             source=str(change.source) if change.source else "", action=change.action.value,
             health=state.status.value if state else "", reason=change.error or (state.reason if state else ""),
+            diff=change.diff,  # masked by the engine: built from masked objects
         ))
     return TargetResult(target.app.name, target.cluster, status, message, objects,
                         health=health.summary() if health else "", held=held)

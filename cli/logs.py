@@ -1,0 +1,70 @@
+"""How much of Prefect's logging the terminal sees. Results go to stdout and the
+CLI's own lines to stderr; Prefect's INFO lines (`Flow run ... Beginning flow
+run`) would drown them, so its console handler shows warnings and errors only,
+without tracebacks, unless `-v` is given. Runs still send every line, tracebacks
+included, to the Prefect API: only the console handler is quietened."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Read by Prefect's logging set-up (when prefect is imported, and again when a
+# temporary server starts): the `console` handler of its logging.yml.
+CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def quiet_by_default(argv: list[str] | None = None) -> None:
+    """Before anything imports prefect: WARNING on the console unless `-v` comes
+    before the command's name, or the user chose a level themselves."""
+    if _verbose_flag(sys.argv[1:] if argv is None else argv):
+        os.environ[CONSOLE_LEVEL] = "NOTSET"
+    else:
+        os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
+
+
+_verbose = False
+
+
+def apply(verbose: bool | None = None) -> None:
+    """Once the options are parsed: the console handler as chosen, and tracebacks
+    kept off it when quiet. Called again (without argument) by commands that
+    import prefect only when they run."""
+    global _verbose
+    verbose = _verbose = _verbose if verbose is None else verbose
+    if verbose:
+        os.environ[CONSOLE_LEVEL] = "NOTSET"
+    for handler in _console_handlers():
+        if verbose:
+            handler.setLevel(logging.NOTSET)
+        elif not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
+
+
+class _NoTraceback(logging.Filter):
+    """The message without its traceback (the CLI prints the error in one line).
+    The console handler sits on the root logger, so it runs after the API's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _console_handlers() -> list[logging.Handler]:
+    if "prefect.logging.handlers" not in sys.modules:
+        return []  # nothing of Prefect's is set up yet: the environment decides
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    return [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+
+
+def _verbose_flag(args: list[str]) -> bool:
+    """`-v` among the global options, i.e. before the first word that is not an option."""
+    for arg in args:
+        if not arg.startswith("-"):
+            return False
+        if arg in VERBOSE_FLAGS:
+            return True
+    return False
