@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 from pydantic.alias_generators import to_camel
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.manifests import Document, parse_documents, read_text
 from engine.objects import Source
@@ -301,6 +302,7 @@ def parse_appspec(text: str, path: str = APPSPEC_FILE) -> AppSpec:
         raise ProblemsFound([Problem(Source(path, line), "", "appspec.invalid",
                                      f"{path} must hold one mapping with an `apps` list")])
     document = documents[0]
+    document.value = _as_written(document.value, document.node)
     try:  # everything but the apps: unknown top-level fields, `apps` not a list
         AppSpec.model_validate({**document.value, "apps": []})
     except ValidationError as error:
@@ -324,6 +326,28 @@ def parse_appspec(text: str, path: str = APPSPEC_FILE) -> AppSpec:
     if problems:
         raise ProblemsFound(problems)
     return AppSpec(apps=list(apps.values()))
+
+
+# Booleans to YAML 1.1 (and to Kubernetes), words to YAML 1.2. In gitops.yaml they
+# mean the word where a word is allowed (`resourceLimits: off`, a label `on`);
+# where a boolean is wanted, pydantic reads the word as YAML 1.1 would.
+_YAML11_BOOLEAN_WORDS = re.compile(r"y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF")
+
+
+def _as_written(value: Any, node: Node | None, path: tuple = ()) -> Any:
+    """`value` with each plain yes/no/on/off that YAML 1.1 made a boolean back
+    to its word. Helm values keep YAML's reading: Helm reads them the same way."""
+    if path[-2:] == ("helm", "values") or node is None:
+        return value
+    if isinstance(node, ScalarNode):
+        written = isinstance(value, bool) and not node.style and _YAML11_BOOLEAN_WORDS.fullmatch(node.value)
+        return node.value if written else value
+    if isinstance(node, MappingNode) and isinstance(value, dict):
+        children = {k.value: v for k, v in node.value if isinstance(k, ScalarNode)}  # keys are strings already
+        return {k: _as_written(v, children.get(k), path + (k,)) for k, v in value.items()}
+    if isinstance(node, SequenceNode) and isinstance(value, list) and len(value) == len(node.value):
+        return [_as_written(v, n, path + (i,)) for i, (v, n) in enumerate(zip(value, node.value))]
+    return value
 
 
 def _raw_names(raw_apps: list) -> set[str]:

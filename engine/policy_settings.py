@@ -4,14 +4,31 @@ The defaults are what a careful platform team would choose."""
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Enforcement(str, Enum):
     REQUIRE = "require"  # an error: nothing is applied
     WARN = "warn"  # reported, applied anyway
     OFF = "off"
+
+
+_FALSE_WORDS = ("off", "no", "n", "false")
+
+
+def _enforcement(value: object) -> object:
+    """YAML 1.1 reads `off` (`Off`, `OFF`, `no`) as false: false means off.
+    `true` says nothing of which of require or warn is meant, and stays refused."""
+    if value is False:
+        return Enforcement.OFF
+    if isinstance(value, str):  # gitops.yaml passes the word as written (engine/appspec.py)
+        return "off" if value.lower() in _FALSE_WORDS else value.lower()
+    return value
+
+
+EnforcementWord = Annotated[Enforcement, BeforeValidator(_enforcement)]
 
 
 class PolicySettings(BaseModel):
@@ -31,4 +48,4 @@ class PolicySettings(BaseModel):
     # Registries images may come from, e.g. ["registry.example.com", "docker.io"]; empty means any.
     allowed_registries: list[str] = Field(default_factory=list, alias="allowedRegistries")
     # Containers without resource limits: an error, a warning, or allowed.
-    resource_limits: Enforcement = Field(Enforcement.WARN, alias="resourceLimits")
+    resource_limits: EnforcementWord = Field(Enforcement.WARN, alias="resourceLimits")

@@ -10,6 +10,7 @@ import pytest
 
 from engine.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
 from engine.objects import Source
+from engine.policy_settings import Enforcement
 from engine.problems import ProblemsFound, Severity
 
 CLUSTERS = {"staging": {"env": "staging"}, "production": {"env": "prod", "region": "eu"},
@@ -237,3 +238,43 @@ def test_spec_that_is_not_a_mapping(tmp_path):
 
 def test_parse_appspec_from_text():
     assert parse_appspec("apps: []").apps == []
+
+
+@pytest.mark.parametrize("written", ["off", "Off", "OFF", "no", "false", "'off'"])
+def test_resource_limits_off_as_yaml_means_it(tmp_path, written):
+    [app] = load(tmp_path, f"""
+        apps:
+          - name: web
+            path: apps/web
+            clusterSelector: {{}}
+            policy: {{resourceLimits: {written}}}
+        """).apps
+    assert app.policy.resource_limits is Enforcement.OFF
+
+
+def test_yaml_boolean_words_stay_words_where_words_are_allowed(tmp_path):
+    [app] = load(tmp_path, """
+        apps:
+          - name: web
+            path: apps/web
+            clusterSelector:
+              matchLabels: {canary: on}
+              matchExpressions: [{key: tier, operator: In, values: [yes, "no"]}]
+            syncPolicy: {prune: yes, selfHeal: off}
+            helm: {values: {enabled: yes}}
+        """).apps
+    assert app.cluster_selector.match_labels == {"canary": "on"}
+    assert app.cluster_selector.match_expressions[0].values == ["yes", "no"]
+    assert app.sync_policy.prune is True and app.sync_policy.self_heal is False
+    assert app.helm.values == {"enabled": True}  # Helm reads YAML 1.1 too
+
+
+def test_resource_limits_true_is_refused(tmp_path):
+    body = """
+        apps:
+          - name: web
+            path: apps/web
+            clusterSelector: {}
+            policy: {resourceLimits: on}
+        """
+    assert problems_of(tmp_path, body) == [("appspec.invalid", 5, "app/web")]
