@@ -1,4 +1,5 @@
-"""`gitops localcluster up|down|list`: real local Kubernetes control planes."""
+"""`gitops localcluster up|down|list`: real local Kubernetes control planes, and
+`stop|pause|resume|start NAME COMPONENT` to inject faults into one of them."""
 
 from __future__ import annotations
 
@@ -78,11 +79,61 @@ def list_command() -> None:
     table = Table("name", "API", "state", "memory", "kubeconfig")
     for cluster in list_clusters():
         record = cluster.record()
-        alive = cluster.running_pids()
-        state = "running" if cluster.is_running() else f"broken ({len(alive)}/5 processes)"
+        state = _describe_state(cluster.component_states())
         memory = f"{cluster.resident_memory_bytes() / 2**20:.0f} MiB"
         table.add_row(cluster.name, record.api_url, state, memory, str(cluster.kubeconfig))
     print_table(table)
+
+
+COMPONENT_HELP = "etcd, apiserver, controller-manager, scheduler or kubelet (or kube-apiserver, ...)."
+
+
+@localcluster_app.command("stop")
+def stop_component(name: str = typer.Argument(..., help="Cluster name."),
+                   component: str = typer.Argument(..., help=COMPONENT_HELP),
+                   kill: bool = typer.Option(False, "--kill", help="SIGKILL at once, as a crash.")) -> None:
+    """Stop one component (SIGTERM, then SIGKILL after 5 s), keeping its state for `start`."""
+    _fault(name, component, "killed" if kill else "stopped", lambda cluster: cluster.stop_component(component, kill))
+
+
+@localcluster_app.command("pause")
+def pause_component(name: str = typer.Argument(..., help="Cluster name."),
+                    component: str = typer.Argument(..., help=COMPONENT_HELP)) -> None:
+    """Freeze one component (SIGSTOP): connections are accepted, never answered."""
+    _fault(name, component, "paused", lambda cluster: cluster.pause_component(component))
+
+
+@localcluster_app.command("resume")
+def resume_component(name: str = typer.Argument(..., help="Cluster name."),
+                     component: str = typer.Argument(..., help=COMPONENT_HELP)) -> None:
+    """Let a paused component run on (SIGCONT)."""
+    _fault(name, component, "resumed", lambda cluster: cluster.resume_component(component))
+
+
+@localcluster_app.command("start")
+def start_component(name: str = typer.Argument(..., help="Cluster name."),
+                    component: str = typer.Argument(..., help=COMPONENT_HELP)) -> None:
+    """Start a stopped component again with the same flags, ports and state."""
+    _fault(name, component, "started", lambda cluster: cluster.start_component(component))
+
+
+def _fault(name: str, component: str, done: str, act) -> None:
+    try:
+        cluster = LocalCluster(name)
+        if cluster.record() is None:
+            raise LocalClusterError(f"there is no local cluster {name!r}")
+        with err.status(f"local cluster {name}: {component}"):
+            act(cluster)
+    except LocalClusterError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+    err.print(f"local cluster {name}: {component} {done}")
+
+
+def _describe_state(states: dict[str, str]) -> str:
+    """"running", or which components are not, e.g. "apiserver paused"."""
+    odd = [f"{component} {state}" for component, state in states.items() if state != "running"]
+    return ", ".join(odd) if odd else "running"
 
 
 def _progress(status, message: str) -> None:

@@ -1,6 +1,15 @@
 """Cluster access shared by every stage: one KubeClient per cluster per run, with
-discovery cached for the run, bounded concurrency, retries on transient failures
-only, and every request counted by verb."""
+discovery cached for the run, bounded concurrency, a time limit on every request,
+quick retries on fast transient failures only, and every request counted by verb.
+
+Time limits: every request has a connect limit (5 s: also the TLS handshake of a new
+connection) and a read limit (30 s without a byte of the answer; ample for a LIST or
+a dry-run of a big set). A request to a server that accepts connections but never
+answers (a paused or overloaded kube-apiserver) fails after at most 30 s on a pooled
+connection, 5 s on a new one, and is not retried here: a timeout already waited its
+limit. Refused and dropped connections fail at once and are retried here (4 tries,
+1.4 s of backoff). Either way the error is a ClusterUnreachable naming the server;
+the stage's own retries (tasks/retry.py) decide whether to try again later."""
 
 from __future__ import annotations
 
@@ -9,6 +18,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -113,6 +124,30 @@ def _is_collection(path: str) -> bool:
     return len(rest) == 1
 
 
+# ---- time limits ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RequestTimeout:
+    """The limits of one request: to connect (TCP and TLS), and then between the
+    bytes of the answer. Used when the caller gave no `_request_timeout`."""
+
+    connect_s: float = 5.0
+    read_s: float = 30.0
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.connect_s, self.read_s)
+
+    def __str__(self) -> str:
+        return f"connect {self.connect_s:g} s, read {self.read_s:g} s"
+
+    @classmethod
+    def given(cls, value: Any) -> "RequestTimeout | str":
+        """The limit a caller gave as `_request_timeout`: (connect, read) or a total."""
+        if isinstance(value, tuple) and len(value) == 2:
+            return cls(*value)
+        return f"{value:g} s in all" if isinstance(value, (int, float)) else str(value)
+
+
 # ---- retries ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -134,6 +169,8 @@ NO_RETRY = RetryPolicy(attempts=1)
 def is_retryable(error: BaseException) -> bool:
     """Transient failures only: 429, 5xx and dropped connections. Never 4xx: a 404,
     409 or 422 says the same thing every time it is asked."""
+    if isinstance(error, ClusterUnreachable):
+        return error.transient
     if isinstance(error, ApiException):
         code = error.status or 0
         if code == 429:
@@ -146,6 +183,14 @@ def is_retryable(error: BaseException) -> bool:
         return not isinstance(error.reason, urllib3.exceptions.SSLError)
     return isinstance(error, (urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,
                               ConnectionError))
+
+
+def _is_timeout(error: BaseException) -> bool:
+    """The server did not answer within a limit: it may not for a while."""
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        error = error.reason
+    return (isinstance(error, (urllib3.exceptions.TimeoutError, socket.timeout))
+            and not isinstance(error, urllib3.exceptions.NewConnectionError))  # refused: at once
 
 
 def _body_bytes(error: ApiException) -> bytes:
@@ -161,23 +206,35 @@ def _retry_after(error: BaseException) -> float:
         return 0.0
 
 
-def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter, retry: RetryPolicy) -> None:
-    """Count and retry at the lowest level, rest_client.request, which every call
-    goes through (typed APIs, the dynamic client, discovery)."""
+def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter, retry: RetryPolicy,
+                timeout: RequestTimeout, cluster: str | None) -> None:
+    """Count, time-limit and retry at the lowest level, rest_client.request, which
+    every call goes through (typed APIs, the dynamic client, discovery); a failure to
+    reach the server leaves it as a ClusterUnreachable."""
     rest = api_client.rest_client
     send = rest.request
+    server = api_client.configuration.host
 
     def request(method: str, url: str, *args: Any, **kwargs: Any):
         query = kwargs.get("query_params") or []
         verb = request_verb(method, url, query)
         dry_run = any(key == "dryRun" for key, _ in query)
+        if len(args) >= 6:  # all given by position, as no caller here does
+            limit = RequestTimeout.given(args[5])
+        elif kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"], limit = timeout.as_tuple(), timeout
+        else:
+            limit = RequestTimeout.given(kwargs["_request_timeout"])
         for attempt in range(retry.attempts):
             counter.count(verb, dry_run)
             try:
                 return send(method, url, *args, **kwargs)
             except Exception as error:
-                if attempt + 1 >= retry.attempts or not is_retryable(error):
-                    raise
+                if attempt + 1 >= retry.attempts or not is_retryable(error) or _is_timeout(error):
+                    unreachable = ClusterUnreachable.from_error(cluster, server, error, limit)
+                    if unreachable is None:
+                        raise
+                    raise unreachable from error
                 wait = max(retry.delay(attempt), min(_retry_after(error), retry.max_delay))
                 log.warning("%s %s failed (%s), retrying in %.1fs", verb, urlsplit(url).path,
                             getattr(error, "status", None) or type(error).__name__, wait)
@@ -191,6 +248,57 @@ def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter
 
 _IMMUTABLE_HINTS = ("immutable", "may not change once set", "may not be changed")
 _TYPED_PATCH_ERROR = re.compile(r"failed to create typed patch object \([^)]*\): (?P<detail>.*)", re.DOTALL)
+
+
+class ClusterUnreachable(Exception):
+    """The API server could not be reached or did not answer in time, in plain
+    words: "cluster production (https://10.0.0.1:6443) is unreachable: connection
+    refused". `transient` is False only for a TLS failure (a wrong certificate
+    stays wrong)."""
+
+    def __init__(self, cluster: str | None, server: str, cause: str, transient: bool = True):
+        self.cluster, self.server, self.cause, self.transient = cluster, server, cause, transient
+        where = f"cluster {cluster} ({server})" if cluster else f"the cluster at {server}"
+        super().__init__(f"{where} is unreachable: {cause}")
+
+    def __reduce__(self):  # pickled with a task's failed state
+        return type(self), (self.cluster, self.server, self.cause, self.transient)
+
+    @classmethod
+    def from_error(cls, cluster: str | None, server: str, error: BaseException,
+                   limit: RequestTimeout | str) -> "ClusterUnreachable | None":
+        """The plain-words form of a failure to reach the server; None for any
+        other error (an answer the server gave, a bug)."""
+        if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+            error = error.reason
+        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)):
+            return cls(cluster, server, f"TLS failed: {_innermost(error)}", transient=False)
+        if isinstance(error, urllib3.exceptions.NameResolutionError):
+            return cls(cluster, server, "its host name does not resolve")
+        if isinstance(error, urllib3.exceptions.NewConnectionError):
+            return cls(cluster, server, _innermost(error).lower())
+        if _is_timeout(error):
+            return cls(cluster, server, f"no answer within the time limit ({limit})")
+        if isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):
+            return cls(cluster, server, f"connection lost: {_innermost(error)}")
+        return None
+
+
+def _innermost(error: BaseException) -> str:
+    """The words of the deepest cause of a connection failure, e.g. "Connection
+    refused" out of urllib3's "Failed to establish a new connection: [Errno 111]
+    Connection refused"."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__ or next(
+            (a for a in error.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        error = inner
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 class UnknownKind(LookupError):
@@ -296,15 +404,18 @@ class KubeClient:
     kind is unknown, and whose every request is counted and retried if transient."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, *, max_workers: int = DEFAULT_WORKERS,
-                 retry: RetryPolicy = RetryPolicy(), owns_client: bool = False):
+                 retry: RetryPolicy = RetryPolicy(), timeout: RequestTimeout = RequestTimeout(),
+                 owns_client: bool = False, name: str | None = None):
         self.api_client = api_client
         self.max_workers = max_workers
         self.counter = RequestCounter()
+        self.timeout = timeout
+        self.name = name  # the cluster's name for messages, e.g. its block's
         self._owns_client = owns_client
         if getattr(api_client.rest_client, "_gitops_instrumented", False):
             raise ValueError("this ApiClient is already used by another KubeClient: give each its own")
-        _size_connection_pool(api_client, max_workers)
-        _instrument(api_client, self.counter, retry)
+        _configure_pool(api_client, max_workers)
+        _instrument(api_client, self.counter, retry, timeout, name)
         self._lock = threading.RLock()  # discovery is not thread-safe
         self._dynamic: DynamicClient | None = None
         self._resources: dict[tuple[str, str], Resource] = {}
@@ -312,6 +423,7 @@ class KubeClient:
 
     @classmethod
     def from_block(cls, block: "KubernetesCluster", **kwargs: Any) -> "KubeClient":
+        kwargs.setdefault("name", getattr(block, "_block_document_name", None))
         return cls(block.api_client(), owns_client=True, **kwargs)
 
     def close(self) -> None:
@@ -492,10 +604,14 @@ def _ns(resource: Resource, namespace: str) -> str | None:
     return (namespace or None) if resource.namespaced else None
 
 
-def _size_connection_pool(api_client: kubernetes.client.ApiClient, workers: int) -> None:
-    """Enough pooled connections for the workers, so none is opened and dropped per request."""
+def _configure_pool(api_client: kubernetes.client.ApiClient, workers: int) -> None:
+    """Enough pooled connections for the workers, so none is opened and dropped per
+    request; and urllib3's own retries off (3 by default, timeouts included, which
+    would multiply the time limit): the request wrapper retries what is worth it."""
     config = api_client.configuration
-    if (config.connection_pool_maxsize or 0) < workers:
-        config.connection_pool_maxsize = workers
-        api_client.rest_client.pool_manager.clear()
-        api_client.rest_client = RESTClientObject(config)
+    if (config.connection_pool_maxsize or 0) >= workers and config.retries is False:
+        return
+    config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, workers)
+    config.retries = False
+    api_client.rest_client.pool_manager.clear()
+    api_client.rest_client = RESTClientObject(config)

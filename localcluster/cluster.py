@@ -23,13 +23,16 @@ from typing import Callable
 import yaml
 
 from localcluster import build, pki
-from localcluster.components import COMPONENTS, Layout, Ports, component_args
+from localcluster.components import COMPONENTS, Layout, Ports, component_args, component_name
 from localcluster.errors import LocalClusterError
 from localcluster.home import gitops_home
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 15
+# A fault need not wait long for a graceful exit: the kube-apiserver was seen to
+# linger over 60 s after SIGTERM while the other components stay connected.
+COMPONENT_STOP_TIMEOUT_S = 5
 LOG_TAIL_LINES = 25
 COMPONENT_ENV = {"GOGC": os.environ.get("LOCALCLUSTER_GOGC", "50")}
 
@@ -51,6 +54,7 @@ class ClusterRecord:
     ports: dict
     pids: dict = field(default_factory=dict)
     started_at: float = 0.0
+    extra_args: dict = field(default_factory=dict)  # per component, kept for a restart
 
 
 def clusters_dir() -> Path:
@@ -95,6 +99,12 @@ class LocalCluster:
     def is_running(self) -> bool:
         return set(self.running_pids()) == set(COMPONENTS)
 
+    def component_states(self) -> dict[str, str]:
+        """Each component's state: "running", "paused" (SIGSTOP) or "stopped"."""
+        alive = self.running_pids()
+        return {c: ("paused" if _is_paused(alive[c]) else "running") if c in alive else "stopped"
+                for c in COMPONENTS}
+
     def resident_memory_bytes(self) -> int:
         return sum(_rss_bytes(pid) for pid in self.running_pids().values())
 
@@ -115,9 +125,10 @@ class LocalCluster:
             api_url=f"https://127.0.0.1:{ports[2]}",
             ports=asdict(Ports(*ports)),
             started_at=time.time(),
+            extra_args=extra_args or {},
         )
         try:
-            self._start_all(binary, Ports(*ports), record, on_progress, extra_args or {})
+            self._start_all(binary, Ports(*ports), record, on_progress)
         except BaseException:
             # Stop what started but keep the logs for a post-mortem; the next
             # `up` or a `down` removes them.
@@ -143,16 +154,13 @@ class LocalCluster:
         layout.tokens.write_text("\n".join(lines) + "\n")
         layout.tokens.chmod(0o600)
 
-    def _start_all(self, binary: Path, ports: Ports, record: ClusterRecord, on_progress: Progress,
-                   extra_args: dict[str, list[str]]) -> None:
+    def _start_all(self, binary: Path, ports: Ports, record: ClusterRecord, on_progress: Progress) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         api = _ApiClient(record.api_url, self.layout.pki / "ca.crt", self._token_values["admin"])
         self._write_kubeconfigs(record.api_url)
 
         def start(component: str) -> None:
-            args = component_args(component, self.layout, ports, self.node_name) + extra_args.get(component, [])
-            record.pids[component] = self._spawn(binary, component, args)
-            self.layout.state_file.write_text(json.dumps(asdict(record), indent=2))
+            self._spawn_recorded(binary, component, record)
 
         on_progress("starting etcd")
         start("etcd")
@@ -168,6 +176,13 @@ class LocalCluster:
                    lambda: _node_ready(api.get_json(f"/api/v1/nodes/{self.node_name}")))
         self._wait("the default service account", deadline,
                    lambda: api.get_json("/api/v1/namespaces/default/serviceaccounts/default") is not None)
+
+    def _spawn_recorded(self, binary: Path, component: str, record: ClusterRecord) -> None:
+        """Start a component with the flags and ports of the record, and record its pid."""
+        args = (component_args(component, self.layout, Ports(**record.ports), self.node_name)
+                + record.extra_args.get(component, []))
+        record.pids[component] = self._spawn(binary, component, args)
+        self.layout.state_file.write_text(json.dumps(asdict(record), indent=2))
 
     def _spawn(self, binary: Path, component: str, args: list[str]) -> int:
         log = open(self.layout.log(component), "ab")
@@ -233,6 +248,58 @@ class LocalCluster:
         self._stop_processes()
         shutil.rmtree(self.layout.root, ignore_errors=True)
         return True
+
+    # -- faults: one component at a time, its state kept ---------------------------------
+
+    def stop_component(self, component: str, kill: bool = False) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after 5 s; with `kill`, SIGKILL at
+        once, as a crash): its data, ports and flags are kept for start_component."""
+        component, pid = self._alive(component)
+        self._processes.pop(component, None)
+        _stop(pid, self.layout.root, 0 if kill else COMPONENT_STOP_TIMEOUT_S)
+
+    def pause_component(self, component: str) -> None:
+        """Freeze one component (SIGSTOP): its sockets stay open and the kernel
+        still accepts connections, but nothing answers them."""
+        component, pid = self._alive(component)
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume_component(self, component: str) -> None:
+        """Let a paused component run on (SIGCONT)."""
+        component, pid = self._alive(component)
+        os.kill(pid, signal.SIGCONT)
+
+    def start_component(self, component: str, on_progress: Progress = lambda _: None) -> None:
+        """Start a stopped component again with the same flags, ports and state
+        (the kube-apiserver on the same URL: kubeconfigs keep working), and wait
+        until etcd or the kube-apiserver is healthy again."""
+        component = component_name(component)
+        record = self.record()
+        if record is None:
+            raise LocalClusterError(f"local cluster {self.name!r} does not exist")
+        if component in self.running_pids():
+            raise LocalClusterError(f"{component} of local cluster {self.name!r} is already running")
+        binary = build.ensure_binary(on_progress=on_progress)
+        self._processes = {}  # watch only the one started now
+        on_progress(f"starting {component}")
+        self._spawn_recorded(binary, component, record)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        if component == "etcd":
+            self._wait("etcd to be healthy", deadline, lambda: _etcd_healthy(record.ports["etcd_client"]))
+        elif component == "apiserver":
+            api = _ApiClient(record.api_url, self.layout.pki / "ca.crt", self._admin_token())
+            self._wait("kube-apiserver /readyz", deadline, lambda: api.get_text("/readyz") == "ok")
+
+    def _alive(self, component: str) -> tuple[str, int]:
+        component = component_name(component)
+        pid = self.running_pids().get(component)
+        if pid is None:
+            raise LocalClusterError(f"{component} of local cluster {self.name!r} is not running")
+        return component, pid
+
+    def _admin_token(self) -> str:
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return config["users"][0]["user"]["token"]
 
     def _stop_processes(self) -> None:
         record = self.record()
@@ -314,6 +381,13 @@ def _is_our_process(pid: int, state_dir: Path) -> bool:
     return str(state_dir) in cmdline
 
 
+def _is_paused(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except OSError:
+        return False
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -321,13 +395,18 @@ def _reap(pid: int) -> None:
         pass  # not our child: init reaps it
 
 
-def _stop(pid: int, state_dir: Path) -> None:
+def _stop(pid: int, state_dir: Path, grace_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after grace_s (0: SIGKILL at once)."""
     if not _is_our_process(pid, state_dir):
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    if grace_s > 0:
+        os.kill(pid, signal.SIGTERM)
+        # A paused process would keep the SIGTERM pending until the SIGKILL; sent
+        # after it (as systemd does), SIGCONT lets it handle the SIGTERM at once.
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace_s
     while _is_our_process(pid, state_dir):
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + STOP_TIMEOUT_S
         time.sleep(0.05)

@@ -7,12 +7,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from localcluster.errors import LocalClusterError
+
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 # Start order; stopped in reverse.
 COMPONENTS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet")
+
+
+def component_name(name: str) -> str:
+    """The component a user means: its name here, or Kubernetes' own name for
+    it ("kube-apiserver", "kube-scheduler", ...)."""
+    bare = name.removeprefix("kube-")
+    if bare in COMPONENTS:
+        return bare
+    raise LocalClusterError(f"unknown component {name!r}: use one of {', '.join(COMPONENTS)}")
 
 
 @dataclass(frozen=True)

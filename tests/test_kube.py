@@ -3,6 +3,7 @@ on transient failures, bounded concurrency, and discovery that notices new CRDs.
 
 from __future__ import annotations
 
+import pickle
 import secrets
 import socket
 import threading
@@ -15,8 +16,8 @@ from kubernetes.client.exceptions import ApiException
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from engine.kube import (VERBS, ApiError, KubeClient, RequestCounter, RetryPolicy, UnknownKind, is_retryable,
-                        request_verb, run_bounded)
+from engine.kube import (VERBS, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
+                         RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
 
 HOST = "https://127.0.0.1:6443"
 
@@ -138,22 +139,77 @@ def test_a_clients_map_keeps_to_the_smaller_bound():
         assert 1 < peak <= 6
 
 
+def _client_of(url: str, **kwargs) -> KubeClient:
+    config = kubernetes.client.Configuration()
+    config.host = url
+    config.retries = 3  # urllib3's own retries: KubeClient turns them off
+    return KubeClient(kubernetes.client.ApiClient(config), owns_client=True, **kwargs)
+
+
 def test_a_dropped_connection_is_retried_with_backoff():
     """A real refused connection (nothing listens on the port): every attempt is
-    sent and counted, with the backoff between them."""
+    sent and counted, with the backoff between them, then the failure is one line
+    naming the cluster and its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = kubernetes.client.Configuration()
-    config.host = f"http://127.0.0.1:{port}"
-    config.retries = 0  # urllib3's own retries off: ours only
-    kube = KubeClient(kubernetes.client.ApiClient(config), owns_client=True,
+    kube = _client_of(f"http://127.0.0.1:{port}", name="production",
                       retry=RetryPolicy(attempts=3, first_delay=0.05, max_delay=0.1))
     started = time.monotonic()
-    with kube, pytest.raises(urllib3.exceptions.MaxRetryError):
+    with kube, pytest.raises(ClusterUnreachable) as unreachable:
         kubernetes.client.CoreV1Api(kube.api_client).read_namespace("default")
     assert kube.requests["GET"] == 3
     assert time.monotonic() - started >= 0.15
+    assert str(unreachable.value) == f"cluster production (http://127.0.0.1:{port}) is unreachable: connection refused"
+    assert unreachable.value.transient and is_retryable(unreachable.value)
+
+
+def test_a_server_that_never_answers_fails_at_the_time_limit_without_retries():
+    """A socket that listens but never answers (as a paused kube-apiserver: the
+    kernel accepts the connection): the request ends at the read limit, once."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with _client_of(url, timeout=RequestTimeout(connect_s=1, read_s=0.3)) as kube:
+            with pytest.raises(ClusterUnreachable) as unreachable:
+                kube.server_version()
+            assert kube.requests["GET"] == 1
+    assert str(unreachable.value) == (f"the cluster at {url} is unreachable: "
+                                      "no answer within the time limit (connect 1 s, read 0.3 s)")
+    assert unreachable.value.transient
+
+
+def test_a_callers_own_time_limit_is_kept():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with _client_of(f"http://127.0.0.1:{silent.getsockname()[1]}",
+                        timeout=RequestTimeout(connect_s=10, read_s=10)) as kube:
+            with pytest.raises(ClusterUnreachable, match=r"time limit \(connect 1 s, read 0.3 s\)$"):
+                kubernetes.client.VersionApi(kube.api_client).get_code(_request_timeout=(1, 0.3))
+            with pytest.raises(ClusterUnreachable, match=r"time limit \(0.3 s in all\)$"):
+                kubernetes.client.VersionApi(kube.api_client).get_code(_request_timeout=0.3)
+
+
+@pytest.mark.parametrize("error, words, transient", [
+    (urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")),
+     "connection lost: Connection reset by peer", True),
+    (urllib3.exceptions.MaxRetryError(None, "/api", reason=urllib3.exceptions.SSLError("certificate verify failed")),
+     "TLS failed: certificate verify failed", False),
+    (urllib3.exceptions.ConnectTimeoutError(None, "timed out"),
+     "no answer within the time limit (connect 5 s, read 30 s)", True),
+])
+def test_failures_to_reach_a_cluster_in_plain_words(error, words, transient):
+    unreachable = ClusterUnreachable.from_error("staging", HOST, error, RequestTimeout())
+    assert str(unreachable) == f"cluster staging ({HOST}) is unreachable: {words}"
+    assert unreachable.transient is transient
+    assert str(pickle.loads(pickle.dumps(unreachable))) == str(unreachable)  # a task's failed state keeps it
+
+
+def test_an_answer_of_the_server_is_not_called_unreachable():
+    assert ClusterUnreachable.from_error("staging", HOST, _api_exception(500), RequestTimeout()) is None
+    assert ClusterUnreachable.from_error("staging", HOST, ValueError("bug"), RequestTimeout()) is None
 
 
 # ---- against the cluster -------------------------------------------------------------
