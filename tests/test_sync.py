@@ -134,7 +134,7 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
                               env={**os.environ, "PREFECT_API_URL": prefect_api})
 
     diff = gitops("diff", "--repo", example_repo.block_name, "--cluster", "staging", "--json")
-    assert diff.returncode == 0, diff.stderr
+    assert diff.returncode == 1, diff.stderr  # as kubectl diff: 1 when something would change
     planned = json.loads(diff.stdout)
     assert {o["action"] for r in planned["results"] for o in r["objects"]} == {"created"}
     assert kubectl(clean_clusters["staging"].kubeconfig, "get", "namespace", "web", check=False).returncode != 0
@@ -148,7 +148,7 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
                           "health", "held"}
     assert set(first["requests"]) == {"GET", "LIST", "POST", "PATCH", "PUT", "DELETE"}
     assert set(first["objects"][0]) == {"apiVersion", "kind", "namespace", "name", "source", "action", "health",
-                                        "reason"}
+                                        "reason", "diff"}
 
     status = gitops("status", "--repo", example_repo.block_name, "--json")
     rows = {(r["app"], r["cluster"]): r for r in json.loads(status.stdout)}
