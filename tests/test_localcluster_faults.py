@@ -159,3 +159,57 @@ def test_fault_commands_say_what_they_did_and_refuse_what_cannot_be(cluster):
     assert unknown.returncode == 1 and "unknown component 'kube-proxy'" in unknown.stderr
     missing = gitops("pause", "no-such-cluster", "etcd")
     assert missing.returncode == 1 and "there is no local cluster 'no-such-cluster'" in missing.stderr
+
+
+# ---- a sync against a paused API server -------------------------------------------------
+
+def app_repo(root: Path, cluster: str, greeting: str):
+    """A Git repository of one app for the fault cluster, saved as a block."""
+    from blocks import GitRepository
+    from example_repo import git
+
+    work = root / "work"
+    (work / "apps" / "settings").mkdir(parents=True, exist_ok=True)
+    (work / "gitops.yaml").write_text(
+        "apps:\n  - name: settings\n    path: apps/settings\n"
+        f"    clusters: [{cluster}]\n    namespace: faults-app\n"
+        "    policy:\n      allowedNamespaces: [faults-app]\n")
+    (work / "apps" / "settings" / "all.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-app\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: faults-app\n"
+        f"data:\n  greeting: {greeting}\n")
+    if not (root / "app.git").exists():
+        git("init", "--quiet", "--bare", "-b", "main", str(root / "app.git"), cwd=root)
+        git("init", "--quiet", "-b", "main", cwd=work)
+        git("remote", "add", "origin", str(root / "app.git"), cwd=work)
+    git("add", "--all", cwd=work)
+    git("commit", "--quiet", "-m", f"greet with {greeting}", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    name = f"faults-app-{os.getpid()}"
+    GitRepository(url=f"file://{root / 'app.git'}", branch="main").save(name, overwrite=True)
+    return name
+
+
+def test_a_sync_against_a_paused_api_server_fails_naming_the_cluster(cluster, tmp_path, prefect_api):
+    from blocks import KubernetesCluster
+    from flows.sync import SyncFailed, gitops_sync
+
+    KubernetesCluster.from_kubeconfig_file(cluster.kubeconfig).save(cluster.name, overwrite=True)
+    repo = app_repo(tmp_path, cluster.name, "hello")
+    assert gitops_sync(repo=repo, clusters=[cluster.name]).ok
+
+    app_repo(tmp_path, cluster.name, "bonjour")
+    cluster.pause_component("kube-apiserver")
+    try:
+        failure, seconds = timed(lambda: gitops_sync(repo=repo, clusters=[cluster.name]))
+    finally:
+        cluster.resume_component("kube-apiserver")
+    print(f"sync against a paused kube-apiserver: failed after {seconds:.1f} s: {failure}")
+    assert isinstance(failure, SyncFailed)
+    [result] = failure.report.results
+    assert f"cluster {cluster.name} ({cluster.record().api_url}) is unreachable" in result.message
+
+    assert gitops_sync(repo=repo, clusters=[cluster.name]).ok  # resumed: the next sync converges
+    greeting = kubectl(cluster.kubeconfig, "get", "configmap", "settings", "-n", "faults-app",
+                       "-o", "jsonpath={.data.greeting}").stdout
+    assert greeting == "bonjour"
