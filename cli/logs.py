@@ -1,8 +1,9 @@
 """How much of Prefect's logging the terminal sees. Results go to stdout and the
 CLI's own lines to stderr; Prefect's INFO lines (`Flow run ... Beginning flow
-run`) would drown them, so its console handler shows warnings and errors only,
-without tracebacks, unless `-v` is given. Runs still send every line, tracebacks
-included, to the Prefect API: only the console handler is quietened."""
+run`) would drown them, so unless `-v` is given its console handler shows
+warnings and errors only, without tracebacks, and of the runs' own lines only
+errors (their warnings are in the report the command prints). Runs still send
+every line, tracebacks included, to the Prefect API: only the console is quiet."""
 
 from __future__ import annotations
 
@@ -39,15 +40,20 @@ def apply(verbose: bool | None = None) -> None:
     for handler in _console_handlers():
         if verbose:
             handler.setLevel(logging.NOTSET)
-        elif not any(isinstance(f, _NoTraceback) for f in handler.filters):
-            handler.addFilter(_NoTraceback())
+        elif not any(isinstance(f, _Quiet) for f in handler.filters):
+            handler.addFilter(_Quiet())
 
 
-class _NoTraceback(logging.Filter):
-    """The message without its traceback (the CLI prints the error in one line).
-    The console handler sits on the root logger, so it runs after the API's."""
+class _Quiet(logging.Filter):
+    """Runs' lines below ERROR dropped; messages without their traceback (the
+    CLI prints the error in one line). The console handler sits on the root
+    logger, so it runs after the API's handler has sent the record whole."""
+
+    RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR and record.name.startswith(self.RUN_LOGGERS):
+            return False
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
 
