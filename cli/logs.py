@@ -1,9 +1,10 @@
 """How much of Prefect's logging the terminal sees. Results go to stdout and the
 CLI's own lines to stderr; Prefect's INFO lines (`Flow run ... Beginning flow
 run`) would drown them, so unless `-v` is given its console handler shows
-warnings and errors only, without tracebacks, and of the runs' own lines only
-errors (their warnings are in the report the command prints). Runs still send
-every line, tracebacks included, to the Prefect API: only the console is quiet."""
+warnings and errors only, without tracebacks, and none of the runs' own lines
+(the command prints their outcome: the report, or the error in one line). Runs
+still send every line, tracebacks included, to the Prefect API: only the
+console is quiet."""
 
 from __future__ import annotations
 
@@ -45,14 +46,18 @@ def apply(verbose: bool | None = None) -> None:
 
 
 class _Quiet(logging.Filter):
-    """Runs' lines below ERROR dropped; messages without their traceback (the
-    CLI prints the error in one line). The console handler sits on the root
-    logger, so it runs after the API's handler has sent the record whole."""
+    """The runs' lines and the exit notes of Prefect's background workers
+    ("Still processing items") dropped; the others without their traceback. The
+    console handler sits on the root logger, so it runs after the API's handler
+    has sent the record whole."""
 
     RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+    WORKERS = ("EventsWorker", "APILogWorker")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR and record.name.startswith(self.RUN_LOGGERS):
+        if record.name.startswith(self.RUN_LOGGERS):
+            return False
+        if record.name in self.WORKERS and record.levelno < logging.ERROR:
             return False
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True

@@ -94,10 +94,15 @@ def _print_diff_summary(report: SyncReport, changed: int) -> None:
 
 
 def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:
-    """Per app and cluster: the revision applied, whether it is the branch head, health, last run."""
+    """Per app and cluster: the revision applied, whether it is the branch head, health, last run.
+    Exit code 0: all in sync and healthy, 1: not, 2: error."""
     from cli.status import app_statuses
 
-    rows = app_statuses(repo)
+    try:
+        rows = app_statuses(repo)
+    except Exception as failure:  # a block missing, Git or a cluster unreachable...
+        error(f"{type(failure).__name__}: {failure}")
+        raise typer.Exit(ERROR)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
