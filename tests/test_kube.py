@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from engine.kube import (VERBS, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
+from engine.kube import (FAIL_FAST_S, VERBS, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
                          RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
 
 HOST = "https://127.0.0.1:6443"
@@ -175,9 +175,13 @@ def test_a_server_that_never_answers_fails_at_the_time_limit_without_retries():
             with pytest.raises(ClusterUnreachable) as unreachable:
                 kube.server_version()
             assert kube.requests["GET"] == 1
+            with pytest.raises(ClusterUnreachable) as at_once:  # right after a timeout: not even sent
+                kube.server_version()
+            assert kube.requests["GET"] == 1
     assert str(unreachable.value) == (f"the cluster at {url} is unreachable: "
                                       "no answer within the time limit (connect 1 s, read 0.3 s)")
-    assert unreachable.value.transient
+    assert str(at_once.value) == str(unreachable.value)
+    assert unreachable.value.transient and at_once.value.transient
 
 
 def test_a_callers_own_time_limit_is_kept():
@@ -188,6 +192,7 @@ def test_a_callers_own_time_limit_is_kept():
                         timeout=RequestTimeout(connect_s=10, read_s=10)) as kube:
             with pytest.raises(ClusterUnreachable, match=r"time limit \(connect 1 s, read 0.3 s\)$"):
                 kubernetes.client.VersionApi(kube.api_client).get_code(_request_timeout=(1, 0.3))
+            time.sleep(FAIL_FAST_S)  # a request right after a timeout is not sent: one later is
             with pytest.raises(ClusterUnreachable, match=r"time limit \(0.3 s in all\)$"):
                 kubernetes.client.VersionApi(kube.api_client).get_code(_request_timeout=0.3)
 

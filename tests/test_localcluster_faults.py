@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 
 from conftest import kubectl
-from engine.kube import ClusterUnreachable, KubeClient
+from engine.kube import FAIL_FAST_S, ClusterUnreachable, KubeClient
 from localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -119,6 +119,7 @@ def test_a_paused_api_server_fails_requests_in_time_then_answers_on_resume(clust
         assert cluster.component_states()["apiserver"] == "paused"
         assert "apiserver paused" in listed_state(cluster)
         on_pooled, pooled_s = timed(lambda: kube.list("v1", "Namespace"))
+        time.sleep(FAIL_FAST_S)  # right after a timeout, requests fail without being sent
         on_new, new_s = timed(lambda: kube.get("v1", "Namespace", "default"))
         print(f"paused kube-apiserver: failed after {pooled_s:.1f} s (pooled connection), "
               f"{new_s:.1f} s (new connection): {on_pooled}")
@@ -128,6 +129,7 @@ def test_a_paused_api_server_fails_requests_in_time_then_answers_on_resume(clust
                                   "no answer within the time limit (connect 5 s, read 30 s)")
             assert error.transient
         cluster.resume_component("kube-apiserver")
+        time.sleep(FAIL_FAST_S)  # right after a timeout, requests fail without being sent
         assert kube.get("v1", "Namespace", "default")["metadata"]["name"] == "default"
 
 
