@@ -16,12 +16,15 @@ import sys
 # temporary server starts): the `console` handler of its logging.yml.
 CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 VERBOSE_FLAGS = ("-v", "--verbose")
+# Long-running: its terminal is where runs are watched, as with `prefect worker start`.
+LOUD_COMMANDS = ("serve",)
 
 
 def quiet_by_default(argv: list[str] | None = None) -> None:
     """Before anything imports prefect: WARNING on the console unless `-v` comes
-    before the command's name, or the user chose a level themselves."""
-    if _verbose_flag(sys.argv[1:] if argv is None else argv):
+    before the command's name (or the command is loud), or the user chose a
+    level themselves."""
+    if wants_logs(sys.argv[1:] if argv is None else argv):
         os.environ[CONSOLE_LEVEL] = "NOTSET"
     else:
         os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
@@ -71,11 +74,12 @@ def _console_handlers() -> list[logging.Handler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
 
 
-def _verbose_flag(args: list[str]) -> bool:
-    """`-v` among the global options, i.e. before the first word that is not an option."""
+def wants_logs(args: list[str]) -> bool:
+    """`-v` among the global options (before the first word that is not an
+    option), or a loud command."""
     for arg in args:
         if not arg.startswith("-"):
-            return False
+            return arg in LOUD_COMMANDS
         if arg in VERBOSE_FLAGS:
             return True
     return False

@@ -33,6 +33,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs (flow runs, INFO) on stderr."),
     show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit."),
@@ -40,7 +41,7 @@ def main(
     """prefect-gitops: Git as the source of truth for Kubernetes clusters, run as Prefect flows.
 
     Results go to stdout, progress and logs to stderr."""
-    logs.apply(verbose)
+    logs.apply(verbose or ctx.invoked_subcommand in logs.LOUD_COMMANDS)
 
 
 app.add_typer(localcluster_app, name="localcluster")
