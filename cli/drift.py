@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import error, out
+from cli.console import err, error, out
+from cli.progress import stage_lines
 from cli.tables import print_result
 from engine.report import SyncReport, SyncStatus
 
@@ -32,7 +33,8 @@ def drift_command(
     code = None
     try:
         # Without --heal the command only looks, whatever the apps' selfHeal says.
-        report = gitops_drift(repo=repo, apps=app or None, clusters=cluster or None, heal=heal)
+        with stage_lines(err, shown=not logs.is_verbose()):
+            report = gitops_drift(repo=repo, apps=app or None, clusters=cluster or None, heal=heal)
     except DriftCheckFailed as failed:
         report, code = failed.report, ERROR
     except Exception as failure:  # gitops.yaml invalid, a block missing, Git unreachable...

@@ -66,6 +66,10 @@ class _Quiet(logging.Filter):
         return True
 
 
+def is_verbose() -> bool:
+    return _verbose
+
+
 def _console_handlers() -> list[logging.Handler]:
     if "prefect.logging.handlers" not in sys.modules:
         return []  # nothing of Prefect's is set up yet: the environment decides

@@ -14,6 +14,7 @@ from rich.table import Table
 from cli import logs
 from cli.console import err, error, out
 from cli.diffs import print_diffs
+from cli.progress import stage_lines
 from cli.tables import print_result, print_table
 from engine.report import SyncFailed, SyncReport
 
@@ -55,8 +56,9 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
     from flows.sync import gitops_sync
 
     logs.apply()  # prefect is imported by now
-    state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
-                        dry_run=dry_run, return_state=True)
+    with stage_lines(err, shown=not logs.is_verbose()):
+        state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
+                            dry_run=dry_run, return_state=True)
     outcome = state.result(raise_on_failure=False)
     report = outcome.report if isinstance(outcome, SyncFailed) else outcome
     if isinstance(report, SyncReport):

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import error, out
+from cli.console import err, error, out
+from cli.progress import stage_lines
 from engine.problems import Problem, ProblemsFound, Severity
 
 
@@ -27,8 +28,9 @@ def validate_command(
 
     logs.apply()  # prefect is imported by now
     try:
-        desired = gitops_validate(repo=repo, apps=app or None, clusters=cluster or None,
-                                  revision=revision, server_dry_run=not offline)
+        with stage_lines(err, shown=not logs.is_verbose()):
+            desired = gitops_validate(repo=repo, apps=app or None, clusters=cluster or None,
+                                      revision=revision, server_dry_run=not offline)
     except ValidationFailed as failed:
         desired = failed.desired
     except ProblemsFound as found:  # the spec itself is invalid

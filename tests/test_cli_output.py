@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from cli.diffs import print_diffs
+from cli.progress import StageLines, stage_lines
 from example_repo import example_repo, remove_sample_apps  # noqa: F401  (fixture)
 from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 
@@ -52,6 +54,25 @@ def test_diff_lines_are_coloured_on_a_terminal_only():
         "- (the whole object: no longer in Git)",
     ]
     assert ANSI.search(terminal.getvalue()) and not ANSI.search(plain.getvalue())
+
+
+def test_stage_lines_follow_the_task_runs_on_a_terminal_only():
+    def record(task_run_name: str, message: str) -> logging.LogRecord:
+        made = logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, message, (), None)
+        made.task_run_name = task_run_name
+        return made
+
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    with stage_lines(terminal, shown=True):
+        [lines] = [h for h in logging.getLogger("prefect.task_runs").handlers if isinstance(h, StageLines)]
+        lines.handle(record("diff web@staging", "planned 3 objects"))
+        lines.handle(record("render web@production", "Finished in state Completed()"))
+        lines.handle(record("apply web@staging", "Finished in state Failed('boom')"))
+        lines.handle(record("fetch fleet@head", "Finished in state Completed()"))  # not an app's stage
+        assert lines.stages == {"web@staging": "apply Failed", "web@production": "render Completed"}
+    assert not any(isinstance(h, StageLines) for h in logging.getLogger("prefect.task_runs").handlers)
+    with stage_lines(Console(file=io.StringIO()), shown=True):  # not a terminal: nothing to follow
+        assert not any(isinstance(h, StageLines) for h in logging.getLogger("prefect.task_runs").handlers)
 
 
 def test_errors_in_a_pipe_are_plain_text_with_exit_code_2(prefect_api):
