@@ -214,6 +214,17 @@ def _retry_after(error: BaseException) -> float:
 FAIL_FAST_S = 1.0
 
 
+def _time_limited(args: tuple, kwargs: dict, default: RequestTimeout) -> tuple[tuple, RequestTimeout | str]:
+    """rest_client.request's arguments with `default` as _request_timeout unless
+    the caller gave one (kwargs is updated in place), and the limit that applies."""
+    if len(args) >= 6:  # every argument by position, as no caller here does
+        args = (*args[:5], args[5] or default.as_tuple(), *args[6:])
+        return args, RequestTimeout.given(args[5])
+    if kwargs.get("_request_timeout") is None:
+        kwargs["_request_timeout"] = default.as_tuple()
+    return args, RequestTimeout.given(kwargs["_request_timeout"])
+
+
 class _FailFast:
     """After a request timed out, those that start within the next `hold_s` fail at
     once with the same error rather than each waiting its own limit: an apply of 200
@@ -255,12 +266,7 @@ def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter
         query = kwargs.get("query_params") or []
         verb = request_verb(method, url, query)
         dry_run = any(key == "dryRun" for key, _ in query)
-        if len(args) >= 6:  # all given by position, as no caller here does
-            limit = RequestTimeout.given(args[5])
-        elif kwargs.get("_request_timeout") is None:
-            kwargs["_request_timeout"], limit = timeout.as_tuple(), timeout
-        else:
-            limit = RequestTimeout.given(kwargs["_request_timeout"])
+        args, limit = _time_limited(args, kwargs, timeout)
         fail_fast.check()
         for attempt in range(retry.attempts):
             counter.count(verb, dry_run)
