@@ -124,7 +124,10 @@ def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: b
     try:
         return _pipeline(workspace, target, revision, previous, dry_run)
     except _Wrote as failure:
-        _record_failure(workspace, target, revision, previous, failure)
+        # With auto-revert on, a failed revision is never applied automatically
+        # again, whether or not the revert succeeds.
+        hold = revision if app.sync_policy.auto_revert.enabled else None
+        _record_failure(workspace, target, revision, previous, failure, hold=hold)
         return _maybe_revert(workspace, target, revision, previous, failure.result)
 
 
@@ -214,7 +217,8 @@ def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous:
         return failed
     good = previous.last_healthy_revision if previous else ""
     if not good or good == revision:
-        failed.message += "; auto-revert failed: no earlier healthy revision is recorded to revert to"
+        failed.message += (f"; auto-revert failed: no earlier healthy revision is recorded to revert to; "
+                           f"revision {revision[:12]} is held")
         return failed
     state = sync_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
                      revert_of=revision, return_state=True)
