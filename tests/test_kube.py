@@ -18,6 +18,7 @@ from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.kube import (FAIL_FAST_S, VERBS, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
                          RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
+from tasks.retry import is_transient
 
 HOST = "https://127.0.0.1:6443"
 
@@ -209,6 +210,7 @@ def test_failures_to_reach_a_cluster_in_plain_words(error, words, transient):
     unreachable = ClusterUnreachable.from_error("staging", HOST, error, RequestTimeout())
     assert str(unreachable) == f"cluster staging ({HOST}) is unreachable: {words}"
     assert unreachable.transient is transient
+    assert is_transient(unreachable) is transient  # a stage failing with it is retried by Prefect, or not
     assert str(pickle.loads(pickle.dumps(unreachable))) == str(unreachable)  # a task's failed state keeps it
 
 
