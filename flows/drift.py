@@ -33,7 +33,7 @@ from engine.render import render_app
 from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
-from flows.sync_app import sync_app
+from flows.sync_app import run_app
 from tasks.fetch import fetch_revision
 
 
@@ -219,15 +219,13 @@ def _heal(workspace: Workspace, checks: list[DriftTarget], healing: list[DriftTa
 
 def _heal_cluster(workspace: Workspace, checks: list[DriftTarget]) -> None:
     for check in checks:
-        state = sync_app(repo=workspace.repo_name, app=check.app.name, cluster=check.cluster,
-                         revision=check.revision, heal=True, return_state=True)
-        synced = state.result(raise_on_failure=False)
+        synced = run_app(repo=workspace.repo_name, app=check.app.name, cluster=check.cluster,
+                         revision=check.revision, heal=True)
         for drift in (d for d in check.drifts if d.healable):
-            if isinstance(synced, TargetResult) and synced.status is SyncStatus.SUCCEEDED:
+            if synced.status is SyncStatus.SUCCEEDED:
                 drift.healed = True
             else:
-                why = synced.message if isinstance(synced, TargetResult) else state.message
-                drift.error = f"{drift.ref}: not healed: {why}"
+                drift.error = f"{drift.ref}: not healed: {synced.message}"
 
 
 # ---- the report -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from engine.problems import ProblemsFound, Severity
 from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
 from engine.targets import Target, dependencies
 from engine.workspace import Workspace, opened
-from flows.sync_app import sync_app
+from flows.sync_app import run_app
 from tasks.check import find_pending
 from tasks.fetch import fetch_revision
 
@@ -93,8 +93,9 @@ def _run_cluster(workspace: Workspace, targets: list[Target], dry_run: bool) -> 
         needs = dependencies(workspace.spec, target.app)
         blocked = sorted(app for (app, cluster), result in workspace.results.items()
                          if cluster == target.cluster and app in needs and result.status is not SyncStatus.SUCCEEDED)
-        sync_app(repo=workspace.repo_name, app=target.app.name, cluster=target.cluster,
-                 revision=workspace.revision, dry_run=dry_run, blocked_by=blocked or None, return_state=True)
+        workspace.results[(target.app.name, target.cluster)] = run_app(
+            repo=workspace.repo_name, app=target.app.name, cluster=target.cluster, revision=workspace.revision,
+            dry_run=dry_run, blocked_by=blocked or None)
 
 
 def final_state(report: SyncReport, dry_run: bool = False) -> State:

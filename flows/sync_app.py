@@ -20,6 +20,7 @@ import time
 from prefect import flow, get_run_logger, runtime
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed, Failed, State
 
 from engine.appspec import RevertMode
@@ -84,6 +85,30 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
     return outcome_state(result)
 
 
+def run_app(**parameters) -> TargetResult:
+    """Run `sync_app` nested in the current flow run; its result. Without a
+    heartbeat of its own: a synchronous flow run joins its heartbeat thread on exit,
+    which costs up to a second an app, and the parent run's heartbeat already
+    says the process is alive."""
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = sync_app(**parameters, return_state=True)
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - no result kept: see below
+        result = None
+    if isinstance(result, TargetResult):
+        return result
+    # A run that crashed, or one Prefect did not run again: a retried flow run keeps
+    # the nested runs that completed. Its state says what it was.
+    crashed = isinstance(result, BaseException)
+    status = SyncStatus.FAILED if crashed else _STATUS_OF_STATE.get(state.name, SyncStatus.FAILED)
+    return TargetResult(parameters["app"], parameters["cluster"], status, state.message or str(result),
+                        revision=parameters["revision"])
+
+
+_STATUS_OF_STATE = {"Completed": SyncStatus.SUCCEEDED, "Skipped": SyncStatus.SKIPPED, "Reverted": SyncStatus.REVERTED}
+
+
 def outcome_state(result: TargetResult) -> State:
     """The run's state, named for what happened; the result rides along as its data."""
     message = f"{result.app}@{result.cluster}: {result.message}"
@@ -115,7 +140,7 @@ def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: b
     previous = read_inventory(kube, app.name)
     workspace.before[(app.name, target.cluster)] = previous
     if heal and (previous is None or previous.revision != revision):
-        return _result(target, SyncStatus.SKIPPED, "not healed: the app was synced to another revision meanwhile")
+        return _result(target, SyncStatus.SKIPPED, "the app was synced to another revision meanwhile")
     if previous and revision in previous.held_revisions:
         get_run_logger().warning("%s: revision %s is held after a failed sync; skipped until a newer commit",
                                  target.name, revision[:12])
@@ -179,9 +204,10 @@ def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inv
 
 def _write(workspace: Workspace, target: Target, changeset: ChangeSet) -> HealthReport:
     app, cluster, kube = target.app, target.cluster, workspace.kube(target.cluster)
-    try:
-        apply_target(kube, app, cluster, changeset)
-        if app.sync_policy.prune:
+    try:  # a stage with nothing to do does not run: a no-op sync reads render, validate, diff, health
+        if any(c.action in (Action.CREATED, Action.CONFIGURED) for c in changeset):
+            apply_target(kube, app, cluster, changeset)
+        if any(c.action is Action.PRUNED for c in changeset):
             prune_target(kube, app, cluster, changeset)
         return health_target(kube, app, cluster, changeset)
     except Unhealthy as unhealthy:
@@ -220,13 +246,12 @@ def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous:
         failed.message += (f"; auto-revert failed: no earlier healthy revision is recorded to revert to; "
                            f"revision {revision[:12]} is held")
         return failed
-    state = sync_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
-                     revert_of=revision, return_state=True)
-    reverted: TargetResult = state.result(raise_on_failure=False)
+    reverted = run_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
+                       revert_of=revision)
     logger = get_run_logger()
-    if not isinstance(reverted, TargetResult) or reverted.status is not SyncStatus.SUCCEEDED:
-        why = reverted.message if isinstance(reverted, TargetResult) else str(reverted)
-        failed.message += (f"; auto-revert to {good[:12]} failed: {why}; revision {revision[:12]} is held")
+    if reverted.status is not SyncStatus.SUCCEEDED:
+        failed.message += (f"; auto-revert to {good[:12]} failed: {reverted.message}; "
+                           f"revision {revision[:12]} is held")
         logger.error("%s: %s", target.name, failed.message)
         failed.revision = revision
         _emit(failed, event="gitops.revert.failed")
