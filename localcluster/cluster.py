@@ -271,8 +271,9 @@ class LocalCluster:
 
     def start_component(self, component: str, on_progress: Progress = lambda _: None) -> None:
         """Start a stopped component again with the same flags, ports and state
-        (the kube-apiserver on the same URL: kubeconfigs keep working), and wait
-        until etcd or the kube-apiserver is healthy again."""
+        (the kube-apiserver on the same URL: kubeconfigs keep working); after etcd
+        or the kube-apiserver, wait until they are healthy and the kube-apiserver
+        ready again."""
         component = component_name(component)
         record = self.record()
         if record is None:
@@ -286,7 +287,8 @@ class LocalCluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         if component == "etcd":
             self._wait("etcd to be healthy", deadline, lambda: _etcd_healthy(record.ports["etcd_client"]))
-        elif component == "apiserver":
+        if component in ("etcd", "apiserver") and self.component_states()["apiserver"] == "running":
+            # After etcd too: the kube-apiserver answers 5xx until it has reconnected.
             api = _ApiClient(record.api_url, self.layout.pki / "ca.crt", self._admin_token())
             self._wait("kube-apiserver /readyz", deadline, lambda: api.get_text("/readyz") == "ok")
 
