@@ -27,6 +27,7 @@ from engine.appspec import RevertMode
 from engine.changeset import Action, ChangeSet, ChangeSetError
 from engine.health import HealthReport
 from engine.inventory import Inventory, read_inventory
+from engine.kube import ClusterUnreachable
 from engine.lock import app_lock
 from engine.problems import ProblemsFound
 from engine.prune import EmptyDesiredState
@@ -293,8 +294,10 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
 
 
 def _describe(error: BaseException, target: Target) -> str:
-    """One line, Secret values of the app scrubbed (no traceback: frames may hold them)."""
-    return scrub(f"{type(error).__name__}: {error}", [m.obj for m in target.manifests])
+    """One line, Secret values of the app scrubbed (no traceback: frames may hold them).
+    An unreachable cluster already says so in words; other errors are named by their type."""
+    text = str(error) if isinstance(error, ClusterUnreachable) else f"{type(error).__name__}: {error}"
+    return scrub(text, [m.obj for m in target.manifests])
 
 
 def _emit(result: TargetResult, event: str | None = None) -> None:
