@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 
 from conftest import kubectl
-from engine.kube import FAIL_FAST_S, ClusterUnreachable, KubeClient
+from engine.kube import FAIL_FAST_S, ClusterUnreachable, KubeClient, RequestTimeout
 from localcluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -44,10 +44,10 @@ def cluster(fault_cluster) -> LocalCluster:
     return fault_cluster
 
 
-def kube_of(cluster: LocalCluster) -> KubeClient:
-    """A client with the default time limits (connect 5 s, read 30 s)."""
+def kube_of(cluster: LocalCluster, timeout: RequestTimeout = RequestTimeout()) -> KubeClient:
+    """A client with the default time limits (connect 5 s, read 30 s) unless given others."""
     api_client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    return KubeClient(api_client, owns_client=True, name=cluster.name)
+    return KubeClient(api_client, owns_client=True, name=cluster.name, timeout=timeout)
 
 
 def listed_state(cluster: LocalCluster) -> str:
@@ -113,7 +113,8 @@ def test_a_killed_etcd_starts_again_with_its_data(cluster):
 
 def test_a_paused_api_server_fails_requests_in_time_then_answers_on_resume(cluster):
     url = cluster.record().api_url
-    with kube_of(cluster) as kube:
+    limits = RequestTimeout(connect_s=2, read_s=6)  # the defaults' mechanism, sooner
+    with kube_of(cluster, limits) as kube:
         kube.list("v1", "Namespace")  # the next request reuses this connection: the read limit applies
         cluster.pause_component("kube-apiserver")
         assert cluster.component_states()["apiserver"] == "paused"
@@ -126,7 +127,7 @@ def test_a_paused_api_server_fails_requests_in_time_then_answers_on_resume(clust
         for error in (on_pooled, on_new):
             assert isinstance(error, ClusterUnreachable)
             assert str(error) == (f"cluster {cluster.name} ({url}) is unreachable: "
-                                  "no answer within the time limit (connect 5 s, read 30 s)")
+                                  "no answer within the time limit (connect 2 s, read 6 s)")
             assert error.transient
         cluster.resume_component("kube-apiserver")
         time.sleep(FAIL_FAST_S)  # right after a timeout, requests fail without being sent
