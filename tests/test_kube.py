@@ -101,43 +101,38 @@ def test_counter_is_thread_safe_and_resets():
     assert counter.snapshot() == {v: 0 for v in VERBS}
 
 
-def test_run_bounded_keeps_order_and_bound():
-    active, peak, lock = 0, 0, threading.Lock()
+class PeakConcurrency:
+    """A piece of work that remembers how many of its calls ran at once, at most."""
 
-    def work(i: int) -> int:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
+    def __init__(self):
+        self.active = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, i: int) -> int:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
         time.sleep(0.01)
-        with lock:
-            active -= 1
-        return i * i
+        with self._lock:
+            self.active -= 1
+        return -i
 
-    assert run_bounded(work, range(40), max_workers=4) == [i * i for i in range(40)]
-    assert 1 < peak <= 4
+
+def test_run_bounded_keeps_order_and_bound():
+    work = PeakConcurrency()
+    assert run_bounded(work, range(40), max_workers=4) == [-i for i in range(40)]
+    assert 1 < work.peak <= 4
 
 
 def test_a_clients_map_keeps_to_the_smaller_bound():
-    active, peak, lock = 0, 0, threading.Lock()
-
-    def work(i: int) -> int:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.01)
-        with lock:
-            active -= 1
-        return -i
-
+    work = PeakConcurrency()
     with KubeClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()), owns_client=True,
                     max_workers=6) as kube:
         assert kube.map(work, range(30), max_workers=3) == [-i for i in range(30)]
-        assert 1 < peak <= 3
-        peak = 0
-        assert kube.map(work, range(30), max_workers=50) == [-i for i in range(30)]
-        assert 1 < peak <= 6
+        assert 1 < work.peak <= 3
+        wider = PeakConcurrency()
+        assert kube.map(wider, range(30), max_workers=50) == [-i for i in range(30)]
+        assert 1 < wider.peak <= 6
 
 
 def _client_of(url: str, **kwargs) -> KubeClient:

@@ -17,6 +17,7 @@ import pytest
 from conftest import kubectl
 from engine.kube import FAIL_FAST_S, ClusterUnreachable, KubeClient, RequestTimeout
 from localcluster import LocalCluster
+from test_localcluster_lifecycle import processes_mentioning
 
 pytestmark = pytest.mark.cluster
 
@@ -56,18 +57,6 @@ def listed_state(cluster: LocalCluster) -> str:
     assert listed.returncode == 0, listed.stderr
     [row] = [line for line in listed.stdout.splitlines() if f" {cluster.name} " in line]
     return row
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def timed(call) -> tuple[BaseException | None, float]:
