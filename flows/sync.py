@@ -68,9 +68,10 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
                 return Completed(message=f"up to date: {fetched.sha[:12]} is applied and healthy everywhere, "
                                          "nothing drifted", data=SyncReport(fetched.sha))
         report = SyncReport(fetched.sha, _run_targets(workspace, targets, dry_run))
-    create_markdown_artifact(key=f"gitops-sync-{repo}".lower(), description=f"sync of {repo} at {fetched.sha[:12]}",
-                             markdown=summary_markdown(f"{'Diff' if dry_run else 'Sync'} of `{repo}` at "
-                                                       f"`{fetched.sha[:12]}`", report.results))
+    verb = "diff" if dry_run else "sync"
+    create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(), description=f"{verb} of {repo} at {fetched.sha[:12]}",
+                             markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
+                                                       report.results))
     return final_state(report, dry_run)
 
 
