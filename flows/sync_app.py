@@ -80,7 +80,6 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
     result = _sync(workspace, target, revision, dry_run, blocked_by or [], revert_of, heal)
     result.revision, result.seconds = revision, time.monotonic() - started
     result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
-    workspace.results[(app, cluster)] = result
     if not dry_run and not revert_of:
         _emit(result)
     return outcome_state(result)
