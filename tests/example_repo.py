@@ -69,13 +69,20 @@ def make_example_repo(root: Path, name_prefix: str) -> ExampleRepo:
     return repo
 
 
-def remove_sample_apps(cluster) -> None:
-    """What a sync of the sample repository created, gone: the next test starts clean."""
+def remove_sample_apps(*clusters) -> None:
+    """What a sync of the sample repository created, gone from each cluster: the
+    next test starts clean. The namespaces of all clusters are deleted at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(clusters))) as pool:
+        list(pool.map(_remove_sample_apps, clusters))
+
+
+def _remove_sample_apps(cluster) -> None:
     from conftest import kubectl
 
-    for namespace in ("web", "widgets", "gitops-system"):
-        kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
-                "--timeout=60s", check=False)
+    kubectl(cluster.kubeconfig, "delete", "namespace", "web", "widgets", "gitops-system", "--ignore-not-found",
+            "--wait=true", "--timeout=60s", check=False)
     kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
 
 

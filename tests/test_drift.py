@@ -35,8 +35,7 @@ def repo(registered_clusters, prefect_api, tmp_path_factory) -> ExampleRepo:
     report = gitops_sync(repo=repo.block_name)
     assert report.ok, report.failure_message()
     yield repo
-    for cluster in registered_clusters.values():
-        remove_sample_apps(cluster)
+    remove_sample_apps(*registered_clusters.values())
 
 
 @pytest.fixture

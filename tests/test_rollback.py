@@ -25,8 +25,7 @@ WIDGETS = "apps/widgets/widgets.yaml"
 def clean_clusters(registered_clusters):
     """The clusters, without the sample apps afterwards (as in test_sync.py, which imports the sync flow)."""
     yield registered_clusters
-    for cluster in registered_clusters.values():
-        remove_sample_apps(cluster)
+    remove_sample_apps(*registered_clusters.values())
 
 
 def on_branch(example_repo, path: str) -> str:

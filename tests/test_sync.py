@@ -26,8 +26,7 @@ GITOPS = str(Path(sys.executable).parent / "gitops")
 def clean_clusters(registered_clusters):
     """Each test starts from clusters without the sample apps."""
     yield registered_clusters
-    for cluster in registered_clusters.values():
-        remove_sample_apps(cluster)
+    remove_sample_apps(*registered_clusters.values())
 
 
 def resource_versions(cluster, namespace: str) -> dict[str, str]:
