@@ -7,14 +7,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from engine.report import ObjectResult, SyncReport, TargetResult
+from engine.report import CHANGING_ACTIONS, ObjectResult, SyncReport, TargetResult
 
-CHANGING = ("created", "configured", "pruned")
 _STYLES = {"+": "green", "-": "red"}
 
 
 def would_change(report: SyncReport) -> list[tuple[TargetResult, ObjectResult]]:
-    return [(r, o) for r in report.results for o in r.objects if o.action in CHANGING]
+    return [(r, o) for r in report.results for o in r.objects if o.action in CHANGING_ACTIONS]
 
 
 def print_diffs(console: Console, report: SyncReport) -> int:

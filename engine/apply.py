@@ -137,8 +137,7 @@ def apply_object(kube: KubeClient, change: ObjectChange, allow_recreate: bool = 
     try:
         _apply_or_recreate(kube, change, allow_recreate, timeout)
     except ApiError as error:
-        busy = error.code == 429 or error.code >= 500
-        change.fail("apply", scrub(error.describe(), [change.desired]), transient=busy)
+        change.fail("apply", scrub(error.describe(), [change.desired]), transient=is_retryable(error))
     except UnknownKind as error:
         change.fail("apply", str(error))
     except Exception as error:  # e.g. the connection lost: say which object

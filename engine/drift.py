@@ -145,7 +145,6 @@ def _live_objects(kube: KubeClient, app: str, scopes: list[tuple[str, str, str]]
     live: dict[Key, dict] = {}
     for (api_version, kind, _), items in zip(scopes, kube.map(lambda s: _list_labelled(kube, app, *s), scopes)):
         for item in items:
-            item.update(apiVersion=api_version, kind=kind)  # a LIST's items name neither
             meta = item.get("metadata") or {}
             live[(_group(api_version), kind, meta.get("namespace") or "", meta.get("name") or "")] = item
     unlisted = [d for d in desired if d.key not in live]

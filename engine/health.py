@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from engine.kube import ApiError, KubeClient, UnknownKind
+from engine.kube import ApiError, KubeClient, UnknownKind, is_retryable
 
 
 # -- the vocabulary --------------------------------------------------------------------
@@ -687,11 +687,7 @@ class _ClusterReader:
 
 
 def _list(kube: KubeClient, api_version: str, kind: str, namespace: str, selector: str | None = None) -> list[dict]:
-    items = kube.list(api_version, kind, namespace, label_selector=selector)
-    for item in items:  # a LIST's items name neither; the health rules go by kind
-        item.setdefault("apiVersion", api_version)
-        item.setdefault("kind", kind)
-    return items
+    return kube.list(api_version, kind, namespace, label_selector=selector)
 
 
 def _not_served(api_version: str, kind: str) -> Health:
@@ -709,6 +705,6 @@ def _request(call: Callable[[], Any]) -> Any:
     except UnknownKind as error:
         return _not_served(error.api_version, error.kind)
     except ApiError as error:
-        if error.code == 429 or error.code >= 500:
+        if is_retryable(error):
             raise
         return Health(HealthStatus.UNKNOWN, "ApiError", f"{error.code} {error.reason}" if error.reason else error.message)

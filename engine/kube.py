@@ -173,6 +173,8 @@ def is_retryable(error: BaseException) -> bool:
     409 or 422 says the same thing every time it is asked."""
     if isinstance(error, ClusterUnreachable):
         return error.transient
+    if isinstance(error, ApiError):  # the server's answer, as the verbs raise it
+        return error.code == 429 or error.code >= 500
     if isinstance(error, ApiException):
         code = error.status or 0
         if code == 429:
@@ -559,7 +561,11 @@ class KubeClient:
         resource = self.resource(api_version, kind)
         answer = self._call(self.dynamic.get, resource, namespace=_ns(resource, namespace),
                             label_selector=label_selector)
-        return list(answer.get("items") or [])
+        items = list(answer.get("items") or [])
+        for item in items:  # the API leaves both out of a LIST's items; as kubectl does, they are put back
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
 
     def apply(self, body: dict, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
               force: bool = True) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
+CHANGING_ACTIONS = ("created", "configured", "pruned")
 
 
 class SyncStatus(str, Enum):
@@ -51,7 +52,7 @@ class TargetResult:
     @property
     def changed(self) -> int:
         """Objects created, configured or pruned."""
-        return sum(o.action in ("created", "configured", "pruned") for o in self.objects)
+        return sum(o.action in CHANGING_ACTIONS for o in self.objects)
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -1,8 +1,8 @@
 """What the runs of one sync share: the repository at one revision, the app
 spec, the saved clusters and one KubeClient per cluster, and the targets with
 what they rendered to. A sync flow opens one; the app-and-cluster runs it starts
-find it through `current()` (a context variable, so each run's threads see
-their own); an app run started alone opens its own."""
+find it through `current()`, a context variable that the sync's cluster
+threads copy."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import urllib3
 
 from engine.git import GitError
-from engine.kube import ApiError, ClusterUnreachable, is_retryable
+from engine.kube import is_retryable
 
 
 class TransientError(Exception):
@@ -21,10 +21,6 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, GitError):
         return error.retryable
-    if isinstance(error, ClusterUnreachable):  # refused, reset or no answer in time; not a TLS failure
-        return error.transient
-    if isinstance(error, ApiError):
-        return error.code == 429 or error.code >= 500
     return is_retryable(error) or isinstance(error, (TimeoutError, urllib3.exceptions.TimeoutError))
 
 
