@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from blocks import GitRepository, KubernetesCluster
-from engine.appspec import AppSpec, load_appspec
+from engine import render_cache
+from engine.appspec import App, AppSpec, load_appspec
 from engine.inventory import Inventory
 from engine.kube import KubeClient
+from engine.objects import Manifest
 from engine.problems import Problem
+from engine.render import render_app
 from engine.report import TargetResult
 from engine.targets import Target, select_targets
 
@@ -74,6 +77,16 @@ class Workspace:
             if revision not in self._trees:
                 self._trees[revision] = self.checkout(revision)
             return self._trees[revision]
+
+    def rendered(self, app: App, cluster: str, revision: str) -> list[Manifest]:
+        """The app's manifests for a cluster at a revision: from the render cache,
+        or rendered now (offline, unvalidated) and cached. Raises ProblemsFound."""
+        cached = render_cache.load(revision, app, cluster)
+        if cached is not None:
+            return cached
+        manifests = render_app(self.tree_at(revision), app, cluster)
+        render_cache.store(revision, app, cluster, manifests)
+        return manifests
 
     def close(self) -> None:
         for kube in self._kubes.values():

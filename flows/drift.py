@@ -21,15 +21,12 @@ from prefect.events import emit_event
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
-from engine import render_cache
 from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
-from engine.git import FetchResult
 from engine.inventory import read_inventory
 from engine.kube import KubeClient
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
-from engine.render import render_app
 from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
@@ -107,7 +104,7 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
                      for n in names]
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
-        _render(repo, source, head, checks)
+        _render(workspace, checks)
         futures = [drift_cluster.submit(n, workspace.kube(n), [c for c in checks if c.cluster == n]) for n in names]
         found = {(r.app, r.cluster): r for future in futures for r in future.result()}
         healing = [c for c in checks if c.heals(heal)]
@@ -143,21 +140,13 @@ def _set_revisions(checks: list[DriftTarget], revisions: dict[str, str] | str) -
             check.revision = revisions[check.app.name]
 
 
-def _render(repo: str, source: GitRepository, head: FetchResult, checks: list[DriftTarget]) -> None:
-    """Each app as it was last synced: from the render cache, or rendered from
-    that revision's tree (offline and unvalidated: it was validated when synced)."""
-    trees = {head.sha: head.tree}
+def _render(workspace: Workspace, checks: list[DriftTarget]) -> None:
+    """Each app as it was last synced (unvalidated: it was validated when synced)."""
     for check in checks:
         if not check.revision or check.problem:
             continue
-        cached = render_cache.load(check.revision, check.app, check.cluster)
-        if cached is not None:
-            check.manifests = cached
-            continue
-        if check.revision not in trees:
-            trees[check.revision] = fetch_revision(repo, source, check.revision).tree
         try:
-            check.manifests = render_app(trees[check.revision], check.app, check.cluster)
+            check.manifests = workspace.rendered(check.app, check.cluster, check.revision)
         except ProblemsFound as found:
             check.problem = f"cannot render {check.revision[:12]}: {found}"
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine import render_cache
 from engine.drift import desired_objects, detect_drift
 from engine.inventory import read_inventory
-from engine.render import render_app
 from engine.targets import Target
 from engine.workspace import Workspace
 from tasks.options import STAGE
@@ -36,12 +34,7 @@ def _up_to_date(workspace: Workspace, target: Target) -> bool:
         return True
     if inventory.revision != revision or inventory.last_healthy_revision != revision:
         return False
-    target.manifests = render_cache.load(revision, app, target.cluster) or _render(workspace, target)
+    target.manifests = workspace.rendered(app, target.cluster, revision)
     desired = desired_objects(kube, app.name, target.manifests, app.namespace)
     return not detect_drift(kube, app.name, inventory, desired)
 
-
-def _render(workspace: Workspace, target: Target):
-    manifests = render_app(workspace.tree, target.app, target.cluster)
-    render_cache.store(workspace.revision, target.app, target.cluster, manifests)
-    return manifests
