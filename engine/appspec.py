@@ -153,6 +153,17 @@ class SyncPolicy(_Model):
     health_timeout_seconds: int = Field(300, gt=0, le=24 * 3600)
 
 
+class DecryptionProvider(str, Enum):
+    SOPS = "sops"
+
+
+class Decryption(_Model):
+    """How the app's encrypted manifests are decrypted at render time."""
+    provider: DecryptionProvider = DecryptionProvider.SOPS
+    # Name of the Prefect Secret block holding the age private key(s).
+    secret_ref: str = Field(min_length=1)
+
+
 class App(_Model):
     name: DnsLabel
     # Exactly one: a path (`{cluster}` allowed) or a path per cluster name.
@@ -169,6 +180,10 @@ class App(_Model):
     depends_on: list[str] = Field(default_factory=list)
     sync_policy: SyncPolicy = Field(default_factory=SyncPolicy)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    decryption: Decryption | None = None
+    # A ServiceAccount in `namespace`: every request for the app impersonates it,
+    # so the cluster's RBAC decides what the app may write.
+    service_account_name: DnsLabel | None = None
 
     # Where in gitops.yaml the app is written, for problems about it.
     _source: Source = PrivateAttr(default_factory=lambda: Source(APPSPEC_FILE))
