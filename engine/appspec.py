@@ -184,6 +184,9 @@ class App(_Model):
     # A ServiceAccount in `namespace`: every request for the app impersonates it,
     # so the cluster's RBAC decides what the app may write.
     service_account_name: DnsLabel | None = None
+    # Field managers whose fields in the app's objects are hand edits, hence drift
+    # (None: kubectl's, engine.hand_edits.DEFAULT_DRIFT_MANAGERS; []: none).
+    drift_managers: list[str] | None = None
 
     # Where in gitops.yaml the app is written, for problems about it.
     _source: Source = PrivateAttr(default_factory=lambda: Source(APPSPEC_FILE))
