@@ -41,10 +41,18 @@ class KubernetesCluster(Block):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Labels to select clusters by, e.g. env: prod."
     )
+    require_impersonation: bool = Field(
+        default=False,
+        description=(
+            "Every app synced here must name a serviceAccountName: its requests then impersonate "
+            "that ServiceAccount and the cluster's RBAC fences it. An app without one is refused."
+        ),
+    )
 
     @classmethod
     def from_kubeconfig_file(
-        cls, path: str | Path, context: str | None = None, labels: dict[str, str] | None = None
+        cls, path: str | Path, context: str | None = None, labels: dict[str, str] | None = None,
+        require_impersonation: bool = False,
     ) -> "KubernetesCluster":
         """Read a kubeconfig file, inlining any certificate or key files it names so
         that the block is self-contained."""
@@ -55,6 +63,7 @@ class KubernetesCluster(Block):
             kubeconfig=SecretStr(yaml.safe_dump(config, sort_keys=False)),
             context=context,
             labels=labels or {},
+            require_impersonation=require_impersonation,
         )
 
     def api_client(self) -> kubernetes.client.ApiClient:

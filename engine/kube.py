@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from copy import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
@@ -399,6 +400,12 @@ class ApiError(Exception):
     def not_found(self) -> bool:
         return self.code == 404
 
+    @property
+    def forbidden(self) -> bool:
+        """The cluster's RBAC refused the request (its message names the user,
+        the verb and the resource)."""
+        return self.code == 403
+
     def missing_namespace(self) -> str | None:
         """The namespace named by a "namespaces X not found" answer."""
         if self.code == 404 and self.details.get("kind") == "namespaces":
@@ -431,7 +438,8 @@ class ApiError(Exception):
         return [_describe_cause(c) for c in self.causes]
 
     def describe(self) -> str:
-        return "; ".join(self.explanations())
+        text = "; ".join(self.explanations())
+        return f"forbidden (HTTP 403): {text}" if self.forbidden else text
 
 
 def is_immutable_message(text: str) -> bool:
@@ -449,10 +457,27 @@ def _describe_cause(cause: dict) -> str:
 
 # ---- the client -------------------------------------------------------------------
 
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name a ServiceAccount authenticates as."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+class _Discovery:
+    """What a client learned of the cluster's kinds, for the run; shared with its
+    impersonating views, since which kinds a cluster serves is the same for anyone."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # discovery is not thread-safe
+        self.dynamic: DynamicClient | None = None
+        self.resources: dict[tuple[str, str], Resource] = {}
+        self.cache_dir = tempfile.mkdtemp(prefix="gitops-discovery-")
+
+
 class KubeClient:
     """A cluster for one run: a DynamicClient whose discovery is cached for the
     run (in memory and in a private temp file, never shared), re-discovered when a
-    kind is unknown, and whose every request is counted and retried if transient."""
+    kind is unknown, and whose every request is counted and retried if transient.
+    `impersonating()` gives a view of it whose verbs act as another user."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, *, max_workers: int = DEFAULT_WORKERS,
                  retry: RetryPolicy = RetryPolicy(), timeout: RequestTimeout = RequestTimeout(),
@@ -467,18 +492,37 @@ class KubeClient:
             raise ValueError("this ApiClient is already used by another KubeClient: give each its own")
         _configure_pool(api_client, max_workers)
         _instrument(api_client, self.counter, retry, timeout, name)
-        self._lock = threading.RLock()  # discovery is not thread-safe
-        self._dynamic: DynamicClient | None = None
-        self._resources: dict[tuple[str, str], Resource] = {}
-        self._cache_dir = tempfile.mkdtemp(prefix="gitops-discovery-")
+        self._discovery = _Discovery()
+        self.impersonated: str | None = None  # the user the verbs act as; None: the kubeconfig's own
+        self._headers: dict[str, str] = {}
+        self._view = False
 
     @classmethod
     def from_block(cls, block: "KubernetesCluster", **kwargs: Any) -> "KubeClient":
         kwargs.setdefault("name", getattr(block, "_block_document_name", None))
         return cls(block.api_client(), owns_client=True, **kwargs)
 
+    def impersonating(self, user: str) -> "KubeClient":
+        """This client acting as `user`, as `kubectl --as=USER` does: the same
+        connections, discovery and request counts, and the request of every verb
+        (get, list, apply and its dry-run, create, update, delete) carries
+        `Impersonate-User`, so the cluster's RBAC decides as for that user.
+
+        For a ServiceAccount (service_account_user()) the API server adds its
+        fixed groups itself (system:serviceaccounts, system:serviceaccounts:NS,
+        system:authenticated) and asks only that our own credentials may
+        `impersonate` that ServiceAccount. Sending Impersonate-Group too would make
+        it a plain user impersonation, needing `impersonate` on users and groups.
+        Discovery and server_version() stay the client's own. Closing a view
+        closes nothing: the client it came from owns the connections."""
+        view = copy(self)
+        view.impersonated, view._headers, view._view = user, {"Impersonate-User": user}, True
+        return view
+
     def close(self) -> None:
-        shutil.rmtree(self._cache_dir, ignore_errors=True)
+        if self._view:
+            return
+        shutil.rmtree(self._discovery.cache_dir, ignore_errors=True)
         if self._owns_client:
             self.api_client.close()
 
@@ -507,22 +551,24 @@ class KubeClient:
 
     @property
     def dynamic(self) -> DynamicClient:
-        with self._lock:
-            if self._dynamic is None:  # discovers on creation: only when first needed
-                cache_file = os.path.join(self._cache_dir, "discovery.json")
-                self._dynamic = _DynamicClient(self.api_client, cache_file=cache_file)
-            return self._dynamic
+        found = self._discovery
+        with found.lock:
+            if found.dynamic is None:  # discovers on creation: only when first needed
+                cache_file = os.path.join(found.cache_dir, "discovery.json")
+                found.dynamic = _DynamicClient(self.api_client, cache_file=cache_file)
+            return found.dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
         """The API resource serving a kind; re-discovers once when it is unknown."""
-        with self._lock:
+        found = self._discovery
+        with found.lock:
             key = (api_version, kind)
-            if key not in self._resources:
+            if key not in found.resources:
                 try:  # the lazy discoverer refreshes itself on a miss
-                    self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                    found.resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
                 except (ResourceNotFoundError, ResourceNotUniqueError):
                     raise UnknownKind(api_version, kind) from None
-            return self._resources[key]
+            return found.resources[key]
 
     def serves(self, api_version: str, kind: str) -> bool:
         try:
@@ -533,10 +579,11 @@ class KubeClient:
 
     def invalidate_discovery(self) -> None:
         """Forget what was discovered, e.g. after CRDs were applied."""
-        with self._lock:
-            self._resources.clear()
-            if self._dynamic is not None:
-                self._dynamic.resources.invalidate_cache()
+        found = self._discovery
+        with found.lock:
+            found.resources.clear()
+            if found.dynamic is not None:
+                found.dynamic.resources.invalidate_cache()
 
     def namespaced(self, api_version: str, kind: str) -> bool:
         return bool(self.resource(api_version, kind).namespaced)
@@ -612,8 +659,9 @@ class KubeClient:
         """fn over items on at most max_workers (and never more than the client's) threads."""
         return run_bounded(fn, items, min(max_workers or self.max_workers, self.max_workers))
 
-    @staticmethod
-    def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        if self._headers:  # a new dict each time: the dynamic client adds Accept to it
+            kwargs["header_params"] = dict(self._headers)
         try:
             response = method(*args, serialize=False, raw_errors=True, **kwargs)
         except ApiException as error:

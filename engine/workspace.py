@@ -17,12 +17,13 @@ from blocks import GitRepository, KubernetesCluster
 from engine import render_cache
 from engine.appspec import App, AppSpec, load_appspec
 from engine.inventory import Inventory
-from engine.kube import KubeClient
+from engine.kube import KubeClient, service_account_user
 from engine.objects import Manifest
-from engine.problems import Problem
+from engine.problems import Problem, ProblemsFound
 from engine.render import render_app
 from engine.report import TargetResult
 from engine.targets import Target, select_targets
+from engine.validation.impersonation import impersonation_problems
 
 _CURRENT: ContextVar["Workspace | None"] = ContextVar("gitops_workspace", default=None)
 
@@ -69,6 +70,25 @@ class Workspace:
             if cluster not in self._kubes:
                 self._kubes[cluster] = KubeClient.from_block(self.clusters[cluster])
             return self._kubes[cluster]
+
+    def kube_for(self, app: App, cluster: str) -> KubeClient:
+        """The client for the work of `app` on `cluster` (dry-runs, apply, prune,
+        health and drift reads): the cluster's, impersonating the app's
+        serviceAccountName when it names one, so that the cluster's RBAC decides.
+        Raises ProblemsFound when the cluster requires impersonation and the app
+        names no account.
+
+        The app's inventory and Lease in gitops-system are the engine's own
+        bookkeeping, as Argo CD's and Flux's are the controller's: they are read
+        and written with kube(), and a tenant needs no access to that namespace
+        (where it could rewrite another app's inventory)."""
+        problems = impersonation_problems(app, cluster, self.clusters[cluster].require_impersonation)
+        if problems:
+            raise ProblemsFound(problems)
+        kube = self.kube(cluster)
+        if not app.service_account_name:
+            return kube
+        return kube.impersonating(service_account_user(app.namespace, app.service_account_name))
 
     def tree_at(self, revision: str) -> Path:
         if revision == self.revision:

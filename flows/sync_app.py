@@ -129,6 +129,7 @@ def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, bl
     if revert_of:  # the run being reverted holds the app's Lease
         return _revert_locked(workspace, target, revision, revert_of)
     try:
+        workspace.kube_for(target.app, target.cluster)  # a fencing cluster refuses it before the Lease is written
         with app_lock(kube, target.app.name, holder=_holder()):
             return _sync_locked(workspace, target, revision, dry_run, heal)
     except Exception as error:  # e.g. the cluster unreachable: this app fails, the others go on
@@ -180,7 +181,7 @@ def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inv
               undo: Inventory | None = None, hold: str | None = None) -> TargetResult:
     """The stages, in order. Failures before anything is written return a failed
     result; after, they raise _Wrote."""
-    app, cluster, kube = target.app, target.cluster, workspace.kube(target.cluster)
+    app, cluster, kube = target.app, target.cluster, workspace.kube_for(target.app, target.cluster)
     try:
         target.manifests = render_target(workspace.tree_at(revision), app, cluster, revision)
         provided = provided_by_dependencies(workspace.spec, target, workspace.targets)
@@ -197,13 +198,13 @@ def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inv
         return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}", changeset)
     health = _write(workspace, target, changeset)
     if changeset.changed() or previous is None or previous.revision != revision or hold:
-        record_target(kube, app, cluster, changeset, previous, revision, "reverted" if hold else "healthy",
-                      healthy=True, hold=hold)
+        record_target(workspace.kube(cluster), app, cluster, changeset, previous, revision,
+                      "reverted" if hold else "healthy", healthy=True, hold=hold)
     return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}", changeset, health)
 
 
 def _write(workspace: Workspace, target: Target, changeset: ChangeSet) -> HealthReport:
-    app, cluster, kube = target.app, target.cluster, workspace.kube(target.cluster)
+    app, cluster, kube = target.app, target.cluster, workspace.kube_for(target.app, target.cluster)
     try:  # a stage with nothing to do does not run: a no-op sync reads render, validate, diff, health
         if any(c.action in (Action.CREATED, Action.CONFIGURED) for c in changeset):
             apply_target(kube, app, cluster, changeset)
