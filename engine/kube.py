@@ -9,12 +9,17 @@ answers (a paused or overloaded kube-apiserver) fails after at most 30 s on a po
 connection, 5 s on a new one, and is not retried here: a timeout already waited its
 limit. Refused and dropped connections fail at once and are retried here (4 tries,
 1.4 s of backoff). Either way the error is a ClusterUnreachable naming the server;
-the stage's own retries (tasks/retry.py) decide whether to try again later. For a
-second after a timeout, new requests of the client fail at once with it (_FailFast),
-so that the many threads of a stage do not each wait a limit of their own."""
+the stage's own retries (tasks/retry.py) decide whether to try again later: not
+after a timeout. For a second after a timeout, new requests of the client fail at
+once with it (_FailFast), so that the many threads of a stage do not each wait a
+limit of their own, and until the server answers again requests wait 5 s for an
+answer, not 30. So a sync against a server that stops answering fails within
+about 45 s: the read limit of the stage that was waiting, then the failure's
+record and the Lease's release at 5 s each."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -55,13 +60,24 @@ R = TypeVar("R")
 # ---- bounded concurrency --------------------------------------------------------
 
 def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int = DEFAULT_WORKERS) -> list[R]:
-    """fn over items on at most `max_workers` threads; results in the order of
-    the items. The first exception raised by fn is raised here."""
+    """fn over items on at most `max_workers` threads, each in a copy of the
+    caller's context (its WRITE_GUARD goes along); results in the order of the
+    items. The first exception raised by fn is raised here."""
     items = list(items)
     if len(items) <= 1 or max_workers <= 1:
         return [fn(item) for item in items]
+    context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="gitops-kube") as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(lambda item: context.copy().run(fn, item), items))
+
+
+# ---- write fencing ---------------------------------------------------------------
+
+# Called before every request that writes (not dry-run) in this context; raises to
+# refuse it. The app's Lease sets it (engine/lock.py): a holder that may have lost
+# its Lease writes nothing more.
+WRITE_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "gitops_write_guard", default=None)
 
 
 # ---- request counting ------------------------------------------------------------
@@ -173,7 +189,7 @@ def is_retryable(error: BaseException) -> bool:
     """Transient failures only: 429, 5xx and dropped connections. Never 4xx: a 404,
     409 or 422 says the same thing every time it is asked."""
     if isinstance(error, ClusterUnreachable):
-        return error.transient
+        return error.transient and not error.unresponsive
     if isinstance(error, ApiError):  # the server's answer, as the verbs raise it
         return error.code == 429 or error.code >= 500
     if isinstance(error, ApiException):
@@ -215,6 +231,10 @@ def _retry_after(error: BaseException) -> float:
 # of a stage to run out of objects, short enough that a retry a few seconds later
 # asks the server again.
 FAIL_FAST_S = 1.0
+# After a timeout, until the server answers again, requests wait this long for an
+# answer: the clean-up after a failure (recording it, releasing the Lease) against
+# a server that stopped answering then takes seconds, not a read limit each.
+UNRESPONSIVE_READ_S = 5.0
 
 
 def _time_limited(args: tuple, kwargs: dict, default: RequestTimeout) -> tuple[tuple, RequestTimeout | str]:
@@ -244,11 +264,16 @@ class _FailFast:
         with self._lock:
             error = self._error if time.monotonic() < self._until else None
         if error is not None:
-            raise ClusterUnreachable(error.cluster, error.server, error.cause, error.transient)
+            raise ClusterUnreachable(error.cluster, error.server, error.cause, error.transient, error.unresponsive)
 
     def timed_out(self, error: ClusterUnreachable) -> None:
         with self._lock:
             self._error, self._until = error, time.monotonic() + self.hold_s
+
+    def unresponsive(self) -> bool:
+        """A request timed out and none was answered since."""
+        with self._lock:
+            return self._error is not None
 
     def answered(self) -> None:
         with self._lock:
@@ -269,7 +294,12 @@ def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter
         query = kwargs.get("query_params") or []
         verb = request_verb(method, url, query)
         dry_run = any(key == "dryRun" for key, _ in query)
-        args, limit = _time_limited(args, kwargs, timeout)
+        if verb in WRITE_VERBS and not dry_run and (guard := WRITE_GUARD.get()) is not None:
+            guard()
+        default = timeout
+        if fail_fast.unresponsive():
+            default = RequestTimeout(timeout.connect_s, min(timeout.read_s, UNRESPONSIVE_READ_S))
+        args, limit = _time_limited(args, kwargs, default)
         fail_fast.check()
         for attempt in range(retry.attempts):
             counter.count(verb, dry_run)
@@ -305,16 +335,19 @@ _TYPED_PATCH_ERROR = re.compile(r"failed to create typed patch object \([^)]*\):
 class ClusterUnreachable(Exception):
     """The API server could not be reached or did not answer in time, in plain
     words: "cluster production (https://10.0.0.1:6443) is unreachable: connection
-    refused". `transient` is False only for a TLS failure (a wrong certificate
-    stays wrong)."""
+    refused". `transient` is False for a TLS failure (a wrong certificate stays
+    wrong); `unresponsive` when the server took a connection but did not answer in
+    time: a timeout already waited its limit, so it is not retried."""
 
-    def __init__(self, cluster: str | None, server: str, cause: str, transient: bool = True):
-        self.cluster, self.server, self.cause, self.transient = cluster, server, cause, transient
+    def __init__(self, cluster: str | None, server: str, cause: str, transient: bool = True,
+                 unresponsive: bool = False):
+        self.cluster, self.server, self.cause = cluster, server, cause
+        self.transient, self.unresponsive = transient, unresponsive
         where = f"cluster {cluster} ({server})" if cluster else f"the cluster at {server}"
         super().__init__(f"{where} is unreachable: {cause}")
 
     def __reduce__(self):  # pickled with a task's failed state
-        return type(self), (self.cluster, self.server, self.cause, self.transient)
+        return type(self), (self.cluster, self.server, self.cause, self.transient, self.unresponsive)
 
     @classmethod
     def from_error(cls, cluster: str | None, server: str, error: BaseException,
@@ -330,7 +363,7 @@ class ClusterUnreachable(Exception):
         if isinstance(error, urllib3.exceptions.NewConnectionError):
             return cls(cluster, server, _innermost(error).lower())
         if _is_timeout(error):
-            return cls(cluster, server, f"no answer within the time limit ({limit})")
+            return cls(cluster, server, f"no answer within the time limit ({limit})", unresponsive=True)
         if isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):
             return cls(cluster, server, f"connection lost: {_innermost(error)}")
         return None

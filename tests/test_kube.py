@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from engine.kube import (FAIL_FAST_S, VERBS, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
+from engine.kube import (FAIL_FAST_S, UNRESPONSIVE_READ_S, VERBS, WRITE_GUARD, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
                          RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
 from tasks.retry import is_transient
 
@@ -193,20 +193,22 @@ def test_a_callers_own_time_limit_is_kept():
                 kubernetes.client.VersionApi(kube.api_client).get_code(_request_timeout=0.3)
 
 
-@pytest.mark.parametrize("error, words, transient", [
+@pytest.mark.parametrize("error, words, retried", [
     (urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")),
      "connection lost: Connection reset by peer", True),
     (urllib3.exceptions.MaxRetryError(None, "/api", reason=urllib3.exceptions.SSLError("certificate verify failed")),
      "TLS failed: certificate verify failed", False),
+    # A timeout already waited its limit: retrying it would stretch the bound of a sync.
     (urllib3.exceptions.ConnectTimeoutError(None, "timed out"),
-     "no answer within the time limit (connect 5 s, read 30 s)", True),
+     "no answer within the time limit (connect 5 s, read 30 s)", False),
 ])
-def test_failures_to_reach_a_cluster_in_plain_words(error, words, transient):
+def test_failures_to_reach_a_cluster_in_plain_words(error, words, retried):
     unreachable = ClusterUnreachable.from_error("staging", HOST, error, RequestTimeout())
     assert str(unreachable) == f"cluster staging ({HOST}) is unreachable: {words}"
-    assert unreachable.transient is transient
-    assert is_transient(unreachable) is transient  # a stage failing with it is retried by Prefect, or not
-    assert str(pickle.loads(pickle.dumps(unreachable))) == str(unreachable)  # a task's failed state keeps it
+    assert is_transient(unreachable) is retried  # a stage failing with it is retried by Prefect, or not
+    copy = pickle.loads(pickle.dumps(unreachable))  # a task's failed state keeps it
+    assert (str(copy), copy.transient, copy.unresponsive) == (str(unreachable), unreachable.transient,
+                                                              unreachable.unresponsive)
 
 
 def test_an_answer_of_the_server_is_not_called_unreachable():
@@ -312,3 +314,44 @@ def test_api_errors_carry_the_status_and_never_the_body(kube, namespace):
                     "stringData": {"password": "canary-kube-9f3a"}}, dry_run=True)
     assert refused.value.missing_namespace() == "no-such-namespace-here"
     assert "canary-kube-9f3a" not in str(refused.value) + repr(refused.value.status)
+
+
+def test_after_a_timeout_requests_wait_the_short_limit_until_the_server_answers():
+    with socket.socket() as silent:  # takes connections, never answers: a paused server
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with _client_of(f"http://127.0.0.1:{silent.getsockname()[1]}",
+                        timeout=RequestTimeout(connect_s=1, read_s=7)) as kube:
+            with pytest.raises(ClusterUnreachable, match=r"\(connect 1 s, read 7 s\)$") as first:
+                kube.server_version()
+            assert first.value.unresponsive and not is_transient(first.value)
+            time.sleep(FAIL_FAST_S)
+            with pytest.raises(ClusterUnreachable, match=rf"\(connect 1 s, read {UNRESPONSIVE_READ_S:g} s\)$"):
+                kube.server_version()
+
+
+@pytest.mark.cluster
+def test_a_write_guard_refuses_writes_before_they_are_sent_and_lets_reads_and_dry_runs_through(local_cluster,
+                                                                                                  namespace):
+    class Fenced(Exception):
+        pass
+
+    def guard() -> None:
+        raise Fenced("the Lease may be lost")
+
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fenced", "namespace": namespace}}
+    api_client = kubernetes.config.new_client_from_config(config_file=str(local_cluster.kubeconfig))
+    with KubeClient(api_client, owns_client=True) as kube:
+        token = WRITE_GUARD.set(guard)
+        try:
+            with pytest.raises(Fenced):
+                kube.create(body)
+            with pytest.raises(Fenced):  # the guard goes along into the client's threads
+                kube.map(lambda _: kube.apply(body), [1, 2])
+            assert not any(kube.writes.values())
+            kube.map(lambda _: kube.apply(body, dry_run=True), [1, 2])  # writes nothing: allowed
+        finally:
+            WRITE_GUARD.reset(token)
+        assert kube.get("v1", "ConfigMap", "fenced", namespace) is None
+        kube.create(body)  # outside the guarded context
+        assert kube.get("v1", "ConfigMap", "fenced", namespace) is not None
