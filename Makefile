@@ -25,10 +25,11 @@ test-python: localcluster test-deps
 	$(BIN)/pytest
 
 # git daemon/http-backend, sshd and gpg for the Git remotes of the tests (Debian
-# packages, needs root), and helm built with Go into ~/go/bin.
+# packages, needs root), and helm, sops and age-keygen built with Go into ~/go/bin.
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/install-helm.sh
+	bash scripts/install-sops.sh
 
 localcluster: $(INSTALLED)
 	$(BIN)/gitops localcluster build
