@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
+from pydantic import SecretStr
+
 from engine.appspec import App, RenderMode
 from engine.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, parse_documents, read_text,
                              relative_name)
 from engine.objects import Manifest, Source
 from engine.problems import Problem, ProblemsFound
 from engine.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
+from engine.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
 TOOL_TIMEOUT_S = 120.0
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -36,9 +39,11 @@ GO_BIN = Path.home() / "go" / "bin"
 
 @dataclass(frozen=True)
 class RenderOptions:
-    # Where to look for helm (a PATH-style string); None: $PATH, then ~/go/bin.
+    # Where to look for helm and sops (a PATH-style string); None: $PATH, then ~/go/bin.
     tool_path: str | None = None
     timeout_s: float = TOOL_TIMEOUT_S
+    # The age key(s) of the app's `decryption.secretRef`, for its SOPS-encrypted files.
+    age_key: SecretStr | None = None
 
 
 # -- finding tools ---------------------------------------------------------------------
@@ -149,14 +154,110 @@ def detect_mode(directory: Path) -> RenderMode:
     return RenderMode.PLAIN
 
 
-def render_plain(root: Path, directory: Path) -> Loaded:
-    """Every *.yaml, *.yml and *.json file below the directory, by path and line."""
+def render_plain(root: Path, directory: Path, decrypter: Decrypter | None = None) -> Loaded:
+    """Every *.yaml, *.yml and *.json file below the directory, by path and line,
+    SOPS-encrypted ones decrypted in memory."""
     walked = walk(root, directory)
     loaded = Loaded(problems=walked.problems)
     for file in walked.files:
-        loaded.extend(load_file(file, root))
+        loaded.extend(decrypter.load_file(file, root) if decrypter else load_file(file, root))
     loaded.manifests.sort(key=lambda m: m.source)
     return loaded
+
+
+# -- SOPS-encrypted files -------------------------------------------------------------
+
+@dataclass
+class Decrypter:
+    """An app's SOPS-encrypted files, decrypted in memory with the age key of
+    its `decryption.secretRef` (engine/sops.py); refused, naming the file and
+    the reason, when the app has no key or the key does not open them."""
+
+    root: Path
+    app: App
+    options: RenderOptions
+    _files: dict[str, Loaded] = field(default_factory=dict)  # kustomize resource files, decrypted
+
+    def load_file(self, file: Path, root: Path) -> Loaded:
+        """A manifest file's objects, decrypted first when it is encrypted."""
+        rel = relative_name(file, root)
+        text, problems = read_text(file, rel)
+        if text is None:
+            return Loaded(problems=problems)
+        if not looks_encrypted(text):
+            return load_text(text, rel)
+        plain, problem = self._decrypt(text, rel)
+        return load_text(plain, rel) if problem is None else Loaded(problems=[problem])
+
+    def _decrypt(self, text: str, rel: str) -> tuple[str, Problem | None]:
+        def refused(rule: str, message: str) -> tuple[str, Problem]:
+            return "", Problem(Source(rel), self.app.ref, rule, message)
+
+        decryption = self.app.decryption
+        if decryption is None:
+            return refused("render.encrypted-without-key",
+                           f"file is SOPS-encrypted but app {self.app.name} sets no decryption "
+                           "(decryption: {provider: sops, secretRef: BLOCK})")
+        if self.options.age_key is None:
+            return refused("render.decryption-key-missing",
+                           f"file is SOPS-encrypted and no age key was given (secretRef {decryption.secret_ref!r})")
+        sops = find_sops(self.options.tool_path)
+        if sops is None:
+            return refused("render.sops-missing", "file is SOPS-encrypted and `sops` is not installed "
+                                                  "(run scripts/install-sops.sh)")
+        try:
+            return Sops(sops, self.options.timeout_s).decrypt(text, rel, self.options.age_key), None
+        except SopsError as error:
+            return refused("render.decryption-failed", f"cannot decrypt: {error.reason}")
+
+    def restore(self, manifests: list[Manifest]) -> list[Problem]:
+        """Objects kustomize passed through still encrypted get their encrypted
+        fields from the decrypted file that defines them (kustomize's own changes,
+        names, labels, namespaces, are kept) and lose their SOPS metadata."""
+        problems: list[Problem] = []
+        for manifest in manifests:
+            if not is_encrypted(manifest.obj):
+                continue
+            rel = manifest.source.path
+            if rel not in self._files:
+                self._files[rel] = self.load_file(self.root / rel, self.root)
+                problems.extend(self._files[rel].problems)  # once a file
+            original = _defining(self._files[rel].manifests, manifest)
+            if original is not None:
+                _take_plain_fields(manifest.obj, original.obj)
+        return problems
+
+
+def _defining(candidates: list[Manifest], rendered: Manifest) -> Manifest | None:
+    """The object of a decrypted file that kustomize rendered as `rendered`:
+    the same kind, with the longest name inside the rendered one (prefixes,
+    suffixes)."""
+    matches = [m for m in candidates if m.kind == rendered.kind and m.name and m.name in rendered.name]
+    return max(matches, key=lambda m: len(m.name), default=None)
+
+
+def _has_ciphertext(value: object) -> bool:
+    if isinstance(value, str):
+        return value.startswith("ENC[")
+    if isinstance(value, dict):
+        return any(_has_ciphertext(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ciphertext(v) for v in value)
+    return False
+
+
+def _take_plain_fields(obj: dict, plain: dict) -> None:
+    for key in [k for k, v in obj.items() if k != "sops" and _has_ciphertext(v)]:
+        obj[key] = plain.get(key)
+    obj.pop("sops", None)
+
+
+def still_encrypted(manifests: list[Manifest], app: App) -> list[Problem]:
+    """Objects that carry SOPS metadata after rendering: never sent to a cluster."""
+    return [Problem(m.source, m.ref, "render.encrypted-not-decrypted",
+                    "object is still SOPS-encrypted after rendering: plain YAML files and the resource "
+                    "files of a kustomization are decrypted, Helm charts and kustomize generators are not")
+            for m in manifests if is_encrypted(m.obj)]
 
 
 # -- kustomize -------------------------------------------------------------------------
@@ -330,8 +431,10 @@ def _tool_error(stderr: str, root: Path) -> str:
     return text.strip()
 
 
-def render_kustomize(root: Path, directory: Path, options: RenderOptions, ref: str = "") -> Loaded:
-    """`kubectl kustomize`, each object traced back to the resource file defining it."""
+def render_kustomize(root: Path, directory: Path, options: RenderOptions, ref: str = "",
+                     decrypter: Decrypter | None = None) -> Loaded:
+    """`kubectl kustomize`, each object traced back to the resource file defining
+    it, SOPS-encrypted resources decrypted after the build."""
     rel = relative_name(kustomization_file(directory) or directory / KUSTOMIZATION_FILES[0], root)
     kubectl = find_kubectl()
     if kubectl is None:
@@ -348,6 +451,8 @@ def render_kustomize(root: Path, directory: Path, options: RenderOptions, ref: s
     for manifest in loaded.manifests:
         manifest.source = index.source_of(manifest, default)
     loaded.problems[:0] = index.problems
+    if decrypter is not None:
+        loaded.problems.extend(decrypter.restore(loaded.manifests))
     return loaded
 
 
@@ -470,13 +575,15 @@ def render_app(repo_root: Path, app: App, cluster: str, options: RenderOptions |
     if directory is None:
         raise ProblemsFound(problems)
     mode = detect_mode(directory) if app.render is RenderMode.AUTO else app.render
+    decrypter = Decrypter(root, app, options)
     if mode is RenderMode.HELM:
         loaded = render_helm(root, directory, app, cluster, options)
         loaded.problems[:0] = walk(root, directory).problems
     elif mode is RenderMode.KUSTOMIZE:
-        loaded = render_kustomize(root, directory, options, app.ref)
+        loaded = render_kustomize(root, directory, options, app.ref, decrypter)
     else:
-        loaded = render_plain(root, directory)
+        loaded = render_plain(root, directory, decrypter)
+    loaded.problems.extend(still_encrypted(loaded.manifests, app))
     if not loaded.problems and not loaded.manifests and not app.sync_policy.allow_empty:
         loaded.problems.append(Problem(app.source, app.ref, "render.empty",
                                        f"path {rel!r} renders no objects for cluster {cluster} "

@@ -6,7 +6,7 @@ cluster. It holds what the render stage produced from the repository's own
 files (the same content as the checked-out tree beside it in $GITOPS_HOME), as a
 0600 file in a 0700 directory; it is only a cache, and a miss renders again.
 Content that was not in Git as it is (e.g. decrypted Secrets) must never be
-put here."""
+put here: apps with `decryption` are never cached, and render each time."""
 
 from __future__ import annotations
 
@@ -32,8 +32,15 @@ def cache_key(revision: str, app: App, cluster: str) -> str:
     return hashlib.sha256(f"{FORMAT}\0{revision}\0{cluster}\0{spec}".encode()).hexdigest()
 
 
+def cacheable(app: App) -> bool:
+    """Not an app whose render holds decrypted Secrets."""
+    return app.decryption is None
+
+
 def load(revision: str, app: App, cluster: str) -> list[Manifest] | None:
     """The manifests rendered before for exactly this revision, app spec and cluster."""
+    if not cacheable(app):
+        return None
     path = cache_root() / f"{cache_key(revision, app, cluster)}.json"
     try:
         entries = json.loads(path.read_text())
@@ -43,6 +50,8 @@ def load(revision: str, app: App, cluster: str) -> list[Manifest] | None:
 
 
 def store(revision: str, app: App, cluster: str, manifests: list[Manifest]) -> None:
+    if not cacheable(app):
+        return
     root = cache_root()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = root / f"{cache_key(revision, app, cluster)}.json"

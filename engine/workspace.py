@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from blocks import GitRepository, KubernetesCluster
+from blocks.decryption import render_options
 from engine import render_cache
 from engine.appspec import App, AppSpec, load_appspec
 from engine.inventory import Inventory
@@ -104,7 +105,7 @@ class Workspace:
         cached = render_cache.load(revision, app, cluster)
         if cached is not None:
             return cached
-        manifests = render_app(self.tree_at(revision), app, cluster)
+        manifests = render_app(self.tree_at(revision), app, cluster, render_options(app))
         render_cache.store(revision, app, cluster, manifests)
         return manifests
 
