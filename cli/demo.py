@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Iterator
 
 from rich.console import Console
 
+from cli.local_server import LocalPrefectServer, LocalServerError
 from localcluster import LocalCluster
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -78,32 +78,28 @@ def step(number: int, text: str) -> None:
 
 @contextlib.contextmanager
 def prefect_server(workdir: Path) -> Iterator[str]:
-    """Prefect's own server: the one in PREFECT_API_URL if set, else a fresh one here."""
+    """Prefect's own server: the one in PREFECT_API_URL if set, else a fresh one
+    in the demo's folder (started and stopped as `gitops server` does it)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
     step(0, "start Prefect's server (the runs, logs, diffs and events of this demo land there)")
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-           "PREFECT_UI_API_URL": api_url}  # else the UI in the browser asks port 4200
-    log = open(workdir / "prefect-server.log", "wb")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = LocalPrefectServer(workdir / "prefect-server")
     try:
-        _wait_http(f"{api_url}/health", server, timeout_s=90)
-        console.print(f"  Prefect UI: http://127.0.0.1:{port}")
-        os.environ["PREFECT_API_URL"] = api_url  # for the CLI commands the demo runs
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield api_url
+        with console.status("  starting Prefect's server"):
+            record, _ = server.start()
+    except LocalServerError as failed:
+        raise SystemExit(str(failed))
+    console.print(f"  Prefect UI: {record.ui_url}")
+    os.environ["PREFECT_API_URL"] = record.api_url  # for the CLI commands the demo runs
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: record.api_url}):
+            yield record.api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 def start_clusters(cleanup: contextlib.ExitStack, keep: bool) -> dict[str, LocalCluster]:
@@ -271,21 +267,3 @@ def kubectl(cluster: LocalCluster, *args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout.strip()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the Prefect server exited with code {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"the Prefect server did not answer {url} within {timeout_s:.0f} s")

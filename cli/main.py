@@ -1,17 +1,27 @@
-"""The `gitops` command line."""
+"""The `gitops` command line.
+
+Starting it imports no more than the commands' options need (typer, rich, a
+few small modules): each command imports Prefect, the flows and the cluster
+client when it runs, so `gitops --help` or `gitops repo list` answer in well
+under a second. Commands that talk to Prefect first choose its API
+(cli/prefect_api.py); the others (localcluster, server, demo) never do."""
 
 from cli import logs
 
 logs.quiet_by_default()  # before anything below imports prefect
 
+import functools  # noqa: E402
+
 import typer  # noqa: E402
 
 from cli.blocks import cluster_app, repo_app  # noqa: E402
+from cli.console import err, error  # noqa: E402
 from cli.localcluster import localcluster_app  # noqa: E402
 from cli.drift import drift_command  # noqa: E402
 from cli.recover import recover_command  # noqa: E402
 from cli.rollback import rollback_command  # noqa: E402
 from cli.serve import serve_command  # noqa: E402
+from cli.server import server_app  # noqa: E402
 from cli.sync import diff_command, status_command, sync_command  # noqa: E402
 from cli.validate import validate_command  # noqa: E402
 
@@ -44,17 +54,53 @@ def main(
     logs.apply(verbose or ctx.invoked_subcommand in logs.LOUD_COMMANDS)
 
 
+def use_prefect_api() -> None:
+    """Choose the Prefect API before the command imports Prefect, and say which
+    in one line on stderr: always for the local server kept in $GITOPS_HOME (a
+    process that outlives the command), with -v for the others."""
+    from cli.local_server import LocalServerError
+    from cli.prefect_api import prefect_api
+
+    try:
+        api = prefect_api(on_start=err.print)
+    except LocalServerError as failed:
+        error(f"{failed}\n(set PREFECT_API_URL to a Prefect server of your own, or see `gitops server start`)")
+        raise typer.Exit(2)
+    if api.chosen_by.endswith("local server"):
+        err.print(f"{api.describe()} (`gitops server stop` ends it)", style="dim")
+    elif logs.is_verbose():
+        err.print(api.describe(), style="dim")
+
+
+def with_prefect(command):
+    """The command, run once the Prefect API is chosen (a --help or a usage
+    error never gets that far)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        use_prefect_api()
+        return command(*args, **kwargs)
+
+    return run
+
+
+def _with_prefect_all(group: typer.Typer) -> typer.Typer:
+    for info in group.registered_commands:
+        info.callback = with_prefect(info.callback)
+    return group
+
+
 app.add_typer(localcluster_app, name="localcluster")
-app.add_typer(repo_app, name="repo")
-app.add_typer(cluster_app, name="cluster")
-app.command("validate")(validate_command)
-app.command("sync")(sync_command)
-app.command("diff")(diff_command)
-app.command("status")(status_command)
-app.command("drift")(drift_command)
-app.command("recover")(recover_command)
-app.command("rollback")(rollback_command)
-app.command("serve")(serve_command)
+app.add_typer(server_app, name="server")
+app.add_typer(_with_prefect_all(repo_app), name="repo")
+app.add_typer(_with_prefect_all(cluster_app), name="cluster")
+app.command("validate")(with_prefect(validate_command))
+app.command("sync")(with_prefect(sync_command))
+app.command("diff")(with_prefect(diff_command))
+app.command("status")(with_prefect(status_command))
+app.command("drift")(with_prefect(drift_command))
+app.command("recover")(with_prefect(recover_command))
+app.command("rollback")(with_prefect(rollback_command))
+app.command("serve")(with_prefect(serve_command))
 
 
 @app.command()

@@ -6,9 +6,6 @@ import typer
 
 from cli import logs
 from cli.console import error, out
-from engine.git import GitError
-from engine.rollback import RollbackError
-
 
 
 def rollback_command(
@@ -17,7 +14,9 @@ def rollback_command(
     to: str = typer.Option(..., "--to", help="The revision (SHA, tag) to roll the app back to."),
 ) -> None:
     """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
-    from flows.rollback import RollbackIncomplete, gitops_rollback  # Prefect only when the command runs
+    from engine.git import GitError  # these import Prefect: only when the command runs
+    from engine.rollback import RollbackError
+    from flows.rollback import RollbackIncomplete, gitops_rollback
 
     logs.apply()
     try:

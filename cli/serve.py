@@ -10,19 +10,21 @@ module does not know is refused, so the two ways of deploying cannot drift apart
 
 from __future__ import annotations
 
+import functools
 import importlib
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
-from prefect import Flow, serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import RunnerDeployment
-from prefect.events import DeploymentTriggerTypes
-from prefect.schedules import Schedule
-from pydantic import TypeAdapter
+
+if TYPE_CHECKING:  # Prefect is imported when a deployment is built, not when the CLI starts
+    from prefect import Flow
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.schedules import Schedule
 
 PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
 SYNC, DRIFT = "gitops-sync", "gitops-drift"
@@ -32,8 +34,15 @@ DEFAULT_LIMIT = 4
 _WORKER_ONLY = {"work_pool", "build", "push", "pull"}
 _SERVED = {"name", "entrypoint", "description", "tags", "version", "parameters", "schedules", "paused",
            "concurrency_limit", "triggers", "enforce_parameter_schema"}
-_TRIGGERS = TypeAdapter(DeploymentTriggerTypes)
-_DURATION, _DATETIME = TypeAdapter(timedelta), TypeAdapter(datetime)
+
+
+@functools.cache
+def _adapter(kind: str):
+    """pydantic's readers of a trigger, a duration and a date, as prefect deploy reads them."""
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    return TypeAdapter({"trigger": DeploymentTriggerTypes, "duration": timedelta, "datetime": datetime}[kind])
 
 
 def definitions(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -88,16 +97,20 @@ def load_flow(entrypoint: str) -> Flow:
 def schedule(spec: dict[str, Any]) -> Schedule:
     """A prefect.yaml schedule (`interval`, `cron` or `rrule`, with its options)
     as a Prefect schedule."""
+    from prefect.schedules import Schedule
+
     fields = dict(spec)
     if "interval" in fields:  # seconds, "HH:MM:SS" or ISO 8601, as prefect deploy reads it
-        fields["interval"] = _DURATION.validate_python(fields["interval"])
+        fields["interval"] = _adapter("duration").validate_python(fields["interval"])
     if "anchor_date" in fields:
-        fields["anchor_date"] = _DATETIME.validate_python(fields["anchor_date"])
+        fields["anchor_date"] = _adapter("datetime").validate_python(fields["anchor_date"])
     return Schedule(**fields)
 
 
 def concurrency_limit(spec: int | dict[str, Any] | None) -> int | ConcurrencyLimitConfig | None:
     """`concurrency_limit: 1` or `{limit, collision_strategy, grace_period_seconds}`."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
     if not isinstance(spec, dict):
         return spec
     fields = dict(spec)
@@ -108,13 +121,15 @@ def concurrency_limit(spec: int | dict[str, Any] | None) -> int | ConcurrencyLim
 
 def trigger(deployment_name: str, number: int, spec: dict[str, Any]) -> DeploymentTriggerTypes:
     """A trigger as `prefect deploy` reads it, with the same default name."""
-    return _TRIGGERS.validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
+    return _adapter("trigger").validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
 
 
 def serve_all(repo: str, limit: int = DEFAULT_LIMIT, sync_interval_s: float | None = None,
               drift_cron: str | None = None) -> None:
     """Serve every deployment until stopped; at most `limit` runs at once (the
     default of prefect.serve is unlimited, which a burst of events could exhaust)."""
+    from prefect import serve
+
     serve(*deployments(repo, sync_interval_s, drift_cron), limit=limit)
 
 
