@@ -2,23 +2,36 @@
 syncs of the same app never interleave, whichever machine or worker runs them.
 
 The Lease outlives a crashed holder only for its duration: a holder that stops
-renewing loses it, so a killed run never blocks the app for good."""
+renewing loses it, so a killed run never blocks the app for good. A holder on this
+machine whose process is gone frees it at once.
+
+Fencing: the holder writes only while its Lease is surely its own. It renews every
+10 s; a write (KubeClient's WRITE_GUARD) starts only within 25 s of the last
+renewal that the server confirmed (timed from when that renewal was sent), so with
+the 30 s read limit of a request, every write lands or is given up before the 60 s
+Lease can run out and another run take it. A holder that cannot renew (a stalled
+server, a partition) stops writing with LeaseLost. Takers judge expiry by their own
+clock against the renewTime the holder wrote: clocks of machines running syncs of
+one app must agree within the 5 s margin left."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Iterator
 
-from engine.kube import ApiError, KubeClient
+from engine.kube import WRITE_GUARD, ApiError, KubeClient
 
 LOCK_NAMESPACE = "gitops-system"
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 LEASE_DURATION_S = 60
-RENEW_EVERY_S = 15
+RENEW_EVERY_S = 10
+WRITE_WINDOW_S = 25  # after a confirmed renewal; see the module doc
 POLL_S = 0.5
 
 log = logging.getLogger(__name__)
@@ -28,22 +41,49 @@ class LockTimeout(Exception):
     pass
 
 
+class LeaseLost(Exception):
+    """The holder could not renew its Lease in time: it writes nothing more."""
+
+
 def lease_name(app: str) -> str:
     return f"gitops-sync-{app}"
 
 
+def holder_identity(run: str) -> str:
+    """Who holds a Lease: the run, and the process on this host that runs it."""
+    return f"{run} {socket.gethostname()}/{os.getpid()}"
+
+
+class _Fence:
+    """When the Lease was last confirmed ours; refuses writes once that is too long ago."""
+
+    def __init__(self, app: str):
+        self.app = app
+        self.confirmed = time.monotonic()
+
+    def check(self) -> None:
+        silent_s = time.monotonic() - self.confirmed
+        if silent_s > WRITE_WINDOW_S:
+            raise LeaseLost(f"the Lease {LOCK_NAMESPACE}/{lease_name(self.app)} was last renewed {silent_s:.0f} s "
+                            f"ago (limit {WRITE_WINDOW_S} s): another sync may hold it now, so nothing more is written")
+
+
 @contextlib.contextmanager
 def app_lock(kube: KubeClient, app: str, holder: str, wait_s: float = 120) -> Iterator[None]:
-    """Hold the app's Lease for the duration of the block; wait at most wait_s for it."""
+    """Hold the app's Lease for the duration of the block, writes fenced by it;
+    wait at most wait_s for it."""
     _ensure_namespace(kube)
+    fence = _Fence(app)
     _acquire(kube, app, holder, wait_s)
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew_until, args=(kube, app, holder, stop), daemon=True,
+    renewer = threading.Thread(target=_renew_until, args=(kube, app, holder, stop, fence), daemon=True,
                                name=f"gitops-lease-{app}")
     renewer.start()
+    guard = WRITE_GUARD.set(fence.check)
     try:
         yield
     finally:
+        WRITE_GUARD.reset(guard)
         stop.set()
         renewer.join()
         _release(kube, app, holder)
@@ -85,18 +125,40 @@ def _spec(lease: dict) -> dict:
     return lease.get("spec") or {}
 
 
-def _free(lease: dict, holder: str) -> bool:
+def _expires(lease: dict) -> datetime.datetime | None:
     spec = _spec(lease)
-    if not spec.get("holderIdentity") or spec["holderIdentity"] == holder:
-        return True
     renewed = _parse_time(spec.get("renewTime") or spec.get("acquireTime"))
     duration = spec.get("leaseDurationSeconds") or LEASE_DURATION_S
-    return renewed is None or (_now() - renewed).total_seconds() > duration
+    return None if renewed is None else renewed + datetime.timedelta(seconds=duration)
+
+
+def _dead_here(holder: str) -> bool:
+    """The holder is a process of this host that no longer runs (killed): its
+    Lease is free without waiting for it to expire."""
+    _, _, where = holder.rpartition(" ")
+    host, _, pid = where.rpartition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _free(lease: dict, holder: str) -> bool:
+    current = _spec(lease).get("holderIdentity")
+    if not current or current == holder or _dead_here(current):
+        return True
+    expires = _expires(lease)
+    return expires is None or _now() > expires
 
 
 def _acquire(kube: KubeClient, app: str, holder: str, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
-    other = None
+    seen = None
     while True:
         try:
             lease = _get(kube, app)
@@ -107,44 +169,64 @@ def _acquire(kube: KubeClient, app: str, holder: str, wait_s: float) -> None:
                 # The resourceVersion makes this a compare-and-swap: of two takers, one wins.
                 kube.update(_body(app, holder, (lease.get("metadata") or {}).get("resourceVersion")))
                 return
-            other = _spec(lease).get("holderIdentity")
+            seen = _waiting_on(app, lease, seen, wait_s)
         except ApiError as error:
             if error.code not in (409, 422):  # another taker was first: look again
                 raise
         if time.monotonic() > deadline:
-            raise LockTimeout(f"app {app} is being synced by {other or 'another run'}: "
+            raise LockTimeout(f"app {app} is being synced by {seen or 'another run'}: "
                               f"waited {wait_s:.0f} s for the Lease {LOCK_NAMESPACE}/{lease_name(app)}")
         time.sleep(POLL_S)
 
 
-def _renew_until(kube: KubeClient, app: str, holder: str, stop: threading.Event) -> None:
-    """Renew every RENEW_EVERY_S until stopped. A failed renewal is logged, never
-    raised: the thread must outlive a blip, and the next renewal tries again."""
+def _waiting_on(app: str, lease: dict, seen: str | None, wait_s: float) -> str:
+    """Say once per holder who holds the Lease, and until when unless renewed."""
+    current = str(_spec(lease).get("holderIdentity"))
+    if current != seen:
+        expires = _expires(lease)
+        until = expires.strftime("%H:%M:%S UTC") if expires else "an unknown time"
+        log.warning("app %s is being synced by %s (its Lease %s/%s runs until %s unless renewed); "
+                    "waiting up to %.0f s", app, current, LOCK_NAMESPACE, lease_name(app), until, wait_s)
+    return current
+
+
+def _renew_until(kube: KubeClient, app: str, holder: str, stop: threading.Event, fence: _Fence) -> None:
+    """Renew every RENEW_EVERY_S until stopped; each confirmed renewal moves the
+    fence on. A failed renewal is logged, never raised: the thread must outlive a
+    blip, and the next renewal tries again; meanwhile the fence runs down."""
     while not stop.wait(RENEW_EVERY_S):
+        sent = time.monotonic()
         try:
-            _renew(kube, app, holder)
+            if _renew(kube, app, holder):
+                fence.confirmed = sent
         except Exception as error:  # noqa: BLE001 - a thread's exception would only print a traceback
             log.warning("renewing the Lease %s/%s failed (%s): %s", LOCK_NAMESPACE, lease_name(app),
                         type(error).__name__, error)
 
 
-def _renew(kube: KubeClient, app: str, holder: str) -> None:
+def _renew(kube: KubeClient, app: str, holder: str) -> bool:
+    """Whether the Lease was still ours and is renewed."""
     lease = _get(kube, app)
-    if lease is not None and _spec(lease).get("holderIdentity") == holder:
-        lease["spec"]["renewTime"] = _micro_time(_now())
-        kube.update(lease)
+    if lease is None or _spec(lease).get("holderIdentity") != holder:
+        log.error("the Lease %s/%s is no longer held by this run", LOCK_NAMESPACE, lease_name(app))
+        return False
+    lease["spec"]["renewTime"] = _micro_time(_now())
+    kube.update(lease)
+    return True
 
 
 def _release(kube: KubeClient, app: str, holder: str) -> None:
     """Clear the holder rather than delete: an update, not a DELETE, in the request
-    counts. A failure is logged: the Lease then expires by itself."""
+    counts. Never raises (the sync's own error is the one to report): a failure is
+    logged, and the Lease then expires by itself."""
     try:
         lease = _get(kube, app)
         if lease is not None and _spec(lease).get("holderIdentity") == holder:
             lease["spec"].pop("holderIdentity", None)
             kube.update(lease)
-    except ApiError as error:
-        log.warning("releasing the Lease %s/%s failed: %s", LOCK_NAMESPACE, lease_name(app), error)
+    except Exception as error:  # noqa: BLE001 - e.g. the cluster unreachable
+        log.warning("releasing the Lease %s/%s failed (it expires by itself): %s", LOCK_NAMESPACE,
+                    lease_name(app), error)
 
 
 def _ensure_namespace(kube: KubeClient) -> None:

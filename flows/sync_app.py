@@ -28,7 +28,7 @@ from engine.changeset import Action, ChangeSet, ChangeSetError
 from engine.health import HealthReport
 from engine.inventory import Inventory, read_inventory
 from engine.kube import ClusterUnreachable
-from engine.lock import app_lock
+from engine.lock import app_lock, holder_identity
 from engine.problems import ProblemsFound
 from engine.prune import EmptyDesiredState
 from engine.report import ObjectResult, SyncStatus, TargetResult
@@ -130,7 +130,7 @@ def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, bl
         return _revert_locked(workspace, target, revision, revert_of)
     try:
         workspace.kube_for(target.app, target.cluster)  # a fencing cluster refuses it before the Lease is written
-        with app_lock(kube, target.app.name, holder=_holder()):
+        with app_lock(kube, target.app.name, holder=holder_identity(_holder())):
             return _sync_locked(workspace, target, revision, dry_run, heal)
     except Exception as error:  # e.g. the cluster unreachable: this app fails, the others go on
         return _result(target, SyncStatus.FAILED, _describe(error, target))

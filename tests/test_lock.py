@@ -1,11 +1,14 @@
-"""The per-app Lease: two holders never overlap, a waiter gives up clearly, a
-holder that died does not block the app for longer than the lease, and a failed
-renewal is logged, never an unhandled exception in the renewal thread."""
+"""The per-app Lease: two holders never overlap, a waiter says who holds it and
+gives up clearly, a holder that died does not block the app for longer than the
+lease (not at all when it died on this host), a failed renewal is logged, never
+an unhandled exception in the renewal thread, and a holder that cannot renew
+stops writing before anyone else may take the Lease."""
 
 from __future__ import annotations
 
 import datetime
 import logging
+import subprocess
 import threading
 import time
 
@@ -14,7 +17,8 @@ import pytest
 from blocks import KubernetesCluster
 from engine import lock
 from engine.kube import NO_RETRY, KubeClient
-from engine.lock import LEASE_API_VERSION, LOCK_NAMESPACE, LockTimeout, app_lock, lease_name
+from engine.lock import (LEASE_API_VERSION, LOCK_NAMESPACE, LeaseLost, LockTimeout, app_lock, holder_identity,
+                         lease_name)
 from tcp_proxy import proxied_kubeconfig
 
 pytestmark = pytest.mark.cluster
@@ -51,12 +55,15 @@ def test_two_holders_never_overlap(kube, request):
         assert start >= end, f"overlapping holders: {spans}"
 
 
-def test_a_waiter_gives_up_naming_the_holder(kube):
+def test_a_waiter_says_who_holds_the_lease_until_when_and_gives_up_naming_the_holder(kube, caplog):
     with app_lock(kube, "lock-busy", "run-first"):
         assert lease(kube, "lock-busy")["spec"]["holderIdentity"] == "run-first"
-        with pytest.raises(LockTimeout, match="run-first"):
+        with caplog.at_level(logging.WARNING, "engine.lock"), pytest.raises(LockTimeout, match="run-first"):
             with app_lock(kube, "lock-busy", "run-second", wait_s=1):
                 pass
+    [waiting] = [r.getMessage() for r in caplog.records if "waiting up to 1 s" in r.getMessage()]
+    assert "app lock-busy is being synced by run-first" in waiting
+    assert f"{LOCK_NAMESPACE}/{lease_name('lock-busy')} runs until " in waiting
     assert "holderIdentity" not in lease(kube, "lock-busy")["spec"]  # released
 
 
@@ -71,6 +78,19 @@ def test_a_dead_holders_lease_expires(kube):
     # wait_s=5 is far less than the Lease's 60 s: only an expired Lease can be taken.
     with app_lock(kube, "lock-stale", "next-run", wait_s=5):
         assert lease(kube, "lock-stale")["spec"]["holderIdentity"] == "next-run"
+
+
+def test_the_lease_of_a_killed_holder_on_this_host_is_taken_at_once(kube):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = holder_identity("killed-run").replace(f"/{__import__('os').getpid()}", f"/{gone.pid}")
+    with app_lock(kube, "lock-killed", killed):
+        pass
+    stale = lease(kube, "lock-killed")
+    stale["spec"]["holderIdentity"] = killed  # held, freshly renewed, by a process that is gone
+    kube.update(stale)
+    with app_lock(kube, "lock-killed", holder_identity("next-run"), wait_s=2):
+        assert lease(kube, "lock-killed")["spec"]["holderIdentity"] == holder_identity("next-run")
 
 
 def test_a_live_holders_lease_is_renewed(kube, monkeypatch):
@@ -106,3 +126,45 @@ def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplo
         proxy.stop()
     assert unhandled == []
     assert f"{LOCK_NAMESPACE}/{lease_name('lock-unreachable')}" in renewal_failures()[0].getMessage()
+
+
+def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_lease(local_cluster, kube, monkeypatch,
+                                                                                     tmp_path):
+    """The holder reaches the server through a real TCP proxy, which is cut: its
+    Lease (3 s here) runs out and another run takes it; the cut-off holder's
+    writes are refused (LeaseLost, nothing sent) from 1 s after its last renewal,
+    and stay refused once the server is reachable again, for the Lease is no
+    longer its own."""
+    monkeypatch.setattr(lock, "LEASE_DURATION_S", 3)
+    monkeypatch.setattr(lock, "WRITE_WINDOW_S", 1)
+    monkeypatch.setattr(lock, "RENEW_EVERY_S", 0.2)
+    proxy, proxied = proxied_kubeconfig(local_cluster.kubeconfig, tmp_path / "kubeconfig")
+    note = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fenced-write", "namespace": "default"}}
+    taken, done = threading.Event(), threading.Event()
+
+    def next_run() -> None:  # another run, in a thread of its own (a context of its own)
+        with app_lock(kube, "lock-fenced", "run-next", wait_s=30):
+            taken.set()
+            done.wait(30)
+
+    taker = threading.Thread(target=next_run)
+    try:
+        with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(proxied), retry=NO_RETRY) as cut_off:
+            with app_lock(cut_off, "lock-fenced", "run-cut-off"):
+                cut_off.apply(note)  # while the Lease is fresh
+                proxy._shut_all()
+                taker.start()
+                assert taken.wait(30)  # once the Lease ran out
+                proxy.start()
+                with pytest.raises(LeaseLost, match=r"lock-fenced was last renewed \d+ s ago"):
+                    cut_off.apply({**note, "data": {"late": "write"}})
+                time.sleep(0.5)  # renewals reach the server again, and find the Lease taken
+                with pytest.raises(LeaseLost):
+                    cut_off.delete("v1", "ConfigMap", "fenced-write", "default")
+                assert lease(kube, "lock-fenced")["spec"]["holderIdentity"] == "run-next"
+    finally:
+        done.set()
+        taker.join()
+        proxy.stop()
+    assert "data" not in kube.get("v1", "ConfigMap", "fenced-write", "default")
+    kube.delete("v1", "ConfigMap", "fenced-write", "default")
