@@ -49,6 +49,7 @@ from git import Git as GitCommand
 from git import GitCommandError, Repo
 
 from blocks.git_repository import GitRepository
+from engine.children import dying_with_parent
 from localcluster.home import gitops_home
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _run(argv: list[str], env: dict[str, str], timeout: float,
          input: str | None = None, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command in its own process group; on timeout the whole group dies
-    (git's ssh and git-remote-http children too)."""
+    (git's ssh and git-remote-http children too), and with this process if it is killed."""
     proc = subprocess.Popen(
-        argv, env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace",
+        dying_with_parent(argv), env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace",
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -296,7 +297,8 @@ class _SessionGit(GitCommand):
                 as_process=False, env=None, strip_newline_in_stdout=True, **unsupported):
         argv = [str(a) for a in command]
         if as_process:
-            proc = subprocess.Popen(argv, env={**self._session.env, **(env or {})}, cwd=self._working_dir,
+            proc = subprocess.Popen(dying_with_parent(argv), env={**self._session.env, **(env or {})},
+                                    cwd=self._working_dir,
                                     stdin=istream or subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
             return self.AutoInterrupt(proc, argv)

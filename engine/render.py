@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from pydantic import SecretStr
 
 from engine.appspec import App, RenderMode
+from engine.children import dying_with_parent
 from engine.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, parse_documents, read_text,
                              relative_name)
 from engine.objects import Manifest, Source
@@ -408,7 +409,7 @@ def _direct_name(lines: list[str]) -> str | None:
 
 def _run(command: list[str], timeout_s: float, process_while=None) -> tuple[int, str, str]:
     """Run a tool; `process_while` is work done while it runs (two cores: use both)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(dying_with_parent(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace")
     try:
         if process_while is not None:

@@ -23,6 +23,7 @@ from blocks import GitRepository
 from blocks.registry import load_clusters
 from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
+from engine.hand_edits import drift_managers, take_over
 from engine.inventory import read_inventory
 from engine.kube import KubeClient
 from engine.objects import Manifest
@@ -184,7 +185,7 @@ def _check(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
     if inventory is None or inventory.revision != check.revision:
         return _result(check, SyncStatus.SKIPPED, "synced again during the check: checked next time")
     check.desired = desired_objects(kube, app.name, check.manifests, app.namespace)
-    check.drifts = detect_drift(kube, app.name, inventory, check.desired)
+    check.drifts = detect_drift(kube, app.name, inventory, check.desired, drift_managers(app))
     get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(check.drifts) or "no drift")
     return _drift_result(check, check.desired, check.drifts)
 
@@ -208,13 +209,27 @@ def _heal(workspace: Workspace, checks: list[DriftTarget], healing: list[DriftTa
 
 def _heal_cluster(workspace: Workspace, checks: list[DriftTarget]) -> None:
     for check in checks:
+        _take_over_hand_edits(workspace.kube(check.cluster), check)
         synced = run_app(repo=workspace.repo_name, app=check.app.name, cluster=check.cluster,
                          revision=check.revision, heal=True)
-        for drift in (d for d in check.drifts if d.healable):
+        for drift in (d for d in check.drifts if d.healable and not d.error):
             if synced.status is SyncStatus.SUCCEEDED:
                 drift.healed = True
             else:
                 drift.error = f"{drift.ref}: not healed: {synced.message}"
+
+
+def _take_over_hand_edits(kube: KubeClient, check: DriftTarget) -> None:
+    """Hand-edited fields become ours, so that the app run's apply removes them
+    (its diff then shows them going). Only managedFields change: harmless if a
+    sync moved the app on meanwhile, whose apply removes them as well."""
+    bodies = {d.key: d.body for d in check.desired}
+    for drift in (d for d in check.drifts if d.hand_edits):
+        try:
+            take_over(kube, bodies[drift.key], drift_managers(check.app))
+        except Exception as error:  # this object stays drifted; the others are healed
+            drift.error = f"{drift.ref}: not healed: cannot take over the hand-edited fields: " + \
+                          scrub(f"{type(error).__name__}: {error}", [bodies[drift.key]])
 
 
 # ---- the report -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from engine.drift import desired_objects, detect_drift
+from engine.hand_edits import drift_managers
 from engine.inventory import read_inventory
 from engine.targets import Target
 from engine.workspace import Workspace
@@ -36,5 +37,7 @@ def _up_to_date(workspace: Workspace, target: Target) -> bool:
         return False
     target.manifests = workspace.rendered(app, target.cluster, revision)
     desired = desired_objects(kube, app.name, target.manifests, app.namespace)
-    return not detect_drift(kube, app.name, inventory, desired)
+    # Hand edits only with selfHeal: without it a sync leaves them (drift reports them).
+    hand_managers = drift_managers(app) if app.sync_policy.self_heal else ()
+    return not detect_drift(kube, app.name, inventory, desired, hand_managers)
 
