@@ -1,8 +1,9 @@
 """Drift: how an app's live objects differ from the revision last applied.
 
 Three kinds: an object of that revision is missing; a field we applied was
-changed, or taken over, by another field manager; an object carries the app's
-ownership label and is not in its inventory.
+changed, or taken over, by another field manager, or a person's tool holds a
+field Git does not set (a hand edit, engine/hand_edits.py); an object carries
+the app's ownership label and is not in its inventory.
 
 Cheap by construction: one LIST per kind and namespace (with the app's label
 selector; a GET only for an expected object that LIST did not return), and no
@@ -19,12 +20,13 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from kubernetes.utils import parse_quantity
 
 from engine.diff import desired_body
 from engine.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
+from engine.hand_edits import HandEdit, find_hand_edits, join_path
 from engine.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 from engine.kube import FIELD_MANAGER, KubeClient, UnknownKind
 from engine.objects import Manifest, Source
@@ -82,6 +84,7 @@ class Drift:
     changes: list[str] = field(default_factory=list)
     managers: list[str] = field(default_factory=list)
     source: Source | None = None
+    hand_edits: list[HandEdit] = field(default_factory=list)  # to take over when healing
     healed: bool = False
     error: str | None = None
 
@@ -131,10 +134,12 @@ def desired_objects(kube: KubeClient, app: str, manifests: list[Manifest],
 
 # ---- detection --------------------------------------------------------------------------
 
-def detect_drift(kube: KubeClient, app: str, inventory: Inventory, desired: list[DesiredObject]) -> list[Drift]:
-    """Every drifted object of one app: desired ones in the given order, then unexpected ones."""
+def detect_drift(kube: KubeClient, app: str, inventory: Inventory, desired: list[DesiredObject],
+                 hand_managers: Collection[str] = ()) -> list[Drift]:
+    """Every drifted object of one app: desired ones in the given order, then
+    unexpected ones. `hand_managers`: field managers whose fields Git lacks are drift."""
     live = _live_objects(kube, app, _scopes(desired, inventory), desired)
-    drifts = [drift for d in desired if (drift := compare(d, live.get(d.key))) is not None]
+    drifts = [drift for d in desired if (drift := compare(d, live.get(d.key), hand_managers)) is not None]
     return drifts + _unexpected_objects(app, inventory, desired, live)
 
 
@@ -190,13 +195,15 @@ def _get(kube: KubeClient, d: DesiredObject) -> dict | None:
         return None
 
 
-def compare(desired: DesiredObject, live: dict | None) -> Drift | None:
+def compare(desired: DesiredObject, live: dict | None, hand_managers: Collection[str] = ()) -> Drift | None:
     """The drift of one desired object from its live version, None if there is none."""
     drift = Drift(desired.api_version, desired.kind, desired.namespace, desired.name, DriftType.MISSING,
                   source=desired.source)
     if live is None:
         return drift
-    changes = field_changes(desired.body, live)
+    drift.hand_edits = find_hand_edits(desired.body, live, hand_managers) if hand_managers else []
+    changes = field_changes(desired.body, live) + [
+        FieldChange(e.path, ABSENT, e.value, (e.manager,), hand_edit=True) for e in drift.hand_edits]
     if not changes:
         return None
     drift.type = DriftType.MODIFIED
@@ -221,9 +228,11 @@ class FieldChange:
     desired: Any
     live: Any
     managers: tuple[str, ...] = ()  # who own the field now, other than us
+    hand_edit: bool = False  # not in Git: added by hand (named with its manager)
 
     def __str__(self) -> str:
-        return f"{self.path}: {_show(self.desired)} -> {_show(self.live)}"
+        by = f" (by {', '.join(self.managers)})" if self.hand_edit else ""
+        return f"{self.path}: {_show(self.desired)} -> {_show(self.live)}{by}"
 
 
 def field_changes(desired: dict, live: dict) -> list[FieldChange]:
@@ -270,7 +279,7 @@ def _walk(desired: Any, live: Any, trees: Trees, path: str) -> Iterator[FieldCha
     """Down the desired value, beside the live one and every manager's field set."""
     if isinstance(desired, dict) and desired and isinstance(live, dict) and not _atomic(trees):
         for key, value in desired.items():
-            yield from _walk(value, live.get(key, ABSENT), _children(trees, f"f:{key}"), _join(path, key))
+            yield from _walk(value, live.get(key, ABSENT), _children(trees, f"f:{key}"), join_path(path, key))
     elif isinstance(desired, list) and desired and isinstance(live, list) and _list_form(trees) == "k":
         yield from _walk_keyed(desired, live, trees, path)
     elif isinstance(desired, list) and desired and isinstance(live, list) and _list_form(trees) == "v":
@@ -363,15 +372,6 @@ def _list_form(trees: Trees) -> str:
 
 def _children(trees: Trees, name: str) -> Trees:
     return {m: (t.get(name) if t is not None and name else None) for m, t in trees.items()}
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-def _join(path: str, key: str) -> str:
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"  # e.g. a label key with dots and slashes
 
 
 def _show(value: Any) -> str:

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from engine.appspec import App
 from engine.apply import apply_changes
 from engine.changeset import ChangeSet, ChangeSetError
+from engine.hand_edits import drift_managers, take_over_planned
 from engine.kube import KubeClient
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES, TransientError
@@ -21,6 +22,8 @@ def apply_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet)
     for change in changeset.errors():
         if change.transient:  # from the attempt before this one
             change.clear_error()
+    if app.sync_policy.self_heal:  # hand-edited fields become ours, for the apply to remove them
+        take_over_planned(kube, changeset, drift_managers(app))
     apply_changes(kube, changeset)
     done = sum(c.done for c in changeset.changed())
     get_run_logger().info("%s@%s: applied %d of %d changes", app.name, cluster, done, len(changeset.changed()))

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from engine.appspec import App
 from engine.changeset import ChangeSet
 from engine.diff import diff_markdown, plan_changes
+from engine.hand_edits import drift_managers, plan_removals
 from engine.inventory import Inventory
 from engine.kube import KubeClient
 from engine.objects import Manifest
@@ -23,6 +24,8 @@ def diff_target(kube: KubeClient, app: App, cluster: str, revision: str, manifes
     """The plan; objects the server refuses carry their error (the caller decides)."""
     changeset = plan_changes(kube, app.name, manifests, previous, default_namespace=app.namespace,
                              provided=provided)
+    if app.sync_policy.self_heal:  # hand edits go too (engine/hand_edits.py)
+        plan_removals(changeset, drift_managers(app))
     get_run_logger().info("%s@%s: plan: %s", app.name, cluster, changeset.summary())
     if changeset.changed() or changeset.errors():
         create_markdown_artifact(key=artifact_key("diff", app.name, cluster),

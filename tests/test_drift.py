@@ -184,7 +184,8 @@ def test_secret_values_never_show_in_reports_artifacts_or_errors(repo, staging):
 
     web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
     token = obj(web, "Secret/web/web-token")
-    assert token.action == "skipped" and len(token.changes) == 1 and token.changes[0].startswith("data.token: \"+")
+    assert token.action == "skipped" and len(token.changes) == 2 and token.changes[0].startswith("data.token: \"+")
+    assert token.changes[1] == "immutable: (absent) -> true (by kubectl-patch)"  # a hand edit: not in Git
     with pytest.raises(DriftCheckFailed) as failure:  # immutable now: heal must fail
         gitops_drift(repo=repo.block_name, **WEB, heal=True)
     assert "immutable" in str(failure.value)
