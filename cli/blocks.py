@@ -75,9 +75,12 @@ def cluster_add(
     kubeconfig: Path = typer.Option(..., "--kubeconfig", exists=True, dir_okay=False, help="kubeconfig file."),
     context: str | None = typer.Option(None, "--context", help="kubeconfig context; its current one by default."),
     label: list[str] = typer.Option([], "--label", help="k=v, repeatable; apps select clusters by label."),
+    require_impersonation: bool = typer.Option(
+        False, "--require-impersonation",
+        help="Every app synced here must name a serviceAccountName, whose RBAC then fences it."),
 ) -> None:
     """Save a Kubernetes cluster block; its kubeconfig is stored as a secret."""
-    save_cluster(name, kubeconfig, context, parse_labels(label))
+    save_cluster(name, kubeconfig, context, parse_labels(label), require_impersonation)
     err.print(f"saved Kubernetes cluster block [bold]{escape(name)}[/bold]")
 
 
@@ -86,18 +89,21 @@ def cluster_list() -> None:
     """List saved Kubernetes cluster blocks."""
     from cli.prefect_api import prefect_api
 
-    table = Table("name", "context", "labels")
+    table = Table("name", "context", "labels", "impersonation")
     for document in prefect_api().block_documents(CLUSTER_SLUG):
         data = document["data"]
         labels = ", ".join(f"{k}={v}" for k, v in sorted((data.get("labels") or {}).items()))
-        table.add_row(escape(document["name"]), escape(data.get("context") or "(current)"), escape(labels))
+        table.add_row(escape(document["name"]), escape(data.get("context") or "(current)"), escape(labels),
+                      "required" if data.get("require_impersonation") else "")
     print_table(table)
 
 
-def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None):
+def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None,
+                 require_impersonation: bool = False):
     from blocks import KubernetesCluster
 
-    block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {})
+    block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},
+                                                   require_impersonation=require_impersonation)
     block.save(name, overwrite=True)
     return block
 

@@ -83,13 +83,17 @@ class Workspace:
         bookkeeping, as Argo CD's and Flux's are the controller's: they are read
         and written with kube(), and a tenant needs no access to that namespace
         (where it could rewrite another app's inventory)."""
-        problems = impersonation_problems(app, cluster, self.clusters[cluster].require_impersonation)
+        problems = self.fence_problems(app, cluster)
         if problems:
             raise ProblemsFound(problems)
         kube = self.kube(cluster)
         if not app.service_account_name:
             return kube
         return kube.impersonating(service_account_user(app.namespace, app.service_account_name))
+
+    def fence_problems(self, app: App, cluster: str) -> list[Problem]:
+        """Why `cluster` refuses `app` (it requires impersonation and the app names no account)."""
+        return impersonation_problems(app, cluster, self.clusters[cluster].require_impersonation)
 
     def tree_at(self, revision: str) -> Path:
         if revision == self.revision:

@@ -106,7 +106,7 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
         _render(workspace, checks)
-        futures = [drift_cluster.submit(n, workspace.kube(n), [c for c in checks if c.cluster == n]) for n in names]
+        futures = [drift_cluster.submit(n, workspace, [c for c in checks if c.cluster == n]) for n in names]
         found = {(r.app, r.cluster): r for future in futures for r in future.result()}
         healing = [c for c in checks if c.heals(heal)]
         _heal(workspace, checks, healing)
@@ -155,18 +155,19 @@ def _render(workspace: Workspace, checks: list[DriftTarget]) -> None:
 # ---- one cluster ------------------------------------------------------------------------
 
 @task(name="drift-cluster", task_run_name="drift {cluster}", cache_policy=NO_CACHE)
-def drift_cluster(cluster: str, kube: KubeClient, checks: list[DriftTarget]) -> list[DriftTargetResult]:
+def drift_cluster(cluster: str, workspace: Workspace, checks: list[DriftTarget]) -> list[DriftTargetResult]:
     """Detect drift of every app of one cluster, through one counted client."""
-    return [check_target(kube, check) for check in checks]
+    return [check_target(workspace, check) for check in checks]
 
 
-def check_target(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
+def check_target(workspace: Workspace, check: DriftTarget) -> DriftTargetResult:
     """Detect drift of one app on one cluster; the requests it cost are counted
     into its result. Errors are the result's, Secret values scrubbed."""
+    kube = workspace.kube(check.cluster)
     before = kube.requests
     bodies = [m.obj for m in check.manifests]
     try:
-        result = _check(kube, check)
+        result = _check(workspace, check)
     except Exception as error:  # a failure of this app must not stop the others
         get_run_logger().error("%s on %s: drift check failed: %s", check.app.name, check.cluster,
                                scrub(f"{type(error).__name__}: {error}", bodies))
@@ -175,15 +176,16 @@ def check_target(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
     return result
 
 
-def _check(kube: KubeClient, check: DriftTarget) -> DriftTargetResult:
+def _check(workspace: Workspace, check: DriftTarget) -> DriftTargetResult:
     app = check.app
     if check.problem:
         return _result(check, SyncStatus.FAILED, check.problem, error=True)
     if not check.revision:
         return _result(check, SyncStatus.SKIPPED, "never synced here: nothing to compare")
-    inventory = read_inventory(kube, app.name)
+    inventory = read_inventory(workspace.kube(check.cluster), app.name)  # the engine's own bookkeeping
     if inventory is None or inventory.revision != check.revision:
         return _result(check, SyncStatus.SKIPPED, "synced again during the check: checked next time")
+    kube = workspace.kube_for(app, check.cluster)  # the live objects, as the app's ServiceAccount
     check.desired = desired_objects(kube, app.name, check.manifests, app.namespace)
     check.drifts = detect_drift(kube, app.name, inventory, check.desired, drift_managers(app))
     get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(check.drifts) or "no drift")

@@ -75,13 +75,18 @@ def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str
 
 
 def _check(workspace: Workspace, target: Target, kube, version: str | None) -> None:
-    """Render and validate one target, keeping every problem on it."""
+    """Render and validate one target, keeping every problem on it. The dry-run
+    impersonates the app's ServiceAccount, if it names one; an app that a fencing
+    cluster refuses is validated offline only."""
+    fence = workspace.fence_problems(target.app, target.cluster)
+    kube = workspace.kube_for(target.app, target.cluster) if kube is not None and not fence else None
     try:
         target.manifests = render_target(workspace.tree, target.app, target.cluster, workspace.revision)
         provided = provided_by_dependencies(workspace.spec, target, workspace.targets)
-        target.problems = validate_target(target.manifests, target.app, target.cluster, kube, version, provided)
+        target.problems = fence + validate_target(target.manifests, target.app, target.cluster, kube, version,
+                                                  provided)
     except ProblemsFound as found:
-        target.problems = found.problems
+        target.problems = fence + found.problems
     get_run_logger().info("%s: %d objects, %d problems", target.name, len(target.manifests), len(target.problems))
 
 

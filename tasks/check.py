@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from engine.drift import desired_objects, detect_drift
 from engine.hand_edits import drift_managers
 from engine.inventory import read_inventory
+from engine.problems import ProblemsFound
 from engine.targets import Target
 from engine.workspace import Workspace
 from tasks.options import STAGE
@@ -34,6 +35,10 @@ def _up_to_date(workspace: Workspace, target: Target) -> bool:
     if revision in inventory.held_revisions:
         return True
     if inventory.revision != revision or inventory.last_healthy_revision != revision:
+        return False
+    try:  # the live objects, as the app's ServiceAccount if it names one
+        kube = workspace.kube_for(app, target.cluster)
+    except ProblemsFound:  # its sync refuses it, saying why
         return False
     target.manifests = workspace.rendered(app, target.cluster, revision)
     desired = desired_objects(kube, app.name, target.manifests, app.namespace)
