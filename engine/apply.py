@@ -7,10 +7,13 @@ objects the plan found created or configured, nothing else, in stages:
 3. everything else by sync wave (ascending), and within a wave by kind order.
 
 Objects of one kind in one wave are applied concurrently; a failure stops the
-sync before the next batch, so the cluster is in a known state."""
+sync before the next batch, so the cluster is in a known state. When the cluster
+cannot be written at all (unreachable, or the Lease lost), the objects of the
+batch not yet sent are not attempted either: each says so in the result."""
 
 from __future__ import annotations
 
+import threading
 import time
 from enum import IntEnum
 from itertools import groupby
@@ -19,7 +22,8 @@ from typing import Iterable
 
 from engine.changeset import Action, ChangeSet, ObjectChange, annotations_of
 from engine.diff import immutable_message, plan_object, recreate_allowed
-from engine.kube import ApiError, KubeClient, UnknownKind, is_retryable
+from engine.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
+from engine.lock import LeaseLost
 from engine.scope import RBAC_GROUP
 from engine.secrets import scrub
 
@@ -111,6 +115,7 @@ def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: boo
     # Not what an earlier attempt already wrote: a retried stage goes on where it stopped.
     pending = [c for c in changeset.desired() if c.action in (Action.CREATED, Action.CONFIGURED) and not c.done]
     crds_ready = False
+    halt = threading.Event()  # set when the cluster can take no more writes
     for batch in batches(pending):
         if _change_order(batch[0])[0] > Stage.FOUNDATION and not crds_ready:
             crds_ready = True
@@ -122,7 +127,8 @@ def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: boo
         deferred = [c for c in batch if c.deferred and not c.in_new_namespace]
         kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate), deferred)
         writes = [c for c in batch if c.action in (Action.CREATED, Action.CONFIGURED) and not c.error]
-        kube.map(lambda c: apply_object(kube, c, allow_recreate, timeout), writes)
+        kube.map(lambda c: apply_object(kube, c, allow_recreate, timeout, halt), writes)
+        changeset.halted = halt.is_set()
         if any(c.error for c in batch):
             return changeset
     if not crds_ready:
@@ -131,11 +137,20 @@ def apply_changes(kube: KubeClient, changeset: ChangeSet, *, allow_recreate: boo
 
 
 def apply_object(kube: KubeClient, change: ObjectChange, allow_recreate: bool = False,
-                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_S, halt: threading.Event | None = None) -> None:
     """Server-side apply one object; on an immutable field, delete and create it
-    again if allowed, else a clear error. Errors are recorded on the change."""
+    again if allowed, else a clear error. Errors are recorded on the change. Once
+    `halt` is set the object is not attempted; an unreachable cluster or a lost
+    Lease sets it."""
+    if halt is not None and halt.is_set():
+        return
     try:
         _apply_or_recreate(kube, change, allow_recreate, timeout)
+    except (ClusterUnreachable, LeaseLost) as error:
+        change.fail("apply", str(error), transient=is_retryable(error))
+        change.maybe_done = isinstance(error, ClusterUnreachable) and error.may_have_landed
+        if halt is not None:
+            halt.set()
     except ApiError as error:
         change.fail("apply", scrub(error.describe(), [change.desired]), transient=is_retryable(error))
     except UnknownKind as error:

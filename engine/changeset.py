@@ -66,6 +66,8 @@ class ObjectChange:
     released: bool = False
     # The error may pass if tried again (connection lost, 429, 5xx): the stage is retried.
     transient: bool = False
+    # Its write was sent, but the server never answered: it may have been made.
+    maybe_done: bool = False
 
     @property
     def group(self) -> str:
@@ -91,12 +93,26 @@ class ObjectChange:
         self.transient = transient
 
     def clear_error(self) -> None:
-        self.error, self.transient = None, False
+        self.error, self.transient, self.maybe_done = None, False, False
+
+    @property
+    def outcome(self) -> str:
+        """What happened to a change in the cluster: done, failed, unknown (sent,
+        never answered), not attempted; "" when there was nothing to do."""
+        if self.action not in CHANGING:
+            return ""
+        if self.done:
+            return "done"
+        if self.error:
+            return "unknown" if self.maybe_done else "failed"
+        return "not attempted"
 
 
 @dataclass
 class ChangeSet:
     changes: list[ObjectChange] = field(default_factory=list)
+    # Writing stopped because the cluster could take no more (unreachable, Lease lost).
+    halted: bool = False
 
     def __iter__(self):
         return iter(self.changes)
@@ -149,6 +165,16 @@ class ChangeSet:
     def error_text(self) -> str:
         """Every object's error, on one line."""
         return "; ".join(c.error for c in self.errors())
+
+    def failure_text(self) -> str:
+        """A failed write in one line: the first error, then what became of the
+        changes, e.g. "...: connection refused (of 200 changes: 107 done, 1
+        failed, 92 not attempted)"."""
+        errors = self.errors()
+        first = errors[0].error if errors else "no error"
+        counts = Counter(c.outcome for c in self.changed())
+        tally = ", ".join(f"{counts[o]} {o}" for o in ("done", "failed", "unknown", "not attempted") if counts[o])
+        return f"{first} (of {len(self.changed())} changes: {tally})"
 
     def raise_for_errors(self) -> None:
         if not self.ok:

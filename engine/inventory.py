@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -208,7 +208,8 @@ def write_inventory(kube: KubeClient, inventory: Inventory) -> dict:
 
 def next_members(changeset: ChangeSet, previous: Inventory | None) -> list[Member]:
     """Who belongs to the set after a sync: desired objects that exist (written,
-    unchanged, or members already), and previous members not deleted yet (a failed,
+    unchanged, members already, or maybe written: the server stopped answering
+    while it was sent), and previous members not deleted yet (a failed,
     skipped or kept prune is tried again next time). Objects prune released because
     they are no longer this app's leave."""
     before = previous.member_keys() if previous else set()
@@ -216,13 +217,37 @@ def next_members(changeset: ChangeSet, previous: Inventory | None) -> list[Membe
     for change in changeset:
         member = Member(change.api_version, change.kind, change.namespace, change.name)
         if change.in_desired_set:
-            exists = change.done or change.action in (Action.UNCHANGED, Action.CONFIGURED)
+            exists = change.done or change.maybe_done or change.action in (Action.UNCHANGED, Action.CONFIGURED)
             keep = exists or change.key in before
         else:
             keep = not (change.done or change.released)
         if keep:
             members.append(member)
     return sorted(set(members))
+
+
+def with_intent(app_name: str, changeset: ChangeSet, previous: Inventory | None) -> Inventory | None:
+    """The inventory to write before applying: the previous one (revision and
+    history unchanged) plus every object the run is about to write, so that a run
+    killed at any point leaves each object it created known to the next run, and
+    prunable (kubectl's ApplySet updates its parent first for the same reason).
+    None when the previous one already names them all."""
+    before = previous.member_keys() if previous else set()
+    writes = [Member(c.api_version, c.kind, c.namespace, c.name) for c in changeset.desired()
+              if c.action in (Action.CREATED, Action.CONFIGURED)]
+    added = {m for m in writes if m.key not in before}
+    if not added:
+        return None
+    intent = Inventory(app=app_name) if previous is None else replace(previous)
+    intent.members = sorted({*intent.members, *added})
+    return intent
+
+
+def write_intent(kube: KubeClient, app_name: str, changeset: ChangeSet, previous: Inventory | None) -> None:
+    """Write the inventory of with_intent, if it adds anyone (1 request)."""
+    intent = with_intent(app_name, changeset, previous)
+    if intent is not None:
+        write_inventory(kube, intent)
 
 
 def updated_inventory(app_name: str, changeset: ChangeSet, previous: Inventory | None,

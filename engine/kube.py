@@ -349,6 +349,11 @@ class ClusterUnreachable(Exception):
     def __reduce__(self):  # pickled with a task's failed state
         return type(self), (self.cluster, self.server, self.cause, self.transient, self.unresponsive)
 
+    @property
+    def may_have_landed(self) -> bool:
+        """A write that failed so may have been made: it was sent, and no answer came."""
+        return self.unresponsive or self.cause.startswith("connection lost")
+
     @classmethod
     def from_error(cls, cluster: str | None, server: str, error: BaseException,
                    limit: RequestTimeout | str) -> "ClusterUnreachable | None":

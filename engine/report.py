@@ -30,6 +30,8 @@ class ObjectResult:
     reason: str = ""
     # The field diff, `- path: old` / `+ path: new` a line, Secret values masked; "" when unchanged.
     diff: str = ""
+    # For a change: done, failed, unknown (sent, never answered) or not attempted.
+    outcome: str = ""
 
     @property
     def ref(self) -> str:

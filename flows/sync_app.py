@@ -26,9 +26,9 @@ from prefect.states import Completed, Failed, State
 from engine.appspec import RevertMode
 from engine.changeset import Action, ChangeSet, ChangeSetError
 from engine.health import HealthReport
-from engine.inventory import Inventory, read_inventory
+from engine.inventory import Inventory, read_inventory, write_intent
 from engine.kube import ClusterUnreachable
-from engine.lock import app_lock, holder_identity
+from engine.lock import LeaseLost, app_lock, holder_identity
 from engine.problems import ProblemsFound
 from engine.prune import EmptyDesiredState
 from engine.report import ObjectResult, SyncStatus, TargetResult
@@ -154,7 +154,7 @@ def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: b
         # again, whether or not the revert succeeds.
         hold = revision if app.sync_policy.auto_revert.enabled else None
         _record_failure(workspace, target, revision, previous, failure, hold=hold)
-        return _maybe_revert(workspace, target, revision, previous, failure.result)
+        return _maybe_revert(workspace, target, revision, previous, failure)
 
 
 def _revert_locked(workspace: Workspace, target: Target, good: str, bad: str) -> TargetResult:
@@ -196,30 +196,36 @@ def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inv
     _limit_prunes(changeset, app.sync_policy.prune, undo)
     if dry_run:
         return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}", changeset)
-    health = _write(workspace, target, changeset)
+    health = _write(workspace, target, changeset, previous)
     if changeset.changed() or previous is None or previous.revision != revision or hold:
         record_target(workspace.kube(cluster), app, cluster, changeset, previous, revision,
                       "reverted" if hold else "healthy", healthy=True, hold=hold)
     return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}", changeset, health)
 
 
-def _write(workspace: Workspace, target: Target, changeset: ChangeSet) -> HealthReport:
+def _write(workspace: Workspace, target: Target, changeset: ChangeSet, previous: Inventory | None) -> HealthReport:
     app, cluster, kube = target.app, target.cluster, workspace.kube_for(target.app, target.cluster)
+    stage = "apply"
     try:  # a stage with nothing to do does not run: a no-op sync reads render, validate, diff, health
         if any(c.action in (Action.CREATED, Action.CONFIGURED) for c in changeset):
+            # Written ahead: if this run is killed, the next one knows what it created.
+            write_intent(workspace.kube(cluster), app.name, changeset, previous)
             apply_target(kube, app, cluster, changeset)
+        stage = "prune"
         if any(c.action is Action.PRUNED for c in changeset):
             prune_target(kube, app, cluster, changeset)
+        stage = "health"
         return health_target(kube, app, cluster, changeset)
     except Unhealthy as unhealthy:
         failed = _result(target, SyncStatus.FAILED, f"health: {unhealthy.report.summary()}", changeset,
                          unhealthy.report)
         raise _Wrote(failed, changeset, unhealthy=True) from unhealthy
-    except (ChangeSetError, EmptyDesiredState) as error:
-        message = f"apply failed: {changeset.error_text()}" if isinstance(error, ChangeSetError) else str(error)
-        raise _Wrote(_result(target, SyncStatus.FAILED, message, changeset), changeset, unhealthy=False) from error
+    except EmptyDesiredState as error:
+        raise _Wrote(_result(target, SyncStatus.FAILED, str(error), changeset), changeset, unhealthy=False) from error
     except Exception as error:
-        failed = _result(target, SyncStatus.FAILED, _describe(error, target), changeset)
+        cause = changeset.failure_text() if isinstance(error, ChangeSetError) else _describe(error, target)
+        failed = _result(target, SyncStatus.FAILED, f"{stage} failed: {cause}", changeset)
+        changeset.halted = changeset.halted or isinstance(error, (ClusterUnreachable, LeaseLost))
         raise _Wrote(failed, changeset, unhealthy=False) from error
 
 
@@ -227,20 +233,27 @@ def _record_failure(workspace: Workspace, target: Target, revision: str, previou
                     failure: _Wrote, hold: str | None = None) -> None:
     """The inventory learns what the failed sync wrote, so a revert (or the next
     sync) can prune it."""
+    # Not retried: the first error is the one that counts, and what the run was
+    # about to write is in the inventory already (written ahead).
     try:
-        record_target(workspace.kube(target.cluster), target.app, target.cluster, failure.changeset, previous,
-                      revision, "unhealthy" if failure.unhealthy else "failed", hold=hold)
+        record_target.with_options(retries=0)(
+            workspace.kube(target.cluster), target.app, target.cluster, failure.changeset, previous,
+            revision, "unhealthy" if failure.unhealthy else "failed", hold=hold)
     except Exception as error:  # the first error is the one to report; this one is logged after it
         get_run_logger().error("%s: recording the failed sync failed too: %s", target.name,
                                _describe(error, target))
 
 
 def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous: Inventory | None,
-                  failed: TargetResult) -> TargetResult:
+                  failure: _Wrote) -> TargetResult:
     """Put the app back on its last healthy revision: the same pipeline, nested.
-    The outcome is Reverted (a failure all the same: the change did not go out)."""
-    app = target.app
+    The outcome is Reverted (a failure all the same: the change did not go out).
+    Not when the cluster could take no more writes: the revert could not either."""
+    app, failed = target.app, failure.result
     if not app.sync_policy.auto_revert.enabled:
+        return failed
+    if failure.changeset.halted:
+        failed.message += "; not reverted: the cluster can take no writes now"
         return failed
     good = previous.last_healthy_revision if previous else ""
     if not good or good == revision:
@@ -288,6 +301,7 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
             source=str(change.source) if change.source else "", action=change.action.value,
             health=state.status.value if state else "", reason=change.error or (state.reason if state else ""),
             diff=change.diff,  # masked by the engine: built from masked objects
+            outcome=change.outcome,
         ))
     return TargetResult(target.app.name, target.cluster, status, message, objects,
                         health=health.summary() if health else "", held=held)
