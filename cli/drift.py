@@ -1,22 +1,22 @@
 """`gitops drift`: is the live state still what was last synced? Exit code 0 when
 nothing drifted (or, with --heal, once healed), 1 when drift was found, 2 when
-something could not be checked or healed. `--json` prints the document of
-`gitops sync --json`, each object with the `changes` found in it."""
+something could not be checked or healed or nothing could run (cli/errors.py).
+`--json` prints the document of `gitops sync --json`, each object with the
+`changes` found in it."""
 
 from __future__ import annotations
-
-import json
 
 import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import err, error, out
+from cli.console import err, out
+from cli.errors import ERROR, fail
 from cli.progress import stage_lines
 from cli.tables import print_result
 from engine.report import SyncReport, SyncStatus
 
-NO_DRIFT, DRIFT, ERROR = 0, 1, 2
+NO_DRIFT, DRIFT = 0, 1
 
 
 def drift_command(
@@ -38,12 +38,7 @@ def drift_command(
     except DriftCheckFailed as failed:
         report, code = failed.report, ERROR
     except Exception as failure:  # gitops.yaml invalid, a block missing, Git unreachable...
-        message = f"{type(failure).__name__}: {failure}"
-        if as_json:
-            print(json.dumps({"revision": None, "results": [], "message": message}))
-        else:
-            error(message)
-        raise typer.Exit(ERROR)
+        fail(failure, as_json, {"revision": None, "results": []})
     print(report.to_json()) if as_json else _print_report(report)
     raise typer.Exit(code if code is not None else NO_DRIFT if report.ok else DRIFT)
 

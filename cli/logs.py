@@ -34,18 +34,21 @@ _verbose = False
 
 
 def apply(verbose: bool | None = None) -> None:
-    """Once the options are parsed: the console handler as chosen, and tracebacks
-    kept off it when quiet. Called again (without argument) by commands that
+    """Once the options are parsed: the console handler as chosen, tracebacks
+    kept off it when quiet, and those of expected failures always. Called again (without argument) by commands that
     import prefect only when they run."""
     global _verbose
     verbose = _verbose = _verbose if verbose is None else verbose
     if verbose:
         os.environ[CONSOLE_LEVEL] = "NOTSET"
-    for handler in _console_handlers():
-        if verbose:
+    wanted = _Verbose if verbose else _Quiet
+    consoles = _console_handlers()
+    for handler in [*consoles, logging.lastResort]:  # lastResort: before Prefect sets up logging
+        if verbose and handler in consoles:
             handler.setLevel(logging.NOTSET)
-        elif not any(isinstance(f, _Quiet) for f in handler.filters):
-            handler.addFilter(_Quiet())
+        for chosen in [f for f in handler.filters if isinstance(f, (_Quiet, _Verbose))]:
+            handler.removeFilter(chosen)
+        handler.addFilter(wanted())
 
 
 class _Quiet(logging.Filter):
@@ -56,13 +59,28 @@ class _Quiet(logging.Filter):
 
     RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
     WORKERS = ("EventsWorker", "APILogWorker")
+    # A request retried: whether it then failed is the command's own line.
+    RETRY_NOTES = ("engine.kube",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(self.RUN_LOGGERS):
             return False
-        if record.name in self.WORKERS and record.levelno < logging.ERROR:
+        if record.name in self.WORKERS + self.RETRY_NOTES and record.levelno < logging.ERROR:
             return False
         record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+class _Verbose(logging.Filter):
+    """Every line, and the traceback of a bug; an expected failure (Git, a
+    cluster unreachable, gitops.yaml invalid: cli/errors.py) keeps its line,
+    which says it all, without Prefect's traceback of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from cli.errors import is_expected
+
+        if record.exc_info and record.exc_info[1] is not None and is_expected(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
         return True
 
 

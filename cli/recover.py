@@ -1,4 +1,5 @@
-"""`gitops recover`: rebuild a cluster from Git, here or through the API."""
+"""`gitops recover`: rebuild a cluster from Git, here or through the API. Exit
+code 0 recovered, 1 not every app came back, 2 it could not run (cli/errors.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import typer
 
 from cli import logs
 from cli.console import out
+from cli.errors import FOUND, OK, fail
+
 DEPLOYMENT = "gitops-recover/gitops-recover"
 
 
@@ -26,15 +29,20 @@ def recover_command(
         report = gitops_recover(repo=repo, cluster=cluster)
     except RecoveryFailed as failed:
         report = failed.report
+    except Exception as failure:  # a block missing, Git or the cluster unreachable...
+        fail(failure)
     for app in report.apps:
         out.print(f"  {app.status.value:<9} {app.app}: {app.seconds:.1f} s, {app.changed} objects changed")
     out.print(f"{cluster}: {'recovered' if report.ok else 'not recovered'} in {report.seconds:.1f} s")
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(OK if report.ok else FOUND)
 
 
 def _via_api(repo: str, cluster: str) -> None:
     from prefect.deployments import run_deployment
 
-    run = run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, timeout=900)
+    try:
+        run = run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, timeout=900)
+    except Exception as failure:  # no such deployment, the Prefect API unreachable...
+        fail(failure)
     out.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'unknown'}")
-    raise typer.Exit(0 if run.state and run.state.is_completed() else 1)
+    raise typer.Exit(OK if run.state and run.state.is_completed() else FOUND)

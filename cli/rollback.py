@@ -1,4 +1,7 @@
-"""`gitops rollback`: roll an app back in Git and sync it (flows/rollback.py)."""
+"""`gitops rollback`: roll an app back in Git and sync it (flows/rollback.py).
+Exit code 0 rolled back and synced, 1 refused (an unknown revision, not an
+ancestor, nothing to revert, a conflict) or the sync after it failed, 2 it
+could not run (cli/errors.py: Git unreachable or refusing, a block missing)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import typer
 
 from cli import logs
 from cli.console import error, out
+from cli.errors import FOUND, fail
 
 
 def rollback_command(
@@ -14,19 +18,20 @@ def rollback_command(
     to: str = typer.Option(..., "--to", help="The revision (SHA, tag) to roll the app back to."),
 ) -> None:
     """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
-    from engine.git import GitError  # these import Prefect: only when the command runs
-    from engine.rollback import RollbackError
+    from engine.rollback import RollbackError  # these import Prefect: only when the command runs
     from flows.rollback import RollbackIncomplete, gitops_rollback
 
     logs.apply()
     try:
         result = gitops_rollback(repo=repo, app=app, to=to)
-    except (RollbackError, GitError) as refused:
+    except RollbackError as refused:
         error(str(refused), label="rollback refused")
-        raise typer.Exit(1)
+        raise typer.Exit(FOUND)
     except RollbackIncomplete as incomplete:
         error(str(incomplete))
-        raise typer.Exit(1)
+        raise typer.Exit(FOUND)
+    except Exception as failure:  # Git unreachable or refusing, a block missing...
+        fail(failure)
     out.print(f"[green]rolled back[/green] {app} to {result.to[:12]} by {result.commit[:12]} "
               f"(reverted {len(result.reverted)} commit(s)); synced: "
               f"{'; '.join(f'{r.cluster}: {r.status.value}' for r in result.sync.results)}")

@@ -1,7 +1,8 @@
 """`gitops sync`, `gitops diff` and `gitops status`: results on stdout, the
-rest on stderr; `--json` prints one document that scripts can rely on.
-`gitops sync` exits 0 only when everything succeeded, 1 otherwise; `gitops diff`
-exits as `kubectl diff` does: 0 nothing would change, 1 something would, 2 error."""
+rest on stderr; `--json` prints one document that scripts can rely on, also on
+an error (cli/errors.py). `gitops sync` exits 0 when everything succeeded, 1
+when an app failed, 2 when nothing could run; `gitops diff` exits as `kubectl
+diff` does: 0 nothing would change, 1 something would, 2 error."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli import logs
-from cli.console import err, error, out
+from cli.console import err, out
 from cli.diffs import print_diffs
+from cli.errors import ERROR, fail
 from cli.progress import stage_lines
 from cli.tables import print_result, print_table
 from engine.report import SyncFailed, SyncReport
@@ -24,13 +26,14 @@ APPS = typer.Option([], "--app", help="Only this app (repeatable).")
 CLUSTERS = typer.Option([], "--cluster", help="Only this cluster (repeatable).")
 AS_JSON = typer.Option(False, "--json", help="Print one JSON document.")
 
-NO_CHANGES, CHANGES, ERROR = 0, 1, 2  # gitops diff's exit codes
+NO_CHANGES, CHANGES = 0, 1  # gitops diff's exit codes, and ERROR
+EMPTY = {"revision": None, "results": []}  # the --json document when nothing could run
 
 
 def sync_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
     """Apply a revision to every target cluster: diff, apply, prune, wait for health."""
-    report = _run(repo, revision, app, cluster, as_json, dry_run=False, error_code=1)
+    report = _run(repo, revision, app, cluster, as_json, dry_run=False)
     print(report.to_json()) if as_json else _print_report(report)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -39,7 +42,7 @@ def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
     """Show what a sync would change (server-side dry-run), writing nothing.
     Exit code 0: no changes, 1: changes, 2: error."""
-    report = _run(repo, revision, app, cluster, as_json, dry_run=True, error_code=ERROR)
+    report = _run(repo, revision, app, cluster, as_json, dry_run=True)
     if as_json:
         print(report.to_json())
         changed = sum(r.changed for r in report.results)
@@ -50,25 +53,24 @@ def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
 
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
-         dry_run: bool, error_code: int) -> SyncReport:
+         dry_run: bool) -> SyncReport:
     """The run's report; when no app could run (gitops.yaml invalid, the fetch
-    failed), the error is printed and the command exits with `error_code`."""
-    from flows.sync import gitops_sync
+    failed, a block missing), the error is printed and the command exits 2."""
+    try:
+        from flows.sync import gitops_sync
 
-    logs.apply()  # prefect is imported by now
-    with stage_lines(err, shown=not logs.is_verbose()):
-        state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
-                            dry_run=dry_run, return_state=True)
-    outcome = state.result(raise_on_failure=False)
+        logs.apply()  # prefect is imported by now
+        with stage_lines(err, shown=not logs.is_verbose()):
+            state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
+                                dry_run=dry_run, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+    except Exception as failure:  # before the flow ran (the Prefect API unreachable) or a crash
+        fail(failure, as_json, EMPTY)
     report = outcome.report if isinstance(outcome, SyncFailed) else outcome
     if isinstance(report, SyncReport):
         return report
-    message = str(report) if isinstance(report, BaseException) else (state.message or "sync failed")
-    if as_json:
-        print(json.dumps({"revision": None, "results": [], "message": message}))
-    else:
-        error(message)
-    raise typer.Exit(error_code)
+    fail(report if isinstance(report, BaseException) else RuntimeError(state.message or "sync failed"),
+         as_json, EMPTY)
 
 
 def _print_report(report: SyncReport) -> None:
@@ -103,8 +105,7 @@ def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:
     try:
         rows = app_statuses(repo)
     except Exception as failure:  # a block missing, Git or a cluster unreachable...
-        error(f"{type(failure).__name__}: {failure}")
-        raise typer.Exit(ERROR)
+        fail(failure, as_json, {"apps": []})
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

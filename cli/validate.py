@@ -1,6 +1,7 @@
 """`gitops validate`: fetch, render and validate a revision for every target
-cluster, writing nothing; exit 0 when clean, 1 when anything is wrong, 2 when
-it could not run. The problems are its result: on stdout."""
+cluster, writing nothing; exit 0 when clean, 1 when anything is wrong (an
+invalid gitops.yaml too), 2 when it could not run (cli/errors.py). The problems
+are its result: on stdout."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import err, error, out
+from cli.console import err, out
+from cli.errors import FOUND, OK, fail, problem_json
 from cli.progress import stage_lines
 from engine.problems import Problem, ProblemsFound, Severity
 
@@ -35,11 +37,11 @@ def validate_command(
         desired = failed.desired
     except ProblemsFound as found:  # the spec itself is invalid
         _report(None, [], found.problems, as_json)
-        raise typer.Exit(1)
-    except Exception as failure:  # a block missing, Git unreachable, an unknown revision...
-        _could_not_run(f"{type(failure).__name__}: {failure}", as_json)
+        raise typer.Exit(FOUND)
+    except Exception as failure:  # a block missing, Git or a cluster unreachable, an unknown revision...
+        fail(failure, as_json, {"revision": None, "results": [], "problems": []})
     _report(desired.revision, desired.targets, desired.all_problems(), as_json)
-    raise typer.Exit(1 if desired.errors() else 0)
+    raise typer.Exit(FOUND if desired.errors() else OK)
 
 
 def _report(revision: str | None, targets: list, problems: list[Problem], as_json: bool) -> None:
@@ -47,8 +49,8 @@ def _report(revision: str | None, targets: list, problems: list[Problem], as_jso
         print(json.dumps({
             "revision": revision,
             "results": [{"app": t.app.name, "cluster": t.cluster, "objects": len(t.manifests),
-                         "problems": [_problem_json(p) for p in t.problems]} for t in targets],
-            "problems": [_problem_json(p) for p in problems],
+                         "problems": [problem_json(p) for p in t.problems]} for t in targets],
+            "problems": [problem_json(p) for p in problems],
         }, indent=2))
         return
     for t in targets:
@@ -61,15 +63,3 @@ def _report(revision: str | None, targets: list, problems: list[Problem], as_jso
         errors = sum(p.severity is Severity.ERROR for p in problems)
         out.print(f"revision {revision[:12]}: {errors} error(s), {len(problems) - errors} warning(s)")
 
-
-def _could_not_run(message: str, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"revision": None, "results": [], "problems": [], "message": message}))
-    else:
-        error(message)
-    raise typer.Exit(2)
-
-
-def _problem_json(p: Problem) -> dict:
-    return {"source": str(p.source), "object": p.object_ref, "rule": p.rule,
-            "severity": p.severity.value, "message": p.message}
