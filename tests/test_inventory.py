@@ -14,7 +14,8 @@ from engine.apply import apply_changes
 from engine.changeset import Action, ChangeSet, ObjectChange
 from engine.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
                              HISTORY_LIMIT, INVENTORY_NAMESPACE, HistoryEntry, Inventory, Member, applyset_id,
-                             next_members, ownership_labels, read_inventory, updated_inventory, write_inventory)
+                             next_members, ownership_labels, read_inventory, updated_inventory, with_intent,
+                             write_inventory)
 from engine.diff import plan_changes
 from engine.kube import KubeClient
 from engine.objects import Manifest, Source
@@ -110,6 +111,41 @@ def test_next_members_keep_what_exists_and_what_failed_to_prune():
         "annotated", "broken", "failed", "kept", "new", "not-pruned"]
     after = updated_inventory("web", changeset, previous, SHA2, "applied")
     assert after.revision == SHA2 and after.history[-1].result == "applied" and after.last_healthy_revision == ""
+
+
+def test_the_intent_names_every_object_about_to_be_written_and_keeps_the_rest():
+    previous = inventory("web")
+
+    def change(name: str, action: Action) -> ObjectChange:
+        return ObjectChange("v1", "ConfigMap", "web", name, Source("x.yaml"), action, desired={})
+
+    changeset = ChangeSet([change("cfg", Action.CONFIGURED), change("new", Action.CREATED),
+                           change("adopted", Action.CONFIGURED), change("same", Action.UNCHANGED)])
+    intent = with_intent("web", changeset, previous)
+    assert {m.name for m in intent.members} == {m.name for m in previous.members} | {"new", "adopted"}
+    # Nothing else moves: the next run still sees the revision as not synced.
+    assert (intent.revision, intent.history, intent.held_revisions) == (
+        previous.revision, previous.history, previous.held_revisions)
+    assert [m.name for m in previous.members] == ["web", "cfg", "web", "widgets.example.com"]  # not changed
+    assert {m.name for m in with_intent("web", changeset, None).members} == {"cfg", "new", "adopted"}
+    assert with_intent("web", ChangeSet([change("cfg", Action.CONFIGURED)]), previous) is None  # nobody new
+
+
+def test_a_write_that_may_have_landed_stays_a_member_and_a_partial_apply_is_told_in_one_line():
+    def created(name: str, **state) -> ObjectChange:
+        return ObjectChange("v1", "ConfigMap", "web", name, Source("x.yaml"), Action.CREATED, desired={}, **state)
+
+    unknown = created("sent")
+    unknown.fail("apply", "cluster c (https://c) is unreachable: no answer within the time limit")
+    unknown.maybe_done = True
+    refused = created("refused")
+    refused.fail("apply", "422 Invalid")
+    changeset = ChangeSet([created("done", done=True), unknown, refused, created("later")])
+    assert [m.name for m in next_members(changeset, None)] == ["done", "sent"]
+    assert [c.outcome for c in changeset] == ["done", "unknown", "failed", "not attempted"]
+    assert changeset.failure_text() == (
+        "ConfigMap/web/sent: apply failed: cluster c (https://c) is unreachable: no answer within the time limit "
+        "(of 4 changes: 1 done, 1 failed, 1 unknown, 1 not attempted)")
 
 
 # ---- against the cluster -------------------------------------------------------------
