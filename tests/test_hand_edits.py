@@ -20,14 +20,12 @@ from typer.testing import CliRunner
 
 from cli.drift import drift_command
 from conftest import KUBECTL, KUBECTL_TIMEOUT_S, kubectl
-from engine.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, take_over
+from engine.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager, take_over, taken_over
 from engine.kube import FIELD_MANAGER, KubeClient
 from engine.report import SyncStatus
 from example_repo import ExampleRepo, make_example_repo, remove_sample_apps
 from flows.drift import gitops_drift
 from flows.sync import gitops_sync
-
-pytestmark = pytest.mark.cluster
 
 WEB = dict(apps=["web"], clusters=["staging"])
 CONTAINER = "spec.template.spec.containers[name=web]"
@@ -128,6 +126,7 @@ CASES = [
 ]
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_hand_edit_is_found_with_its_manager_and_path_and_healed(repo, staging, case):
     case.run(staging)
@@ -148,6 +147,7 @@ def test_a_hand_edit_is_found_with_its_manager_and_path_and_healed(repo, staging
     assert again.status is SyncStatus.SUCCEEDED, again.message
 
 
+@pytest.mark.cluster
 def test_gitops_drift_cli_finds_set_env_and_heal_removes_it(repo, staging):
     app = typer.Typer()
     app.command()(drift_command)
@@ -167,6 +167,7 @@ def test_gitops_drift_cli_finds_set_env_and_heal_removes_it(repo, staging):
 
 # ---- what is not a hand edit ------------------------------------------------------------------
 
+@pytest.mark.cluster
 def test_a_controllers_update_is_not_drift_and_heal_leaves_it(repo, staging):
     """As an autoscaler or admission controller would: an Update by a manager of its own."""
     kubectl(staging, "patch", "deployment", "web", "-n", "web", "--field-manager=horizontal-pod-autoscaler", "-p",
@@ -183,6 +184,7 @@ def test_a_controllers_update_is_not_drift_and_heal_leaves_it(repo, staging):
 
 # ---- a sync with selfHeal -------------------------------------------------------------------
 
+@pytest.mark.cluster
 def test_the_scheduled_sync_of_a_self_healing_app_removes_a_hand_edit(repo, staging):
     kubectl(staging, "label", "configmap", "web-settings", "-n", "web", "hand=made")
     report = gitops_sync(repo=repo.block_name, **WEB, if_changed=True)  # web's syncPolicy.selfHeal is true
@@ -197,6 +199,7 @@ def test_the_scheduled_sync_of_a_self_healing_app_removes_a_hand_edit(repo, stag
 
 # ---- a Secret: values masked, and the takeover itself ----------------------------------------
 
+@pytest.mark.cluster
 def test_a_secret_key_added_by_hand_is_masked_and_taken_over(local_cluster, namespace):
     value = "hand-secret-value"
     desired = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": namespace},
@@ -222,6 +225,7 @@ def test_a_secret_key_added_by_hand_is_masked_and_taken_over(local_cluster, name
 
 # ---- driftManagers ------------------------------------------------------------------------------
 
+@pytest.mark.cluster
 def test_drift_managers_of_the_app_replace_the_default(repo, staging):
     """Last: it commits to the repository (gitops.yaml at the head gives the policy)."""
     spec = repo.read("gitops.yaml")
@@ -240,3 +244,78 @@ def test_drift_managers_of_the_app_replace_the_default(repo, staging):
     assert web(repo, heal=True).status is SyncStatus.SUCCEEDED
     assert jsonpath(staging, "ConfigMap/web-settings", "{.metadata.labels.hand}") == ""
     assert jsonpath(staging, "ConfigMap/web-settings", "{.metadata.annotations.note}") == "kept"
+
+
+# ---- the field sets alone (managedFields as kubectl 1.37 and the controllers wrote them) -----
+
+def _entry(manager: str, fields: dict, operation: str = "Update", subresource: str = "") -> dict:
+    entry = {"manager": manager, "operation": operation, "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+             "fieldsV1": fields}
+    return {**entry, "subresource": subresource} if subresource else entry
+
+
+WEB_ITEM = 'k:{"name":"web"}'
+DESIRED = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "web"},
+           "spec": {"replicas": 1, "template": {"spec": {"containers": [
+               {"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]}}}}
+LIVE = {"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "web", "annotations": {"deployment.kubernetes.io/revision": "2"},
+                     "finalizers": ["example.com/hold"], "managedFields": [
+            _entry(FIELD_MANAGER, {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                WEB_ITEM: {".": {}, "f:name": {}, "f:ports": {
+                    'k:{"containerPort":80,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}}}}}}}}, "Apply"),
+            _entry("kubectl-set", {"f:spec": {"f:template": {"f:spec": {"f:containers": {WEB_ITEM: {
+                "f:image": {}, "f:env": {".": {}, 'k:{"name":"DRIFTED"}': {".": {}, "f:name": {}, "f:value": {}}}}}}}}}),
+            _entry("kubectl", {"f:spec": {"f:replicas": {}}}, subresource="scale"),
+            _entry("kubectl-patch", {"f:metadata": {"f:finalizers": {".": {}, 'v:"example.com/hold"': {}}},
+                                     "f:spec": {"f:template": {"f:spec": {"f:containers": {WEB_ITEM: {"f:ports": {
+                                         'k:{"containerPort":80,"protocol":"TCP"}': {"f:name": {}}}}}}}}}),
+            _entry("kubectl-edit", {"f:status": {"f:replicas": {}}}, subresource="status"),
+            _entry("kube-controller-manager", {"f:metadata": {"f:annotations": {
+                "f:deployment.kubernetes.io/revision": {}}}, "f:status": {"f:replicas": {}}}),
+            _entry("horizontal-pod-autoscaler", {"f:spec": {"f:minReadySeconds": {}}})]},
+        "spec": {"replicas": 3, "minReadySeconds": 5, "template": {"spec": {"containers": [
+            {"name": "web", "image": "nginx:1.28", "env": [{"name": "DRIFTED", "value": "yes"}],
+             "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}]}]}}},
+        "status": {"replicas": 3}}
+
+
+def test_fields_git_lacks_are_found_where_they_start_and_controllers_are_not():
+    found = {(e.manager, e.path): e.value for e in find_hand_edits(DESIRED, LIVE, DEFAULT_DRIFT_MANAGERS)}
+    container = "spec.template.spec.containers[name=web]"
+    assert found == {  # not image nor replicas (Git sets them), nor status, nor the controllers' fields
+        ("kubectl-set", f"{container}.env[name=DRIFTED]"): {"name": "DRIFTED", "value": "yes"},
+        ("kubectl-patch", 'metadata.finalizers["example.com/hold"]'): "example.com/hold",
+        ("kubectl-patch", f"{container}.ports[containerPort=80,protocol=TCP].name"): "http",  # Git's port, no protocol
+    }
+
+
+def test_managers_are_names_or_patterns_and_never_ours():
+    assert is_hand_manager("kubectl-label", ["kubectl*"]) and not is_hand_manager("k9s", ["kubectl*"])
+    assert not is_hand_manager(FIELD_MANAGER, ["*"])
+    assert [e.manager for e in find_hand_edits(DESIRED, LIVE, ["kubectl-set"])] == ["kubectl-set"]
+    assert find_hand_edits(DESIRED, LIVE, []) == []
+
+
+def test_the_server_set_name_label_of_a_namespace_is_not_a_hand_edit():
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "web", "labels": {"kubernetes.io/metadata.name": "web", "team": "a"},
+        "managedFields": [_entry("kubectl-create", {"f:metadata": {"f:labels": {
+            ".": {}, "f:kubernetes.io/metadata.name": {}, "f:team": {}}}})]}}
+    desired = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}
+    assert [e.path for e in find_hand_edits(desired, namespace, DEFAULT_DRIFT_MANAGERS)] == ["metadata.labels.team"]
+
+
+def test_taking_over_moves_the_hand_entries_into_our_apply_entry_and_keeps_the_rest():
+    body = taken_over(LIVE, DEFAULT_DRIFT_MANAGERS, "apps/v1")
+    entries = body["metadata"]["managedFields"]
+    assert [(e["manager"], e.get("subresource", "")) for e in entries] == [
+        ("kubectl-edit", "status"), ("kube-controller-manager", ""), ("horizontal-pod-autoscaler", ""),
+        (FIELD_MANAGER, "")]
+    ours = entries[-1]
+    assert ours["operation"] == "Apply" and "f:status" not in ours["fieldsV1"]
+    container = ours["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"][WEB_ITEM]
+    assert set(container) == {".", "f:name", "f:ports", "f:image", "f:env"}
+    assert ours["fieldsV1"]["f:metadata"]["f:finalizers"] == {".": {}, 'v:"example.com/hold"': {}}
+    assert LIVE["metadata"]["managedFields"][0]["fieldsV1"] != ours["fieldsV1"]  # the live object untouched
+    assert taken_over(body, DEFAULT_DRIFT_MANAGERS, "apps/v1") is None
