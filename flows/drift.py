@@ -25,7 +25,7 @@ from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
 from engine.hand_edits import drift_managers, take_over
 from engine.inventory import read_inventory
-from engine.kube import KubeClient
+from engine.kube import ClusterUnreachable, KubeClient
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
 from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
@@ -129,7 +129,9 @@ def read_revisions(cluster: str, kube: KubeClient, apps: list[str]) -> dict[str,
     why the cluster could not be read."""
     try:
         return {app: (inventory.revision if (inventory := read_inventory(kube, app)) else "") for app in apps}
-    except Exception as error:  # one unreachable cluster must not stop the others
+    except ClusterUnreachable as error:  # says which cluster and why in plain words
+        return f"cannot read the inventories: {error}"
+    except Exception as error:  # one broken cluster must not stop the others
         return f"cannot read the inventories: {type(error).__name__}: {error}"
 
 
