@@ -20,6 +20,7 @@ from cli.localcluster import localcluster_app  # noqa: E402
 from cli.drift import drift_command  # noqa: E402
 from cli.recover import recover_command  # noqa: E402
 from cli.rollback import rollback_command  # noqa: E402
+from cli.secret import secret_app, secret_key  # noqa: E402
 from cli.serve import serve_command  # noqa: E402
 from cli.server import server_app  # noqa: E402
 from cli.sync import diff_command, status_command, sync_command  # noqa: E402
@@ -91,6 +92,8 @@ def _with_prefect_all(group: typer.Typer) -> typer.Typer:
 
 app.add_typer(localcluster_app, name="localcluster")
 app.add_typer(server_app, name="server")
+secret_app.command("key")(with_prefect(secret_key))  # encrypt needs no Prefect
+app.add_typer(secret_app, name="secret")
 app.add_typer(_with_prefect_all(repo_app), name="repo")
 app.add_typer(_with_prefect_all(cluster_app), name="cluster")
 app.command("validate")(with_prefect(validate_command))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.children import dying_with_parent
+
 if TYPE_CHECKING:  # the CLI imports this module and must start fast
     from pydantic import SecretStr
 
@@ -102,8 +104,8 @@ class Sops:
         # and from / it finds no .sops.yaml whose rules would override the arguments.
         env = {"HOME": os.devnull, "PATH": os.defpath, **env}
         try:
-            done = subprocess.run([self.binary, *args], input=text, capture_output=True, text=True,
-                                  encoding="utf-8", errors="replace", env=env, cwd="/",
+            done = subprocess.run(dying_with_parent([self.binary, *args]), input=text, capture_output=True,
+                                  text=True, encoding="utf-8", errors="replace", env=env, cwd="/",
                                   timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             raise SopsError(file, f"sops did not finish within {self.timeout_s:g} s", action) from None

@@ -178,6 +178,20 @@ def test_kustomize_resources_are_decrypted_after_the_build_keeping_its_changes(e
         render_app(root, vault_app(), "staging")
 
 
+def test_a_decrypted_value_never_shows_in_a_validation_message(tmp_path):
+    from engine.policy_settings import PolicySettings
+    from engine.validate import validate
+
+    private, public = age_identity()
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: pin}\nstringData:\n  pin: 90210731\n"  # not a string
+    (tmp_path / "apps/vault").mkdir(parents=True)
+    (tmp_path / "apps/vault/secret.yaml").write_text(sops_encrypt(secret, public))
+    manifests = render_app(tmp_path, vault_app(**WITH_KEY), "staging", RenderOptions(age_key=SecretStr(private)))
+
+    [problem] = validate(manifests, "vault", "vault", PolicySettings())
+    assert problem.rule == "schema.type" and "90210731" not in problem.message, problem.message
+
+
 def test_the_render_cache_keeps_nothing_of_an_app_with_decryption(encrypted_repo, tmp_path, monkeypatch):
     root, key, plain = encrypted_repo
     monkeypatch.setenv("GITOPS_HOME", str(tmp_path / "home"))
@@ -218,3 +232,135 @@ def test_gitops_secret_encrypt_encrypts_only_secret_values(tmp_path):
     again = subprocess.run([GITOPS, "secret", "encrypt", str(file), "--age-recipient", public, "--in-place"],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already SOPS-encrypted" in again.stderr
+
+
+# -- a sync to a real cluster ---------------------------------------------------------
+
+GITOPS_YAML = """\
+apps:
+  - name: {app}
+    path: apps/vault
+    clusters: [{cluster}]
+    namespace: {namespace}
+    decryption: {{provider: sops, secretRef: {key_block}}}
+"""
+
+
+def vault_remote(tmp_path: Path, files: dict[str, str]):
+    """A real Git remote holding `files`, saved as a Git repository block."""
+    from blocks import GitRepository
+    from example_repo import ExampleRepo, git
+
+    bare, work = tmp_path / "vault.git", tmp_path / "work"
+    work.mkdir()
+    git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    git("init", "--quiet", "-b", "main", cwd=work)
+    git("remote", "add", "origin", str(bare), cwd=work)
+    repo = ExampleRepo(bare, work, f"vault-{secrets.token_hex(3)}")
+    repo.commit(files, "an encrypted Secret")
+    GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
+    return repo
+
+
+def save_key(block: str, key_file: Path) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value=SecretStr(key_file.read_text())).save(block, overwrite=True)
+
+
+def prefect_database_dir() -> Path:
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    assert url.startswith("sqlite"), url
+    return Path(url.split(":///", 1)[1]).parent
+
+
+def api_post(api: str, path: str, body: dict) -> list:
+    import httpx
+
+    response = httpx.post(f"{api}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.mark.cluster
+def test_a_sync_applies_the_decrypted_secret_whose_values_show_nowhere_else(
+        local_cluster, prefect_api, namespace, tmp_path):
+    from blocks import KubernetesCluster
+    from conftest import kubectl
+
+    suffix = secrets.token_hex(3)
+    cluster, app, key_block = f"sops-{suffix}", f"vault-{suffix}", f"vault-age-{suffix}"
+    KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig).save(cluster, overwrite=True)
+    private, public = age_identity()
+    keys = {"good": tmp_path / "good.agekey", "wrong": tmp_path / "wrong.agekey"}
+    keys["good"].write_text(private)
+    keys["wrong"].write_text(age_identity()[0])
+    first, second = Plaintext(), Plaintext()
+    home = tmp_path / "gitops-home"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "GITOPS_HOME": str(home)}
+    said: list[str] = []  # everything the commands printed
+
+    def gitops(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([GITOPS, *args], capture_output=True, text=True, timeout=300, env=env)
+        said.append(done.stdout + done.stderr)
+        return done
+
+    def live(kind: str, name: str, path: str) -> str:
+        return kubectl(local_cluster.kubeconfig, "get", kind, name, "-n", namespace, "-o",
+                       f"jsonpath={{{path}}}").stdout
+
+    assert gitops("secret", "key", key_block, "--age-key-file", str(keys["good"])).returncode == 0
+    repo = vault_remote(tmp_path, {
+        "gitops.yaml": GITOPS_YAML.format(app=app, cluster=cluster, namespace=namespace, key_block=key_block),
+        "apps/vault/secret.yaml": sops_encrypt(first.secret(), public),
+        "apps/vault/configmap.yaml": CONFIGMAP.format(greeting="hello"),
+    })
+    try:
+        synced = gitops("-v", "sync", "--repo", repo.block_name, "--json")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        [result] = json.loads(synced.stdout)["results"]
+        assert {(o["kind"], o["action"]) for o in result["objects"]} == {("Secret", "created"),
+                                                                         ("ConfigMap", "created")}
+        assert base64.b64decode(live("secret", "db", ".data.password")).decode() == first.password
+
+        # A new value: the diff shows that it changes, never what it is.
+        repo.commit({"apps/vault/secret.yaml": sops_encrypt(second.secret(), public)}, "rotate the password")
+        diff = gitops("diff", "--repo", repo.block_name)
+        assert diff.returncode == 1, diff.stdout + diff.stderr
+        assert re.search(r'^\+ data\.password: "\++"$', diff.stdout, re.MULTILINE), diff.stdout
+        assert gitops("sync", "--repo", repo.block_name).returncode == 0
+        assert base64.b64decode(live("secret", "db", ".data.password")).decode() == second.password
+
+        # A wrong key, then a tampered file: refused with the file and the reason, nothing applied.
+        def refused_because(reason: str) -> None:
+            refused = gitops("sync", "--repo", repo.block_name, "--json")
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            [result] = json.loads(refused.stdout)["results"]
+            assert result["status"] == "failed" and result["objects"] == []
+            assert "apps/vault/secret.yaml" in result["message"] and reason in result["message"], result["message"]
+            assert live("configmap", "settings", ".data.greeting") == "hello"
+
+        encrypted = repo.read("apps/vault/secret.yaml")
+        save_key(key_block, keys["wrong"])  # as `gitops secret key` does, without starting a command
+        repo.commit({"apps/vault/configmap.yaml": CONFIGMAP.format(greeting="bonjour")}, "greet in French")
+        refused_because("no age key of the app's secretRef can decrypt it (wrong key)")
+        save_key(key_block, keys["good"])
+        repo.commit({"apps/vault/secret.yaml": encrypted.replace("name: db", "name: db2")}, "tamper")
+        refused_because("MAC mismatch: the file was changed after it was encrypted")
+    finally:
+        kubectl(local_cluster.kubeconfig, "delete", "configmap", f"gitops-app-{app}", "-n", "gitops-system",
+                "--ignore-not-found", check=False)
+
+    # Nowhere else: the commands' output and logs, the artifacts, the render cache
+    # (and all of $GITOPS_HOME), and Prefect's database.
+    assert not first.found_in("\n".join(said)) and not second.found_in("\n".join(said))
+    artifacts = api_post(prefect_api, "/artifacts/filter", {"limit": 200, "sort": "CREATED_DESC"})
+    assert any(app in (a.get("key") or "") for a in artifacts)
+    assert not first.found_in(json.dumps(artifacts)) and not second.found_in(json.dumps(artifacts))
+    assert (home / "git").is_dir()
+    assert not found_in_files(first, home) and not found_in_files(second, home)
+    database = prefect_database_dir()
+    assert any(app.encode() in f.read_bytes() for f in database.iterdir() if f.is_file())  # the right files
+    assert not found_in_files(first, database) and not found_in_files(second, database)

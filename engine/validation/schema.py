@@ -17,6 +17,7 @@ from referencing import Registry, Resource
 
 from engine.objects import Manifest, Source
 from engine.problems import Problem
+from engine.secrets import scrub
 from engine.validation.context import WARNING, Context, _problem
 from engine.validation.json_values import _describe_value, _dicts, _json_path
 
@@ -99,7 +100,8 @@ def schema_object(m: Manifest, ctx: Context) -> Iterator[Problem]:
         if tuple(error.absolute_path)[:2] in _CHECKED_BY_STRUCTURE:
             continue
         for path, rule, message in _describe(error):
-            yield _problem(m, rule, f"{_json_path(path)}: {message}" if path else message)
+            text = f"{_json_path(path)}: {message}" if path else message
+            yield _problem(m, rule, scrub(text, [m.obj]))  # a Secret's values (decrypted ones too) never shown
 
 
 def _unknown_builtin(m: Manifest, ctx: Context, version: str) -> Iterator[Problem]:
