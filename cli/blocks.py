@@ -58,10 +58,8 @@ def repo_add(
 @repo_app.command("list")
 def repo_list() -> None:
     """List saved Git repository blocks."""
-    from cli.prefect_api import prefect_api
-
     table = Table("name", "url", "branch", "credentials")
-    for document in prefect_api().block_documents(REPO_SLUG):
+    for document in _saved(REPO_SLUG):
         data = document["data"]  # a secret that is set reads `********`, one that is not null
         credentials = "token" if data.get("token") else "ssh key" if data.get("ssh_private_key") else "none"
         table.add_row(escape(document["name"]), escape(data.get("url", "")), escape(data.get("branch", "")),
@@ -87,10 +85,8 @@ def cluster_add(
 @cluster_app.command("list")
 def cluster_list() -> None:
     """List saved Kubernetes cluster blocks."""
-    from cli.prefect_api import prefect_api
-
     table = Table("name", "context", "labels", "impersonation")
-    for document in prefect_api().block_documents(CLUSTER_SLUG):
+    for document in _saved(CLUSTER_SLUG):
         data = document["data"]
         labels = ", ".join(f"{k}={v}" for k, v in sorted((data.get("labels") or {}).items()))
         table.add_row(escape(document["name"]), escape(data.get("context") or "(current)"), escape(labels),
@@ -106,6 +102,15 @@ def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels
                                                    require_impersonation=require_impersonation)
     block.save(name, overwrite=True)
     return block
+
+
+def _saved(block_type_slug: str) -> list[dict]:
+    from cli.prefect_api import PrefectApiError, prefect_api
+
+    try:
+        return prefect_api().block_documents(block_type_slug)
+    except PrefectApiError as failed:
+        _fail(str(failed))
 
 
 def parse_labels(pairs: list[str]) -> dict[str, str]:

@@ -36,6 +36,10 @@ CERT_FILE, SKIP_VERIFY = "PREFECT_API_SSL_CERT_FILE", "PREFECT_API_TLS_INSECURE_
 TIMEOUT_S = 30
 
 
+class PrefectApiError(RuntimeError):
+    """The API did not answer, or refused: one line naming it."""
+
+
 @dataclass(frozen=True)
 class PrefectApi:
     url: str
@@ -46,9 +50,16 @@ class PrefectApi:
         return f"prefect: {self.chosen_by} {self.url.removesuffix('/api')}"
 
     def get_json(self, path: str) -> Any:
+        """GET a path of the API as JSON; urllib's HTTPError for an answer that is not 2xx."""
         request = urllib.request.Request(f"{self.url.rstrip('/')}/{path.lstrip('/')}", headers=self._headers())
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=self._tls()) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=self._tls()) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as failed:
+            reason = getattr(failed, "reason", failed)
+            raise PrefectApiError(f"the Prefect API at {self.url} does not answer: {reason}") from None
 
     def block_documents(self, block_type_slug: str) -> list[dict]:
         """Saved blocks of one type (named, not anonymous), secrets left on the
@@ -59,7 +70,7 @@ class PrefectApi:
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return []
-            raise
+            raise PrefectApiError(f"the Prefect API at {self.url} answered {error.code} {error.reason}") from None
         return sorted((d for d in documents if d.get("name") and not d.get("is_anonymous")),
                       key=lambda d: d["name"])
 
