@@ -15,8 +15,13 @@ import yaml
 
 from conftest import kubectl
 from example_repo import ExampleRepo, git
+from engine.apply import apply_changes
+from engine.changeset import Action
+from engine.diff import plan_changes
 from engine.kube import KubeClient, service_account_user
+from engine.objects import Manifest, Source
 from engine.report import SyncStatus
+from flows.drift import DriftCheckFailed, gitops_drift
 from flows.sync import SyncFailed, gitops_sync
 from flows.validate import ValidationFailed, gitops_validate
 
@@ -185,6 +190,47 @@ def test_the_clusters_rbac_refuses_what_the_account_may_not_write_even_where_our
     can = kubectl(local_cluster.kubeconfig, "auth", "can-i", "update", "configmaps", "-n", "gitops-system",
                   f"--as={service_account_user(tenant, ACCOUNT)}", check=False)
     assert can.stdout.strip() == "no"
+
+    # The drift check reads the live objects as the account too: without its RoleBinding it may not.
+    assert gitops_drift(repo=repo.block_name).results[0].message.startswith("no drift")
+    kubectl(local_cluster.kubeconfig, "delete", "rolebinding", ACCOUNT, "-n", tenant)
+    with pytest.raises(DriftCheckFailed) as drift:
+        gitops_drift(repo=repo.block_name)
+    assert f'{user} cannot list resource "configmaps"' in drift.value.report.results[0].message
+
+
+def test_a_refusal_after_writes_began_leaves_each_object_done_or_failed_or_not_attempted(local_cluster, tenant):
+    """The dry-run asks the same RBAC as the write (even in a namespace that does not
+    exist yet), so a refusal normally stops an app before anything is written. Should
+    the account lose a right between plan and apply, each object says what became of it."""
+    from blocks import KubernetesCluster
+
+    objects = [configmap("settings", tenant),
+               {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "password", "namespace": tenant},
+                "stringData": {"password": "hunter2"}},
+               {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": tenant},
+                "spec": {"ports": [{"port": 80}]}}]
+    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as admin:
+        kube = admin.impersonating(service_account_user(tenant, ACCOUNT))
+        changeset = plan_changes(kube, "tenant", [Manifest(o, Source("tenant.yaml", 1)) for o in objects], None,
+                                 default_namespace=tenant)
+        assert changeset.ok and {c.action for c in changeset} == {Action.CREATED}
+        # Its Role loses Secrets (applied after ConfigMaps, before Services).
+        kubectl(local_cluster.kubeconfig, "patch", "role", ACCOUNT, "-n", tenant, "--type=json", "-p",
+                '[{"op": "replace", "path": "/rules/0/resources", "value": ["configmaps", "services"]}]')
+        apply_changes(kube, changeset)
+    settings, password, web = (changeset.get(kind, name, tenant) for kind, name in
+                               (("ConfigMap", "settings"), ("Secret", "password"), ("Service", "web")))
+    assert settings.done and not settings.error
+    assert not password.done
+    assert password.error.startswith(f"Secret/{tenant}/password: apply failed: forbidden (HTTP 403): ")
+    assert f'User "{service_account_user(tenant, ACCOUNT)}" cannot patch resource "secrets"' in password.error
+    assert "hunter2" not in password.error
+    assert not web.done and not web.error  # not attempted: the apply stopped at the failed batch
+    assert [c.ref for c in changeset.not_done() if not c.error] == [f"Service/{tenant}/web"]
+    assert exists(local_cluster, "configmap", "settings", "-n", tenant)
+    assert not exists(local_cluster, "secret", "password", "-n", tenant)
+    assert not exists(local_cluster, "service", "web", "-n", tenant)
 
 
 def test_a_cluster_that_requires_impersonation_refuses_an_app_without_an_account(local_cluster, prefect_api, tenant,
