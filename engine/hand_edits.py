@@ -84,14 +84,14 @@ def find_hand_edits(desired: dict, live: dict, managers: Collection[str]) -> lis
         want["data"] = {**(want.get("data") or {}), **string_data}
     kind = str(live.get("kind") or desired.get("kind") or "")
     edits = {}
-    for manager, tree in hand_trees(live, managers).items():
+    for manager, tree in _hand_trees(live, managers).items():
         for path, value in _extra_fields(tree, want, shown, ""):
             if (kind, path) not in _SERVER_SET:
                 edits.setdefault(path, HandEdit(manager, path, value))
     return sorted(edits.values(), key=lambda e: e.path)
 
 
-def hand_trees(live: dict, managers: Collection[str]) -> dict[str, dict]:
+def _hand_trees(live: dict, managers: Collection[str]) -> dict[str, dict]:
     """fieldsV1 per listed manager (its entries merged), without status."""
     trees: dict[str, dict] = {}
     for entry in _hand_entries(live, managers):
