@@ -187,6 +187,9 @@ class App(_Model):
     # Field managers whose fields in the app's objects are hand edits, hence drift
     # (None: kubectl's, engine.hand_edits.DEFAULT_DRIFT_MANAGERS; []: none).
     drift_managers: list[str] | None = None
+    # Kustomize bases and Helm charts fetched from the network at render time
+    # (unpinned content): refused unless allowed (engine/remote_sources.py).
+    allow_remote_resources: bool = False
 
     # Where in gitops.yaml the app is written, for problems about it.
     _source: Source = PrivateAttr(default_factory=lambda: Source(APPSPEC_FILE))
