@@ -28,6 +28,7 @@ from engine.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, p
                              relative_name)
 from engine.objects import Manifest, Source
 from engine.problems import Problem, ProblemsFound
+from engine.remote_sources import refuse_remote_sources
 from engine.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
 from engine.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
@@ -576,6 +577,7 @@ def render_app(repo_root: Path, app: App, cluster: str, options: RenderOptions |
     if directory is None:
         raise ProblemsFound(problems)
     mode = detect_mode(directory) if app.render is RenderMode.AUTO else app.render
+    refuse_remote_sources(root, directory, app, mode)  # before any tool could fetch them
     decrypter = Decrypter(root, app, options)
     if mode is RenderMode.HELM:
         loaded = render_helm(root, directory, app, cluster, options)
