@@ -286,9 +286,10 @@ def api_post(api: str, path: str, body: dict) -> list:
 
 @pytest.mark.cluster
 def test_a_sync_applies_the_decrypted_secret_whose_values_show_nowhere_else(
-        local_cluster, prefect_api, namespace, tmp_path):
+        local_cluster, prefect_api, namespace, tmp_path, monkeypatch):
     from blocks import KubernetesCluster
     from conftest import kubectl
+    from flows.sync import gitops_sync
 
     suffix = secrets.token_hex(3)
     cluster, app, key_block = f"sops-{suffix}", f"vault-{suffix}", f"vault-age-{suffix}"
@@ -332,6 +333,9 @@ def test_a_sync_applies_the_decrypted_secret_whose_values_show_nowhere_else(
         assert re.search(r'^\+ data\.password: "\++"$', diff.stdout, re.MULTILINE), diff.stdout
         assert gitops("sync", "--repo", repo.block_name).returncode == 0
         assert base64.b64decode(live("secret", "db", ".data.password")).decode() == second.password
+        # The scheduled sync's check renders the app again (decrypting it, not from the cache): up to date.
+        monkeypatch.setenv("GITOPS_HOME", str(home))
+        assert gitops_sync(repo=repo.block_name, if_changed=True).results == []
 
         # A wrong key, then a tampered file: refused with the file and the reason, nothing applied.
         def refused_because(reason: str) -> None:
