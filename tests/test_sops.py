@@ -166,7 +166,8 @@ def test_an_encrypted_file_without_a_key_with_a_wrong_key_or_tampered_is_refused
 def test_kustomize_resources_are_decrypted_after_the_build_keeping_its_changes(encrypted_repo):
     root, key, plain = encrypted_repo
     (root / "apps/vault/kustomization.yaml").write_text(
-        "namespace: vault\nnamePrefix: blue-\nlabels: [{pairs: {tier: db}}]\nresources: [secret.yaml, configmap.yaml]\n")
+        "namespace: vault\nnamePrefix: blue-\nlabels: [{pairs: {tier: db}}]\n"
+        "resources: [secret.yaml, configmap.yaml]\n")
 
     manifests = render_app(root, vault_app(**WITH_KEY), "staging", RenderOptions(age_key=key))
 
