@@ -60,12 +60,15 @@ class _Fence:
     def __init__(self, app: str):
         self.app = app
         self.confirmed = time.monotonic()
+        self.renewal_error = ""  # why the last renewal failed, if it did
 
     def check(self) -> None:
         silent_s = time.monotonic() - self.confirmed
         if silent_s > WRITE_WINDOW_S:
-            raise LeaseLost(f"the Lease {LOCK_NAMESPACE}/{lease_name(self.app)} was last renewed {silent_s:.0f} s "
-                            f"ago (limit {WRITE_WINDOW_S} s): another sync may hold it now, so nothing more is written")
+            why = f"{self.renewal_error}; " if self.renewal_error else ""
+            raise LeaseLost(f"{why}the Lease {LOCK_NAMESPACE}/{lease_name(self.app)} was last renewed "
+                            f"{silent_s:.0f} s ago (limit {WRITE_WINDOW_S} s): another sync may hold it now, "
+                            "so nothing more is written")
 
 
 @contextlib.contextmanager
@@ -198,8 +201,11 @@ def _renew_until(kube: KubeClient, app: str, holder: str, stop: threading.Event,
         sent = time.monotonic()
         try:
             if _renew(kube, app, holder):
-                fence.confirmed = sent
+                fence.confirmed, fence.renewal_error = sent, ""
+            else:
+                fence.renewal_error = "the Lease is held by another run"
         except Exception as error:  # noqa: BLE001 - a thread's exception would only print a traceback
+            fence.renewal_error = str(error)
             log.warning("renewing the Lease %s/%s failed (%s): %s", LOCK_NAMESPACE, lease_name(app),
                         type(error).__name__, error)
 
