@@ -162,7 +162,7 @@ def render_plain(root: Path, directory: Path, decrypter: Decrypter | None = None
     walked = walk(root, directory)
     loaded = Loaded(problems=walked.problems)
     for file in walked.files:
-        loaded.extend(decrypter.load_file(file, root) if decrypter else load_file(file, root))
+        loaded.extend(decrypter.load_file(file) if decrypter else load_file(file, root))
     loaded.manifests.sort(key=lambda m: m.source)
     return loaded
 
@@ -180,9 +180,9 @@ class Decrypter:
     options: RenderOptions
     _files: dict[str, Loaded] = field(default_factory=dict)  # kustomize resource files, decrypted
 
-    def load_file(self, file: Path, root: Path) -> Loaded:
+    def load_file(self, file: Path) -> Loaded:
         """A manifest file's objects, decrypted first when it is encrypted."""
-        rel = relative_name(file, root)
+        rel = relative_name(file, self.root)
         text, problems = read_text(file, rel)
         if text is None:
             return Loaded(problems=problems)
@@ -222,7 +222,7 @@ class Decrypter:
                 continue
             rel = manifest.source.path
             if rel not in self._files:
-                self._files[rel] = self.load_file(self.root / rel, self.root)
+                self._files[rel] = self.load_file(self.root / rel)
                 problems.extend(self._files[rel].problems)  # once a file
             original = _defining(self._files[rel].manifests, manifest)
             if original is not None:
@@ -254,7 +254,7 @@ def _take_plain_fields(obj: dict, plain: dict) -> None:
     obj.pop("sops", None)
 
 
-def still_encrypted(manifests: list[Manifest], app: App) -> list[Problem]:
+def still_encrypted(manifests: list[Manifest]) -> list[Problem]:
     """Objects that carry SOPS metadata after rendering: never sent to a cluster."""
     return [Problem(m.source, m.ref, "render.encrypted-not-decrypted",
                     "object is still SOPS-encrypted after rendering: plain YAML files and the resource "
@@ -586,7 +586,8 @@ def render_app(repo_root: Path, app: App, cluster: str, options: RenderOptions |
         loaded = render_kustomize(root, directory, options, app.ref, decrypter)
     else:
         loaded = render_plain(root, directory, decrypter)
-    loaded.problems.extend(still_encrypted(loaded.manifests, app))
+    if not loaded.problems:  # else an encrypted file that failed says why already
+        loaded.problems.extend(still_encrypted(loaded.manifests))
     if not loaded.problems and not loaded.manifests and not app.sync_policy.allow_empty:
         loaded.problems.append(Problem(app.source, app.ref, "render.empty",
                                        f"path {rel!r} renders no objects for cluster {cluster} "

@@ -179,6 +179,21 @@ def test_kustomize_resources_are_decrypted_after_the_build_keeping_its_changes(e
         render_app(root, vault_app(), "staging")
 
 
+def test_an_object_still_encrypted_after_rendering_is_refused_not_applied(encrypted_repo):
+    root, key, _ = encrypted_repo
+    chart = root / "apps/vault"
+    (chart / "templates").mkdir()
+    (chart / "secret.yaml").rename(chart / "templates/secret.yaml")  # a chart's template: helm does not decrypt
+    (chart / "configmap.yaml").rename(chart / "templates/configmap.yaml")
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: vault\nversion: 0.1.0\n")
+
+    with pytest.raises(ProblemsFound) as refused:
+        render_app(root, vault_app(**WITH_KEY), "staging", RenderOptions(age_key=key))
+    [problem] = refused.value.problems
+    assert (problem.source.path, problem.object_ref, problem.rule) == (
+        "apps/vault/templates/secret.yaml", "Secret/db", "render.encrypted-not-decrypted")
+
+
 def test_a_decrypted_value_never_shows_in_a_validation_message(tmp_path):
     from engine.policy_settings import PolicySettings
     from engine.validate import validate
