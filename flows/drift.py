@@ -213,7 +213,7 @@ def _heal(workspace: Workspace, checks: list[DriftTarget], healing: list[DriftTa
 
 def _heal_cluster(workspace: Workspace, checks: list[DriftTarget]) -> None:
     for check in checks:
-        _take_over_hand_edits(workspace.kube(check.cluster), check)
+        _take_over_hand_edits(workspace.kube_for(check.app, check.cluster), check)  # as the app acts
         synced = run_app(repo=workspace.repo_name, app=check.app.name, cluster=check.cluster,
                          revision=check.revision, heal=True)
         for drift in (d for d in check.drifts if d.healable and not d.error):

@@ -265,7 +265,8 @@ LIVE = {"apiVersion": "apps/v1", "kind": "Deployment",
                 WEB_ITEM: {".": {}, "f:name": {}, "f:ports": {
                     'k:{"containerPort":80,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}}}}}}}}, "Apply"),
             _entry("kubectl-set", {"f:spec": {"f:template": {"f:spec": {"f:containers": {WEB_ITEM: {
-                "f:image": {}, "f:env": {".": {}, 'k:{"name":"DRIFTED"}': {".": {}, "f:name": {}, "f:value": {}}}}}}}}}),
+                "f:image": {}, "f:env": {".": {}, 'k:{"name":"DRIFTED"}': {".": {}, "f:name": {},
+                                                                         "f:value": {}}}}}}}}}),
             _entry("kubectl", {"f:spec": {"f:replicas": {}}}, subresource="scale"),
             _entry("kubectl-patch", {"f:metadata": {"f:finalizers": {".": {}, 'v:"example.com/hold"': {}}},
                                      "f:spec": {"f:template": {"f:spec": {"f:containers": {WEB_ITEM: {"f:ports": {
