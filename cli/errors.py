@@ -67,11 +67,11 @@ def describe(failure: BaseException) -> CommandError:
     (e.g. a RuntimeError saying how long it waited) keeps the wrapper's words."""
     cause = expected_cause(failure)
     if cause is None:
-        return CommandError("internal", _scrub(f"{type(failure).__name__}: {_one_line(str(failure))} "
+        return CommandError("internal", _scrub(f"{type(failure).__name__}: {one_line(str(failure))} "
                                                "(unexpected: `gitops -v ...` shows the traceback)"))
     described = _describe_expected(cause)
     if cause is not failure:
-        described.message = _scrub(_one_line(str(failure)))
+        described.message = _scrub(one_line(str(failure)))
     return described
 
 
@@ -123,8 +123,9 @@ def _describe_expected(failure: BaseException) -> CommandError:
     if kind == "block":
         return CommandError(kind, _missing_block(str(failure)))
     if kind == "prefect" and type(failure).__name__ == "ConnectError":
-        return CommandError(kind, _scrub(f"the Prefect API is unreachable: {_one_line(str(failure))}"))
-    return CommandError(kind, _scrub(_one_line(str(failure))))
+        return CommandError(kind, _scrub(f"the Prefect API{_api_url(failure)} is unreachable: "
+                                         f"{one_line(str(failure))}"))
+    return CommandError(kind, _scrub(one_line(str(failure))))
 
 
 def _spec_error(found) -> CommandError:
@@ -164,6 +165,14 @@ _GIT_TELLING = ("is corrupt", "fatal:")
 _GIT_LEVEL = re.compile(r"^(fatal|error):\s*")
 
 
+def _api_url(failure) -> str:
+    try:
+        url = failure.request.url
+    except RuntimeError:  # httpx: no request attached
+        return ""
+    return f" ({url.scheme}://{url.netloc.decode()})"
+
+
 def _missing_block(text: str) -> str:
     match = _MISSING_BLOCK.search(text)
     what, command = _BLOCK_TYPES.get(match["type"], (match["type"], ""))
@@ -171,7 +180,7 @@ def _missing_block(text: str) -> str:
     return f"no {what} block named {match['name']!r}{hint}"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(line.strip() for line in _CONTROL.sub("", text).splitlines() if line.strip())
 
 

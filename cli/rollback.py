@@ -9,7 +9,7 @@ import typer
 
 from cli import logs
 from cli.console import error, out
-from cli.errors import FOUND, fail
+from cli.errors import FOUND, fail, one_line
 
 
 def rollback_command(
@@ -25,10 +25,10 @@ def rollback_command(
     try:
         result = gitops_rollback(repo=repo, app=app, to=to)
     except RollbackError as refused:
-        error(str(refused), label="rollback refused")
+        error(one_line(str(refused)), label="rollback refused")
         raise typer.Exit(FOUND)
     except RollbackIncomplete as incomplete:
-        error(str(incomplete))
+        error(one_line(str(incomplete)))
         raise typer.Exit(FOUND)
     except Exception as failure:  # Git unreachable or refusing, a block missing...
         fail(failure)
