@@ -109,6 +109,7 @@ class LocalPrefectServer:
                "DO_NOT_TRACK": "1",
                "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}
         env.pop("PREFECT_PROFILE", None)
+        env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # the CLI's quiet console: not for the server's log
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
