@@ -263,3 +263,18 @@ def test_a_cluster_that_requires_impersonation_refuses_an_app_without_an_account
     assert not exists(local_cluster, "configmap", "loose", "-n", tenant)
     assert not exists(local_cluster, "configmap", "gitops-app-loose", "-n", "gitops-system")
     assert not exists(local_cluster, "lease", "gitops-sync-loose", "-n", "gitops-system")
+
+
+def test_gitops_cluster_add_can_require_impersonation(local_cluster, prefect_api):
+    from blocks import KubernetesCluster
+    from test_validate_flow import gitops
+
+    name = f"fenced-{secrets.token_hex(3)}"
+    added = gitops(prefect_api, "cluster", "add", name, "--kubeconfig", str(local_cluster.kubeconfig),
+                   "--require-impersonation")
+    assert added.returncode == 0, added.stderr
+    assert KubernetesCluster.load(name).require_impersonation is True
+    row = next(line for line in gitops(prefect_api, "cluster", "list").stdout.splitlines() if name in line)
+    assert "required" in row
+    gitops(prefect_api, "cluster", "add", name, "--kubeconfig", str(local_cluster.kubeconfig))
+    assert KubernetesCluster.load(name).require_impersonation is False  # saved again without it: off
