@@ -1,4 +1,4 @@
-"""The fence of a multi-tenant cluster: a cluster block with requireImpersonation
+"""The fence of a multi-tenant cluster: a cluster block with require_impersonation
 takes only apps that name a serviceAccountName, so that nothing of an app is ever
 sent with the engine's own credentials there and the cluster's RBAC decides what
 each app may write. An app without one is refused before anything is written,
@@ -18,4 +18,4 @@ def impersonation_problems(app: App, cluster: str, required: bool) -> list[Probl
         return []
     return [Problem(app.source, app.ref, RULE,
                     f"cluster {cluster} requires every app to name a serviceAccountName to act as "
-                    f"(requireImpersonation); app {app.name} names none, so nothing of it is applied there")]
+                    f"(require_impersonation); app {app.name} names none, so nothing of it is applied there")]
