@@ -141,6 +141,11 @@ def test_a_missing_block(prefect_api):
     assert_error_document(run, "block", line)
     plain = gitops(prefect_api, "validate", "--repo", "no-such-block")  # without --json: stdout stays empty
     assert assert_one_error_line(plain, ERROR) == line and plain.stdout == ""
+    # -v shows Prefect's lines, the flow run's failure among them, but not its traceback
+    verbose = gitops(prefect_api, "-v", "validate", "--repo", "no-such-block")
+    assert verbose.returncode == ERROR and "| INFO" in verbose.stderr and "| ERROR" in verbose.stderr
+    assert "Traceback" not in verbose.stderr, verbose.stderr
+    assert line in verbose.stderr.splitlines()
 
 
 # ---- a cluster that does not answer ----------------------------------------------------------
