@@ -28,7 +28,7 @@ from engine.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, p
                              relative_name)
 from engine.objects import Manifest, Source
 from engine.problems import Problem, ProblemsFound
-from engine.remote_sources import refuse_remote_sources
+from engine.remote_sources import is_remote_target, refuse_remote_sources
 from engine.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
 from engine.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
@@ -264,9 +264,6 @@ def still_encrypted(manifests: list[Manifest]) -> list[Problem]:
 
 # -- kustomize -------------------------------------------------------------------------
 
-_REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|github\.com/|gitlab\.com/|bitbucket\.org/)")
-
-
 @dataclass
 class _KustomizeIndex:
     """Where each kind/name is defined in a kustomization tree, found by reading
@@ -303,7 +300,7 @@ class _KustomizeIndex:
             entries = document.value.get(key)
             for index, entry in enumerate(entries if isinstance(entries, list) else []):
                 source = Source(rel, document.line_of((key, index)))
-                if isinstance(entry, str) and not _REMOTE.match(entry):
+                if isinstance(entry, str) and not is_remote_target(entry, directory):
                     self._resource(directory, entry, source)
         for key, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
             entries = document.value.get(key)
