@@ -21,7 +21,6 @@ from engine.objects import Source
 from engine.problems import Problem, ProblemsFound
 
 RULE = "render.remote-resource"
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # The entries of a kustomization that kustomize loads as paths or remote targets.
 KUSTOMIZE_KEYS = ("resources", "bases", "components", "crds", "generators", "transformers", "validators")
 
@@ -68,8 +67,9 @@ class _Kustomizations:
         if directory in self.seen or not _inside(directory, self.root):
             return []  # a path leaving the repository is refused by the render itself
         self.seen.add(directory)
-        found = _first_document(next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None),
-                                self.root)
+        from engine.render import kustomization_file  # here: render imports this module
+
+        found = _first_document(kustomization_file(directory), self.root)
         if found is None:
             return []
         rel, document = found
