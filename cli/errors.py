@@ -80,13 +80,15 @@ def is_expected(failure: BaseException) -> bool:
 
 
 def expected_cause(failure: BaseException) -> BaseException | None:
-    """The first expected error among the failure and its causes."""
+    """The first expected error among the failure and its explicit causes
+    (`raise ... from`); not its context: a bug raised while handling an
+    expected error is still a bug."""
     seen = set()
     while failure is not None and id(failure) not in seen:
         seen.add(id(failure))
         if _kind(failure):
             return failure
-        failure = failure.__cause__ or failure.__context__
+        failure = failure.__cause__
     return None
 
 

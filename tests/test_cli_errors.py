@@ -212,3 +212,10 @@ def test_verbose_console_keeps_the_traceback_of_a_bug_only():
     wrapped = RuntimeError("cluster c: not reachable after 120 s")
     wrapped.__cause__ = GitError("x")
     assert describe(wrapped).kind == "git" and describe(wrapped).message == "cluster c: not reachable after 120 s"
+    try:
+        try:
+            raise GitError("x")
+        except GitError:
+            raise KeyError("a bug while handling it")
+    except KeyError as bug_in_handler:
+        assert describe(bug_in_handler).kind == "internal"
