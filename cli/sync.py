@@ -32,7 +32,8 @@ EMPTY = {"revision": None, "results": []}  # the --json document when nothing co
 
 def sync_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
-    """Apply a revision to every target cluster: diff, apply, prune, wait for health."""
+    """Apply a revision to every target cluster: diff, apply, prune, wait for health.
+    Exit code 0: every app succeeded, 1: an app failed, 2: nothing could run."""
     report = _run(repo, revision, app, cluster, as_json, dry_run=False)
     print(report.to_json()) if as_json else _print_report(report)
     raise typer.Exit(0 if report.ok else 1)
