@@ -75,12 +75,15 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
 
 
 def _print_report(report: SyncReport) -> None:
+    """Each app and cluster, then its objects that changed or are not healthy;
+    a change not carried out says so (failed, unknown, not attempted)."""
     for result in report.results:
         print_result(out, result)
         for obj in result.objects:
             if obj.action != "unchanged" or obj.health not in ("", "Current"):
+                fate = f" [{obj.outcome}]" if obj.outcome not in ("", "done") else ""
                 detail = f" ({obj.reason})" if obj.reason else ""
-                out.print(escape(f"    {obj.action:<10} {obj.ref} {obj.health}{detail}"))
+                out.print(escape(f"    {obj.action:<10} {obj.ref}{fate} {obj.health}{detail}".rstrip()))
     out.print(f"revision {report.revision[:12]}: "
               f"{'all succeeded' if report.ok else str(len(report.failed())) + ' failed'}")
 
