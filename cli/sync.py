@@ -81,9 +81,10 @@ def _print_report(report: SyncReport) -> None:
         print_result(out, result)
         for obj in result.objects:
             if obj.action != "unchanged" or obj.health not in ("", "Current"):
-                fate = f" [{obj.outcome}]" if obj.outcome not in ("", "done") else ""
-                detail = f" ({obj.reason})" if obj.reason else ""
-                out.print(escape(f"    {obj.action:<10} {obj.ref}{fate} {obj.health}{detail}".rstrip()))
+                fate = f"[{obj.outcome}]" if obj.outcome not in ("", "done") else ""
+                detail = f"({obj.reason})" if obj.reason else ""
+                words = " ".join(w for w in (obj.ref, fate, obj.health, detail) if w)
+                out.print(escape(f"    {obj.action:<10} {words}"))
     out.print(f"revision {report.revision[:12]}: "
               f"{'all succeeded' if report.ok else str(len(report.failed())) + ' failed'}")
 
