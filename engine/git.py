@@ -73,6 +73,7 @@ class Failure(str, Enum):
     """Why a git operation failed, for callers that react differently (retries)."""
 
     UNREACHABLE = "cannot reach the repository"
+    MISSING = "no repository there"
     AUTHENTICATION = "authentication failed"
     HOST_KEY = "the server's SSH host key is not trusted"
     NOT_FOUND = "revision not found"
@@ -190,12 +191,14 @@ _FAILURE_HINTS: list[tuple[Failure, tuple[str, ...]]] = [
         "permission denied (publickey", "permission denied, please try again",
         "returned error: 401", "returned error: 403", "invalid username or password",
     )),
+    # The server answered that there is no repository: asking again will not help.
+    (Failure.MISSING, (
+        "does not appear to be a git repository", "no such repository", "repository not found", "not found",
+    )),
     (Failure.UNREACHABLE, (
         "could not resolve host", "could not resolve hostname", "connection refused",
         "unable to connect", "failed to connect", "couldn't connect", "connection timed out",
-        "no route to host", "network is unreachable", "does not appear to be a git repository",
-        "no such repository",
-        "repository not found", "not found", "could not read from remote repository",
+        "no route to host", "network is unreachable", "could not read from remote repository",
         "the remote end hung up", "unable to access", "connection reset",
     )),
 ]

@@ -334,3 +334,38 @@ def test_two_syncs_of_one_app_at_once_one_writes_the_other_waits_then_finds_noth
            f"both exit 0; objects created by each: {created}; the waiter logged the holder: {any(waited)}")
     assert sorted(created) == [0, COUNT]  # one wrote them all, the other found nothing to do
     assert waited.count(True) == 1 and waited[created.index(0)]
+
+
+def a_broken_copy(scenario: Scenario, fault: str, root: Path) -> str:
+    """A copy of the repository, broken as `fault` says, saved as a block of its own; its name."""
+    import shutil
+
+    from blocks import GitRepository
+
+    copy = root / f"{fault}.git"
+    shutil.copytree(scenario.bare, copy)
+    if fault == "gone":
+        shutil.rmtree(copy)
+    else:  # one loose object of the head commit's tree overwritten
+        spec_blob = git("rev-parse", "HEAD:gitops.yaml", cwd=copy)
+        loose = copy / "objects" / spec_blob[:2] / spec_blob[2:]
+        assert loose.exists(), "the push left the object loose"
+        loose.chmod(0o644)
+        loose.write_bytes(b"not a zlib stream")
+    name = f"faults-{fault}-{os.getpid()}"
+    GitRepository(url=f"file://{copy}", branch="main").save(name, overwrite=True)
+    return name
+
+
+@pytest.mark.parametrize("fault", ["gone", "corrupt"])
+def test_a_broken_git_remote_fails_the_sync_in_one_line_and_a_json_document(scenario, fault, tmp_path):
+    repo = a_broken_copy(scenario, fault, tmp_path)
+    started = time.monotonic()
+    run = subprocess.run([GITOPS, "sync", "--repo", repo, "--json"], capture_output=True, text=True,
+                         timeout=SYNC_LIMIT_S, env={**os.environ, "PREFECT_API_URL": scenario.prefect_api})
+    seconds = time.monotonic() - started
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    record(f"Git remote {'gone' if fault == 'gone' else 'serving a corrupt object'}", seconds,
+           f"exit {run.returncode}; {lines[0][:110] if lines else run.stderr[-110:]}")
+    assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr
+    assert json.loads(run.stdout)["error"]["kind"] == "git"

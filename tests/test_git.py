@@ -169,6 +169,14 @@ def test_symlink_out_of_the_repository_is_refused(upstream, gitops_home):
 # --- unreachable remotes and timeouts -----------------------------------------
 
 
+def test_a_remote_with_no_repository_is_missing_not_unreachable_and_not_retried(tmp_path, gitops_home):
+    url = f"file://{tmp_path / 'gone.git'}"
+    with pytest.raises(GitError) as err:
+        fetch(GitRepository(url=url))
+    assert err.value.failure is Failure.MISSING and not err.value.retryable
+    assert str(err.value).startswith(f"{url}: git fetch: no repository there")
+
+
 @pytest.mark.parametrize("scheme", ["git", "http", "ssh"])
 def test_unreachable_remote_fails_fast(scheme, gitops_home):
     url = f"{scheme}://127.0.0.1:{free_port()}/repo.git"  # nothing listens there
