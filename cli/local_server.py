@@ -72,17 +72,16 @@ class LocalPrefectServer:
         Two commands starting it at once get the same server; one still starting
         (its command was interrupted) is waited for."""
         with self._locked():
-            record = self._read_record()
-            started = not (record and _is_server_process(record))
-            if started:
-                record = self._spawn()
+            record, process = self._read_record(), None
+            if not (record and _is_server_process(record)):
+                record, process = self._spawn()
             try:
-                self._wait_until_healthy(record, timeout_s)
+                self._wait_until_healthy(record, process, timeout_s)
             except LocalServerError:
                 self._terminate(record)
                 self.record_file.unlink(missing_ok=True)
                 raise
-            return record, started
+            return record, process is not None
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> ServerRecord | None:
         """Stop the server (its whole process group); the record of what was stopped, None if nothing ran."""
@@ -97,7 +96,7 @@ class LocalPrefectServer:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _spawn(self) -> ServerRecord:
+    def _spawn(self) -> tuple[ServerRecord, subprocess.Popen]:
         port = _free_port(preferred=self._previous_port())
         api_url = f"http://{HOST}:{port}/api"
         env = {**os.environ,
@@ -117,13 +116,14 @@ class LocalPrefectServer:
                 start_new_session=True)  # its own process group: outlives this command, stopped as a whole
         record = ServerRecord(process.pid, port, time.time())
         self.record_file.write_text(json.dumps(asdict(record)))
-        return record
+        return record, process
 
-    def _wait_until_healthy(self, record: ServerRecord, timeout_s: float) -> None:
+    def _wait_until_healthy(self, record: ServerRecord, process: subprocess.Popen | None, timeout_s: float) -> None:
+        """Until it answers; `process` when this command started it (its /proc
+        entry shows this command's own argv until it execs), else the process table tells."""
         deadline = time.monotonic() + timeout_s
         while not healthy(record.api_url):
-            _reap(record.pid)
-            if not _is_server_process(record):
+            if (process.poll() is not None) if process else not _is_server_process(record):
                 raise LocalServerError(f"the Prefect server exited; its log: {self.log_file}\n{self._log_tail()}")
             if time.monotonic() > deadline:
                 raise LocalServerError(f"the Prefect server did not answer within {timeout_s:.0f} s; "
