@@ -35,3 +35,7 @@ class ProblemsFound(Exception):
         errors = [p for p in problems if p.severity is Severity.ERROR]
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{len(errors)} error(s) in the desired state:\n{lines}")
+
+    def one_line(self) -> str:
+        """Every problem on one line, for a result's message."""
+        return "; ".join(str(p) for p in self.problems)

@@ -132,6 +132,8 @@ def _sync(workspace: Workspace, target: Target, revision: str, dry_run: bool, bl
         workspace.kube_for(target.app, target.cluster)  # a fencing cluster refuses it before the Lease is written
         with app_lock(kube, target.app.name, holder=holder_identity(_holder())):
             return _sync_locked(workspace, target, revision, dry_run, heal)
+    except ProblemsFound as found:  # the cluster requires an account the app does not name
+        return _result(target, SyncStatus.FAILED, f"refused: {found.one_line()}")
     except Exception as error:  # e.g. the cluster unreachable: this app fails, the others go on
         return _result(target, SyncStatus.FAILED, _describe(error, target))
 

@@ -257,6 +257,7 @@ def test_a_cluster_that_requires_impersonation_refuses_an_app_without_an_account
     results = {r.app: r for r in failure.value.report.results}
     assert results[app_name].status is SyncStatus.SUCCEEDED, results[app_name].message
     assert results["loose"].status is SyncStatus.FAILED
+    assert results["loose"].message.startswith("refused: gitops.yaml:") and "\n" not in results["loose"].message
     assert "[policy.impersonation-required]" in results["loose"].message
     # Nothing of it written: no object, no inventory, not even its Lease.
     assert results["loose"].requests == dict.fromkeys(results["loose"].requests, 0)

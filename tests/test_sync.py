@@ -147,7 +147,7 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
                           "health", "held"}
     assert set(first["requests"]) == {"GET", "LIST", "POST", "PATCH", "PUT", "DELETE"}
     assert set(first["objects"][0]) == {"apiVersion", "kind", "namespace", "name", "source", "action", "health",
-                                        "reason", "diff"}
+                                        "reason", "diff", "outcome"}
 
     status = gitops("status", "--repo", example_repo.block_name, "--json")
     rows = {(r["app"], r["cluster"]): r for r in json.loads(status.stdout)}
