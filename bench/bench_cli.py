@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from bench_sync import Run, print_profile, run_measured, settle, write_manifests  # noqa: E402
+from bench_sync import Run, run_measured, settle, write_manifests  # noqa: E402
 
 from cli.local_server import LocalPrefectServer  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
             gitops.profiled_sync(args.profile)
     print_table(rows, ours_ns)
     if args.profile:
-        print_profile(args.profile / "noop-sync.pstats", "no-op gitops sync", top=30)
+        print_costs(args.profile / "noop-sync.pstats")
         print_prefect_requests(args.profile / "noop-sync-requests.json")
 
 
@@ -231,6 +231,45 @@ def profile_gitops(directory: str) -> None:
         _profiled(cli, f"{directory}/noop-sync.pstats")
     finally:
         Path(directory, "noop-sync-requests.json").write_text(json.dumps(requests))
+
+
+# Waits, not work: threads blocked on a lock, a queue, a socket or a sleep.
+IDLE = ("acquire' of '_thread.lock", "poll' of 'select", "time.sleep", "get' of '_queue", "recv_into",
+        "read' of '_ssl", "recv' of '_socket", "do_handshake")
+
+
+def print_costs(path: Path, top: int = 12) -> None:
+    """The client's own CPU by package (cProfile's own times, waits left out),
+    and the functions that cost most with what they call."""
+    import collections
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    by_package: collections.Counter = collections.Counter()
+    for (file, _, name), (_, _, own, _, _) in stats.stats.items():
+        if file == "~" and any(idle in name for idle in IDLE):
+            continue
+        by_package[_package(file, name)] += own
+    busy = sum(by_package.values())
+    print(f"\nclient CPU of a no-op sync by package (cProfile, inflated by profiling): {busy:.1f} s")
+    for package, seconds in by_package.most_common(top):
+        print(f"  {seconds:6.2f} s {100 * seconds / busy:4.0f}%  {package}")
+    print("functions by cumulative time (waits included):")
+    rows = [(cum, calls, f"{file.split('site-packages/')[-1].removeprefix(str(ROOT) + '/')}:{line} {name}")
+            for (file, line, name), (_, calls, _, cum, _) in stats.stats.items()
+            if file != "~" and ("site-packages/prefect/" in file or str(ROOT) in file) and "bench_cli" not in file]
+    for cum, calls, label in sorted(rows, reverse=True)[:3 * top]:
+        print(f"  {cum:7.2f} s {calls:8d}  {label}")
+
+
+def _package(file: str, name: str) -> str:
+    if file == "~":
+        return f"builtin {name}"
+    if "site-packages/" in file:
+        return file.split("site-packages/")[1].split("/")[0]
+    if file.startswith(str(ROOT)):
+        return file.removeprefix(str(ROOT) + "/")
+    return "python: " + Path(file).name
 
 
 def print_prefect_requests(path: Path) -> None:
