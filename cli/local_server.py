@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from localcluster.home import gitops_home
-
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120  # a new database is migrated first: 10 s on an idle machine, much more on a busy one
 STOP_TIMEOUT_S = 30
@@ -55,7 +53,11 @@ class LocalPrefectServer:
     """`prefect server start` as a detached process whose state lives in `home`."""
 
     def __init__(self, home: Path | None = None):
-        self.home = home or gitops_home() / "prefect-server"
+        if home is None:
+            from localcluster.home import gitops_home  # the localcluster package: only when it is needed
+
+            home = gitops_home() / "prefect-server"
+        self.home = home
         self.record_file = self.home / "server.json"
         self.log_file = self.home / "server.log"
         self.database = self.home / "prefect.db"

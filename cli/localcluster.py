@@ -7,9 +7,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from localcluster import AlreadyRunningError, LocalCluster, LocalClusterError, list_clusters
 from cli.tables import print_table
-from localcluster.build import ensure_binary
+
+# The localcluster package (with cryptography) is imported by the commands that use it, not at start-up.
 
 localcluster_app = typer.Typer(help="Run real local Kubernetes control planes (no Docker needed).",
                                no_args_is_help=True)
@@ -25,6 +25,8 @@ def up(
     label: list[str] = typer.Option([], "--label", help="k=v label of the cluster block (with --register)."),
 ) -> None:
     """Build the binary if needed, start a cluster and print its kubeconfig path (last line)."""
+    from localcluster import AlreadyRunningError, LocalCluster, LocalClusterError
+
     try:
         cluster = LocalCluster(name)
         with err.status(f"local cluster {name}: starting") as status:
@@ -40,7 +42,9 @@ def up(
     err.print(f"[green]local cluster {name} is up[/green] at {record.api_url}")
     if register:
         from cli.blocks import parse_labels, save_cluster
+        from cli.prefect_api import use_prefect_api
 
+        use_prefect_api()
         save_cluster(name, kubeconfig, labels={"localcluster": "true", **parse_labels(label)})
         err.print(f"saved it as the Prefect cluster block [bold]{name}[/bold]")
     else:
@@ -51,6 +55,9 @@ def up(
 @localcluster_app.command()
 def build() -> None:
     """Build the local cluster binary if its Go sources changed; print its path."""
+    from localcluster import LocalClusterError
+    from localcluster.build import ensure_binary
+
     try:
         with err.status("local cluster binary: checking") as status:
             binary = ensure_binary(on_progress=lambda m: _progress(status, m))
@@ -63,6 +70,8 @@ def build() -> None:
 @localcluster_app.command()
 def down(name: str = typer.Argument(..., help="Cluster name.")) -> None:
     """Stop every process of a cluster and remove its state."""
+    from localcluster import LocalCluster, LocalClusterError
+
     try:
         cluster = LocalCluster(name)
         with err.status(f"local cluster {name}: stopping"):
@@ -76,6 +85,8 @@ def down(name: str = typer.Argument(..., help="Cluster name.")) -> None:
 @localcluster_app.command("list")
 def list_command() -> None:
     """Show local clusters with their API URLs, state and memory."""
+    from localcluster import list_clusters
+
     table = Table("name", "API", "state", "memory", "kubeconfig")
     for cluster in list_clusters():
         record = cluster.record()
@@ -118,6 +129,8 @@ def start_component(name: str = typer.Argument(..., help="Cluster name."),
 
 
 def _fault(name: str, component: str, done: str, act) -> None:
+    from localcluster import LocalCluster, LocalClusterError
+
     try:
         cluster = LocalCluster(name)
         if cluster.record() is None:

@@ -15,8 +15,8 @@ import functools  # noqa: E402
 import typer  # noqa: E402
 
 from cli.blocks import cluster_app, repo_app  # noqa: E402
-from cli.console import err, error  # noqa: E402
 from cli.localcluster import localcluster_app  # noqa: E402
+from cli.prefect_api import use_prefect_api  # noqa: E402
 from cli.drift import drift_command  # noqa: E402
 from cli.recover import recover_command  # noqa: E402
 from cli.rollback import rollback_command  # noqa: E402
@@ -53,24 +53,6 @@ def main(
 
     Results go to stdout, progress and logs to stderr."""
     logs.apply(verbose or ctx.invoked_subcommand in logs.LOUD_COMMANDS)
-
-
-def use_prefect_api() -> None:
-    """Choose the Prefect API before the command imports Prefect, and say which
-    in one line on stderr: always for the local server kept in $GITOPS_HOME (a
-    process that outlives the command), with -v for the others."""
-    from cli.local_server import LocalServerError
-    from cli.prefect_api import prefect_api
-
-    try:
-        api = prefect_api(on_start=err.print)
-    except LocalServerError as failed:
-        error(f"{failed}\n(set PREFECT_API_URL to a Prefect server of your own, or see `gitops server start`)")
-        raise typer.Exit(2)
-    if api.chosen_by.endswith("local server"):
-        err.print(f"{api.describe()} (`gitops server stop` ends it)", style="dim")
-    elif logs.is_verbose():
-        err.print(api.describe(), style="dim")
 
 
 def with_prefect(command):

@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cli.local_server import LocalPrefectServer
+import typer
+
+from cli import logs
+from cli.console import err, error
+from cli.local_server import LocalPrefectServer, LocalServerError
 
 # The settings a REST client needs besides the URL, as Prefect names them.
 AUTH_STRING, API_KEY = "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY"
@@ -88,6 +92,22 @@ class PrefectApi:
         if self.settings.get(SKIP_VERIFY, "").lower() in ("1", "true", "yes"):
             return ssl._create_unverified_context()  # noqa: S323 - the user's own setting, as Prefect honours it
         return ssl.create_default_context(cafile=self.settings.get(CERT_FILE) or None)
+
+
+def use_prefect_api() -> PrefectApi:
+    """For a command about to talk to Prefect: choose its API and say which in
+    one line on stderr, always for the local server kept in $GITOPS_HOME (a
+    process that outlives the command), with -v for the others."""
+    try:
+        api = prefect_api(on_start=err.print)
+    except LocalServerError as failed:
+        error(f"{failed}\n(set PREFECT_API_URL to a Prefect server of your own, or see `gitops server start`)")
+        raise typer.Exit(2)
+    if api.chosen_by.endswith("local server"):
+        err.print(f"{api.describe()} (`gitops server stop` ends it)", style="dim")
+    elif logs.is_verbose():
+        err.print(api.describe(), style="dim")
+    return api
 
 
 def prefect_api(on_start: Callable[[str], None] | None = None) -> PrefectApi:
