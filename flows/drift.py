@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.utilities.annotations import quote
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
@@ -106,7 +107,9 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
         _render(workspace, checks)
-        futures = [drift_cluster.submit(n, workspace, [c for c in checks if c.cluster == n]) for n in names]
+        # quote: Prefect need not walk the workspace and every manifest looking for futures
+        futures = [drift_cluster.submit(n, quote(workspace), quote([c for c in checks if c.cluster == n]))
+                   for n in names]
         found = {(r.app, r.cluster): r for future in futures for r in future.result()}
         healing = [c for c in checks if c.heals(heal)]
         _heal(workspace, checks, healing)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.utilities.annotations import quote
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
@@ -83,8 +84,9 @@ def _check(workspace: Workspace, target: Target, kube, version: str | None) -> N
     try:
         target.manifests = render_target(workspace.tree, target.app, target.cluster, workspace.revision)
         provided = provided_by_dependencies(workspace.spec, target, workspace.targets)
-        target.problems = fence + validate_target(target.manifests, target.app, target.cluster, kube, version,
-                                                  provided)
+        # quote: Prefect need not walk every manifest looking for futures
+        target.problems = fence + validate_target(quote(target.manifests), target.app, target.cluster, kube,
+                                                  version, quote(provided))
     except ProblemsFound as found:
         target.problems = fence + found.problems
     get_run_logger().info("%s: %d objects, %d problems", target.name, len(target.manifests), len(target.problems))

@@ -63,7 +63,7 @@ spec:
     spec:
       containers:
         - name: main
-          image: registry.invalid/never-ready:1
+          image: unreachable.invalid/never-ready:1  # the fake kubelet never pulls it
           resources: {limits: {cpu: 10m, memory: 16Mi}}
 """
 
