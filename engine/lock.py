@@ -57,9 +57,9 @@ def holder_identity(run: str) -> str:
 class _Fence:
     """When the Lease was last confirmed ours; refuses writes once that is too long ago."""
 
-    def __init__(self, app: str):
+    def __init__(self, app: str, confirmed: float):
         self.app = app
-        self.confirmed = time.monotonic()
+        self.confirmed = confirmed  # when the request that last took or renewed the Lease was sent
         self.renewal_error = ""  # why the last renewal failed, if it did
 
     def check(self) -> None:
@@ -76,8 +76,7 @@ def app_lock(kube: KubeClient, app: str, holder: str, wait_s: float = 120) -> It
     """Hold the app's Lease for the duration of the block, writes fenced by it;
     wait at most wait_s for it."""
     _ensure_namespace(kube)
-    fence = _Fence(app)
-    _acquire(kube, app, holder, wait_s)
+    fence = _Fence(app, confirmed=_acquire(kube, app, holder, wait_s))
     stop = threading.Event()
     renewer = threading.Thread(target=_renew_until, args=(kube, app, holder, stop, fence), daemon=True,
                                name=f"gitops-lease-{app}")
@@ -159,19 +158,21 @@ def _free(lease: dict, holder: str) -> bool:
     return expires is None or _now() > expires
 
 
-def _acquire(kube: KubeClient, app: str, holder: str, wait_s: float) -> None:
+def _acquire(kube: KubeClient, app: str, holder: str, wait_s: float) -> float:
+    """Take the Lease; when (monotonic) the request that took it was sent."""
     deadline = time.monotonic() + wait_s
     seen = None
     while True:
         try:
             lease = _get(kube, app)
+            sent = time.monotonic()
             if lease is None:
                 kube.create(_body(app, holder))
-                return
+                return sent
             if _free(lease, holder):
                 # The resourceVersion makes this a compare-and-swap: of two takers, one wins.
                 kube.update(_body(app, holder, (lease.get("metadata") or {}).get("resourceVersion")))
-                return
+                return sent
             seen = _waiting_on(app, lease, seen, wait_s)
         except ApiError as error:
             if error.code not in (409, 422):  # another taker was first: look again

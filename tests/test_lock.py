@@ -168,3 +168,24 @@ def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_le
         proxy.stop()
     assert "data" not in kube.get("v1", "ConfigMap", "fenced-write", "default")
     kube.delete("v1", "ConfigMap", "fenced-write", "default")
+
+
+def test_a_run_that_waited_for_the_lease_may_write_once_it_holds_it(kube, monkeypatch):
+    """The write window starts when the Lease is taken, not when the wait began."""
+    monkeypatch.setattr(lock, "WRITE_WINDOW_S", 1)
+
+    def first_run() -> None:
+        with app_lock(kube, "lock-waited", "run-first"):
+            time.sleep(2)  # the second run waits longer than the write window
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    while not (lease(kube, "lock-waited") or {}).get("spec", {}).get("holderIdentity"):
+        time.sleep(0.05)
+    note = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-waiting", "namespace": "default"}}
+    try:
+        with app_lock(kube, "lock-waited", "run-second", wait_s=30):
+            kube.apply(note)  # within the window of the Lease just taken
+    finally:
+        first.join()
+        kube.delete("v1", "ConfigMap", "after-waiting", "default")
