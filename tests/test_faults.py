@@ -215,7 +215,8 @@ def test_an_api_server_killed_during_the_apply_fails_the_sync_naming_the_first_e
     result = result_of(report)
     fates = outcomes(result)
     record("kube-apiserver killed during a 200-object apply", failed_after,
-           f"exit {sync.returncode}; {', '.join(f'{n} {o}' for o, n in fates.items())}")
+           f"exit {sync.returncode}; {', '.join(f'{n} {o}' for o, n in fates.items())}; "
+           f"{result['message'].split(' is unreachable: ')[-1].split(' (of ')[0]}; next sync converges")
     assert sync.returncode == 1
     assert result["status"] == "failed"
     url = scenario.cluster.record().api_url
@@ -248,7 +249,8 @@ def test_a_paused_api_server_fails_the_sync_within_its_bound_and_the_next_sync_c
     failed_after = time.monotonic() - paused
     result = result_of(json.loads(out))
     record("kube-apiserver paused (SIGSTOP) during a 200-object apply", failed_after,
-           f"exit {sync.returncode}; {result['message'][:90]}")
+           f"exit {sync.returncode}; {', '.join(f'{n} {o}' for o, n in outcomes(result).items())}; "
+           f"{result['message'].split(' is unreachable: ')[-1].split(' (of ')[0]}")
     assert sync.returncode == 1
     assert "no answer within the time limit" in result["message"]
     assert "Traceback" not in err
@@ -273,7 +275,8 @@ def test_an_api_server_killed_during_the_health_wait_fails_at_once_not_at_the_he
     failed_after = time.monotonic() - killed
     result = result_of(json.loads(out), "slow")
     record("kube-apiserver killed during the health wait (timeout 300 s)", failed_after,
-           f"exit {sync.returncode}; {result['message'][:90]}")
+           f"exit {sync.returncode}; health failed: cluster … is unreachable: "
+           f"{result['message'].split(' is unreachable: ')[-1]}")
     assert sync.returncode == 1
     assert result["message"].startswith("health failed: cluster ")
     assert "is unreachable: connection refused" in result["message"]
@@ -331,9 +334,11 @@ def test_two_syncs_of_one_app_at_once_one_writes_the_other_waits_then_finds_noth
         assert actions.count("configured") == 0
         waited.append("is being synced by" in err)
     record("two gitops sync of one app started together", None,
-           f"both exit 0; objects created by each: {created}; the waiter logged the holder: {any(waited)}")
+           f"both exit 0; objects created by each: {created}; the other waited on the Lease: {any(waited)}")
     assert sorted(created) == [0, COUNT]  # one wrote them all, the other found nothing to do
-    assert waited.count(True) == 1 and waited[created.index(0)]
+    # Whether the second got to the Lease before the first let it go depends on
+    # timing (test_lock.py shows the waiter's line); only the one that wrote nothing may have waited.
+    assert not waited[created.index(COUNT)]
 
 
 def a_broken_copy(scenario: Scenario, fault: str, root: Path) -> str:
@@ -365,7 +370,8 @@ def test_a_broken_git_remote_fails_the_sync_in_one_line_and_a_json_document(scen
                          timeout=SYNC_LIMIT_S, env={**os.environ, "PREFECT_API_URL": scenario.prefect_api})
     seconds = time.monotonic() - started
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    said = lines[0].split(".git: ", 1)[-1] if lines else run.stderr
     record(f"Git remote {'gone' if fault == 'gone' else 'serving a corrupt object'}", seconds,
-           f"exit {run.returncode}; {lines[0][:110] if lines else run.stderr[-110:]}")
+           f"exit {run.returncode}; error: <url>: {said[:90]}")
     assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr
     assert json.loads(run.stdout)["error"]["kind"] == "git"
