@@ -127,22 +127,27 @@ CASES = [
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_hand_edit_is_found_with_its_manager_and_path_and_healed(repo, staging, case):
-    case.run(staging)
-    assert case.manager in managers(staging, case.ref)
+def test_each_hand_edit_is_found_with_its_manager_and_path_and_healed(repo, staging):
+    """Every command's edit at once (they touch distinct fields of three objects):
+    one drift check finds each with its manager and path, one heal removes them all,
+    and the check after it is clean."""
+    for case in CASES:
+        case.run(staging)
+        assert case.manager in managers(staging, case.ref), case.name
     found = web(repo, heal=False)
-    assert found.status is SyncStatus.FAILED and "1 modified" in found.message, found.message
-    edited = obj(found, f"{case.ref.split('/')[0]}/web/{case.ref.split('/')[1]}")
-    assert edited.action == "skipped" and f"modified by {case.manager}" in edited.reason, edited.reason
-    assert any(line.startswith(case.change) for line in edited.changes), edited.changes
+    assert found.status is SyncStatus.FAILED and "3 modified" in found.message, found.message
+    for case in CASES:
+        edited = obj(found, f"{case.ref.split('/')[0]}/web/{case.ref.split('/')[1]}")
+        assert edited.action == "skipped" and case.manager in edited.reason, (case.name, edited.reason)
+        assert any(line.startswith(case.change) for line in edited.changes), (case.name, edited.changes)
 
     healed = web(repo, heal=True)
     assert healed.status is SyncStatus.SUCCEEDED and healed.message.startswith("healed"), healed.message
-    assert obj(healed, edited.ref).action == "configured"
-    path, value = case.gone
-    assert jsonpath(staging, case.ref, path) == value
-    assert case.manager not in managers(staging, case.ref)
+    for case in CASES:
+        assert obj(healed, f"{case.ref.split('/')[0]}/web/{case.ref.split('/')[1]}").action == "configured"
+        path, value = case.gone
+        assert jsonpath(staging, case.ref, path) == value, case.name
+        assert case.manager not in managers(staging, case.ref), case.name
     again = web(repo, heal=False)
     assert again.status is SyncStatus.SUCCEEDED, again.message
 
