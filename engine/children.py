@@ -7,9 +7,10 @@ Every caller waits for its child in the thread that started it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
-_SETPRIV = shutil.which("setpriv") or ("/usr/bin/setpriv" if shutil.which("/usr/bin/setpriv") else None)
+_SETPRIV = shutil.which("setpriv", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/bin")
 
 
 def dying_with_parent(argv: list[str]) -> list[str]:

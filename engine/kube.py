@@ -252,7 +252,8 @@ class _FailFast:
     """After a request timed out, those that start within the next `hold_s` fail at
     once with the same error rather than each waiting its own limit: an apply of 200
     objects on 16 threads against a paused server then fails in one read limit, not
-    in 200 / 16 connect limits more. Any answer of the server ends it at once."""
+    in 200 / 16 connect limits more. Any answer of the server ends it at once;
+    until then the server counts as unresponsive (UNRESPONSIVE_READ_S applies)."""
 
     def __init__(self, hold_s: float):
         self.hold_s = hold_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -343,8 +344,6 @@ def test_two_syncs_of_one_app_at_once_one_writes_the_other_waits_then_finds_noth
 
 def a_broken_copy(scenario: Scenario, fault: str, root: Path) -> str:
     """A copy of the repository, broken as `fault` says, saved as a block of its own; its name."""
-    import shutil
-
     from blocks import GitRepository
 
     copy = root / f"{fault}.git"
