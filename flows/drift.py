@@ -26,10 +26,10 @@ from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
 from engine.hand_edits import drift_managers, take_over
 from engine.inventory import read_inventory
-from engine.kube import ClusterUnreachable, KubeClient
+from engine.kube import KubeClient
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
-from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
+from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult, error_line
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
 from flows.sync_app import run_app
@@ -132,10 +132,8 @@ def read_revisions(cluster: str, kube: KubeClient, apps: list[str]) -> dict[str,
     why the cluster could not be read."""
     try:
         return {app: (inventory.revision if (inventory := read_inventory(kube, app)) else "") for app in apps}
-    except ClusterUnreachable as error:  # says which cluster and why in plain words
-        return f"cannot read the inventories: {error}"
     except Exception as error:  # one broken cluster must not stop the others
-        return f"cannot read the inventories: {type(error).__name__}: {error}"
+        return f"cannot read the inventories: {error_line(error)}"
 
 
 def _set_revisions(checks: list[DriftTarget], revisions: dict[str, str] | str) -> None:
@@ -175,8 +173,8 @@ def check_target(workspace: Workspace, check: DriftTarget) -> DriftTargetResult:
         result = _check(workspace, check)
     except Exception as error:  # a failure of this app must not stop the others
         get_run_logger().error("%s on %s: drift check failed: %s", check.app.name, check.cluster,
-                               scrub(f"{type(error).__name__}: {error}", bodies))
-        result = _result(check, SyncStatus.FAILED, scrub(f"{type(error).__name__}: {error}", bodies), error=True)
+                               scrub(error_line(error), bodies))
+        result = _result(check, SyncStatus.FAILED, scrub(error_line(error), bodies), error=True)
     result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
     return result
 
@@ -236,7 +234,7 @@ def _take_over_hand_edits(kube: KubeClient, check: DriftTarget) -> None:
             take_over(kube, bodies[drift.key], drift_managers(check.app))
         except Exception as error:  # this object stays drifted; the others are healed
             drift.error = f"{drift.ref}: not healed: cannot take over the hand-edited fields: " + \
-                          scrub(f"{type(error).__name__}: {error}", [bodies[drift.key]])
+                          scrub(error_line(error), [bodies[drift.key]])
 
 
 # ---- the report -------------------------------------------------------------------------

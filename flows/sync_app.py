@@ -36,7 +36,7 @@ from engine.kube import ClusterUnreachable
 from engine.lock import LeaseLost, app_lock, holder_identity
 from engine.problems import ProblemsFound
 from engine.prune import EmptyDesiredState
-from engine.report import ObjectResult, SyncStatus, TargetResult
+from engine.report import ObjectResult, SyncStatus, TargetResult, error_line
 from engine.secrets import scrub
 from engine.targets import Target, provided_by_dependencies
 from engine.workspace import Workspace, current
@@ -315,10 +315,8 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
 
 
 def _describe(error: BaseException, target: Target) -> str:
-    """One line, Secret values of the app scrubbed (no traceback: frames may hold them).
-    An unreachable cluster already says so in words; other errors are named by their type."""
-    text = str(error) if isinstance(error, ClusterUnreachable) else f"{type(error).__name__}: {error}"
-    return scrub(text, [m.obj for m in target.manifests])
+    """One line, Secret values of the app scrubbed (no traceback: frames may hold them)."""
+    return scrub(error_line(error), [m.obj for m in target.manifests])
 
 
 def _emit(result: TargetResult, event: str | None = None) -> None:
