@@ -69,6 +69,18 @@ def make_example_repo(root: Path, name_prefix: str) -> ExampleRepo:
     return repo
 
 
+def synced_example_repo(root: Path, name_prefix: str, clusters: dict):
+    """make_example_repo, synced once to every cluster; yields it, then removes
+    what the sync created (for module fixtures)."""
+    from flows.sync import gitops_sync
+
+    repo = make_example_repo(root, name_prefix)
+    report = gitops_sync(repo=repo.block_name)
+    assert report.ok, report.failure_message()
+    yield repo
+    remove_sample_apps(*clusters.values())
+
+
 def remove_sample_apps(*clusters) -> None:
     """What a sync of the sample repository created, gone from each cluster: the
     next test starts clean. The namespaces of all clusters are deleted at once."""

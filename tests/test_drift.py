@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import kubectl
-from example_repo import ExampleRepo, make_example_repo, remove_sample_apps
+from example_repo import ExampleRepo, synced_example_repo
 from flows.drift import DriftCheckFailed, gitops_drift
 from cli.drift import drift_command
 from engine.report import SyncStatus
@@ -31,11 +31,7 @@ WEB = dict(apps=["web"], clusters=["staging"])
 def repo(registered_clusters, prefect_api, tmp_path_factory) -> ExampleRepo:
     """The sample repository, synced once to both clusters for the whole module;
     the clusters are cleaned afterwards, as test_sync's clean_clusters does."""
-    repo = make_example_repo(tmp_path_factory.mktemp("drift"), "drift")
-    report = gitops_sync(repo=repo.block_name)
-    assert report.ok, report.failure_message()
-    yield repo
-    remove_sample_apps(*registered_clusters.values())
+    yield from synced_example_repo(tmp_path_factory.mktemp("drift"), "drift", registered_clusters)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from conftest import KUBECTL, KUBECTL_TIMEOUT_S, kubectl
 from engine.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager, take_over, taken_over
 from engine.kube import FIELD_MANAGER, KubeClient
 from engine.report import SyncStatus
-from example_repo import ExampleRepo, make_example_repo, remove_sample_apps
+from example_repo import ExampleRepo, synced_example_repo
 from flows.drift import gitops_drift
 from flows.sync import gitops_sync
 
@@ -34,11 +34,7 @@ CONTAINER = "spec.template.spec.containers[name=web]"
 @pytest.fixture(scope="module")
 def repo(registered_clusters, prefect_api, tmp_path_factory) -> ExampleRepo:
     """The sample repository synced once to both clusters; cleaned afterwards."""
-    repo = make_example_repo(tmp_path_factory.mktemp("hand-edits"), "hand-edits")
-    report = gitops_sync(repo=repo.block_name)
-    assert report.ok, report.failure_message()
-    yield repo
-    remove_sample_apps(*registered_clusters.values())
+    yield from synced_example_repo(tmp_path_factory.mktemp("hand-edits"), "hand-edits", registered_clusters)
 
 
 @pytest.fixture
