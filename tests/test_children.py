@@ -21,6 +21,11 @@ def alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def command(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as comm:
+        return comm.read().strip()
+
+
 def test_a_child_dies_with_its_sigkilled_parent():
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys
@@ -30,7 +35,12 @@ def test_a_child_dies_with_its_sigkilled_parent():
         child.wait()
     """)], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     child = int(parent.stdout.readline())
-    assert alive(child)
+    # The guarantee holds once setpriv has set the signal and run the command:
+    # wait for the exec, so a busy machine does not kill the parent before it.
+    deadline = time.monotonic() + 10
+    while command(child) != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert command(child) == "sleep"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
