@@ -90,10 +90,18 @@ def remove_sample_apps(*clusters) -> None:
         list(pool.map(_remove_sample_apps, clusters))
 
 
+SAMPLE_NAMESPACES = ("web", "widgets", "gitops-system")
+
+
 def _remove_sample_apps(cluster) -> None:
     from conftest import kubectl
 
-    kubectl(cluster.kubeconfig, "delete", "namespace", "web", "widgets", "gitops-system", "--ignore-not-found",
+    # Pods first, so that the namespace controller finds none still terminating
+    # (it would come back only after half their grace period, 15 s).
+    for namespace in SAMPLE_NAMESPACES:
+        kubectl(cluster.kubeconfig, "delete", "deployment", "--all", "-n", namespace, "--cascade=foreground",
+                "--wait=true", "--timeout=60s", check=False)
+    kubectl(cluster.kubeconfig, "delete", "namespace", *SAMPLE_NAMESPACES, "--ignore-not-found",
             "--wait=true", "--timeout=60s", check=False)
     kubectl(cluster.kubeconfig, "delete", "crd", "widgets.example.com", "--ignore-not-found", check=False)
 
