@@ -93,6 +93,36 @@ class SyncReport:
         return "; ".join(f"{r.app} on {r.cluster}: {r.status.value}: {r.message}" for r in self.failed())
 
 
+@dataclass
+class DriftObjectResult(ObjectResult):
+    """An object of a drift report, with what changed (`path: desired -> live`, Secret values masked)."""
+
+    changes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DriftTargetResult(TargetResult):
+    revision: str = ""  # the revision compared with: the one last synced here
+    error: bool = field(default=False, repr=False)  # could not check or heal, rather than drifted
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        for sync_only in ("error", "health", "held", "seconds"):
+            data.pop(sync_only)
+        return data
+
+
+def report_from_json(data: dict, drift: bool = False) -> SyncReport:
+    """A report as `to_json` wrote it (a served run's, read by the command that asked for it)."""
+    target_type, object_type = (DriftTargetResult, DriftObjectResult) if drift else (TargetResult, ObjectResult)
+    results = []
+    for result in data["results"]:
+        fields = {**result, "status": SyncStatus(result["status"]),
+                  "objects": [object_type(**obj) for obj in result["objects"]]}
+        results.append(target_type(**fields))
+    return SyncReport(data["revision"], results)
+
+
 class SyncFailed(Exception):
     """Some app failed (or was reverted) on some cluster; carries the whole report."""
 

@@ -29,30 +29,11 @@ from engine.inventory import read_inventory
 from engine.kube import KubeClient
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
-from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult, error_line
+from engine.report import DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
 from flows.sync_app import run_app
 from tasks.fetch import fetch_revision
-
-
-@dataclass
-class DriftObjectResult(ObjectResult):
-    """An object of the report, with what changed (`path: desired -> live`, Secret values masked)."""
-
-    changes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DriftTargetResult(TargetResult):
-    revision: str = ""  # the revision compared with: the one last synced here
-    error: bool = field(default=False, repr=False)  # could not check or heal, rather than drifted
-
-    def to_json(self) -> dict:
-        data = super().to_json()
-        for sync_only in ("error", "health", "held", "seconds"):
-            data.pop(sync_only)
-        return data
 
 
 class DriftCheckFailed(Exception):
