@@ -13,10 +13,12 @@ from cli import logs
 from cli.console import err, out
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
+from cli.served import run_served
 from cli.tables import print_result
 from engine.report import SyncReport, SyncStatus
 
 NO_DRIFT, DRIFT = 0, 1
+EMPTY = {"revision": None, "results": []}  # the --json document when nothing could run
 
 
 def drift_command(
@@ -27,20 +29,25 @@ def drift_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Compare each app with the revision last synced to its clusters; report, and with --heal undo, what drifted."""
+    # Without --heal the command only looks, whatever the apps' selfHeal says.
+    parameters = {"repo": repo, "apps": app or None, "clusters": cluster or None, "heal": heal}
+    report, incomplete = run_served("drift", parameters, as_json, EMPTY) or _run_here(parameters, as_json)
+    print(report.to_json()) if as_json else _print_report(report)
+    raise typer.Exit(ERROR if incomplete else NO_DRIFT if report.ok else DRIFT)
+
+
+def _run_here(parameters: dict, as_json: bool) -> tuple[SyncReport, bool]:
+    """The drift check run in this process: its report, and whether some app could not be checked."""
     from flows.drift import DriftCheckFailed, gitops_drift
 
     logs.apply()  # prefect is imported by now
-    code = None
     try:
-        # Without --heal the command only looks, whatever the apps' selfHeal says.
         with stage_lines(err, shown=not logs.is_verbose()):
-            report = gitops_drift(repo=repo, apps=app or None, clusters=cluster or None, heal=heal)
+            return gitops_drift(**parameters), False
     except DriftCheckFailed as failed:
-        report, code = failed.report, ERROR
+        return failed.report, True
     except Exception as failure:  # gitops.yaml invalid, a block missing, Git unreachable...
-        fail(failure, as_json, {"revision": None, "results": []})
-    print(report.to_json()) if as_json else _print_report(report)
-    raise typer.Exit(code if code is not None else NO_DRIFT if report.ok else DRIFT)
+        fail(failure, as_json, EMPTY)
 
 
 def _print_report(report: SyncReport) -> None:

@@ -50,14 +50,20 @@ def fail(failure: BaseException, as_json: bool = False, document: dict | None = 
          code: int = ERROR) -> NoReturn:
     """Report a failure the one way (see the module) and exit with `code`.
     `document`: the command's --json document as it would be without results."""
-    described = describe(failure)
+    exit_with(describe(failure), as_json, document, code, failure)
+
+
+def exit_with(described: CommandError, as_json: bool = False, document: dict | None = None, code: int = ERROR,
+              failure: BaseException | None = None) -> NoReturn:
+    """`fail` for a failure described already (e.g. by the serve process that
+    ran the command); `failure`'s traceback is shown with -v when it is a bug."""
     if as_json:
         import json
 
         print(json.dumps({**(document or {}), "message": described.message, "error": described.to_json()}))
     for line in described.lines or [described.message]:
         print_error(line)
-    if described.kind == "internal" and logs.is_verbose():
+    if failure is not None and described.kind == "internal" and logs.is_verbose():
         traceback.print_exception(failure, file=sys.stderr)
     raise typer.Exit(code)
 

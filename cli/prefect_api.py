@@ -107,7 +107,17 @@ def use_prefect_api() -> PrefectApi:
         err.print(f"{api.describe()} (`gitops server stop` ends it)", style="dim")
     elif logs.is_verbose():
         err.print(api.describe(), style="dim")
+    global _chosen
+    _chosen = api
     return api
+
+
+_chosen: PrefectApi | None = None
+
+
+def chosen_api() -> PrefectApi | None:
+    """The API use_prefect_api chose for this command, if it ran."""
+    return _chosen
 
 
 def prefect_api(on_start: Callable[[str], None] | None = None) -> PrefectApi:

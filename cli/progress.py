@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.live import Live
@@ -28,10 +28,13 @@ class StageLines(logging.Handler):
         self._lock = threading.Lock()  # task runs log from several threads
 
     def emit(self, record: logging.LogRecord) -> None:
-        stage, _, target = str(getattr(record, "task_run_name", "")).partition(" ")
+        self.show(str(getattr(record, "task_run_name", "")), record.getMessage())
+
+    def show(self, task_run_name: str, message: str) -> None:
+        """A task run's log line (here, or forwarded by the serve process that runs the command)."""
+        stage, _, target = task_run_name.partition(" ")
         if stage not in STAGES or not target:
             return
-        message = record.getMessage()
         # `Finished in state Failed('...')`: the state's name; any other line: the stage is under way.
         state = message.removeprefix("Finished in state ").split("(")[0] if message.startswith("Finished") else "…"
         with self._lock:
@@ -46,17 +49,18 @@ class StageLines(logging.Handler):
 
 
 @contextlib.contextmanager
-def stage_lines(console: Console, shown: bool) -> Iterator[None]:
+def stage_lines(console: Console, shown: bool) -> Iterator[Callable[[str, str], None]]:
     """Live stage lines on `console` while the block runs, if `shown` and it is
-    a terminal; they are cleared at the end, before the report is printed."""
+    a terminal; they are cleared at the end, before the report is printed.
+    Yields `show(task_run_name, message)` for lines of a run in another process."""
     if not (shown and console.is_terminal):
-        yield
+        yield lambda task_run_name, message: None
         return
     logger = logging.getLogger(RUN_LOGGER)
     with Live(console=console, transient=True, refresh_per_second=8) as live:
         handler = StageLines(live)
         logger.addHandler(handler)
         try:
-            yield
+            yield handler.show
         finally:
             logger.removeHandler(handler)

@@ -129,8 +129,13 @@ def serve_all(repo: str, limit: int = DEFAULT_LIMIT, sync_interval_s: float | No
     """Serve every deployment until stopped; at most `limit` runs at once (the
     default of prefect.serve is unlimited, which a burst of events could exhaust)."""
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL
 
-    serve(*deployments(repo, sync_interval_s, drift_cron), limit=limit)
+    from cli.served import listening
+
+    served = deployments(repo, sync_interval_s, drift_cron)
+    with listening(PREFECT_API_URL.value()):  # `gitops sync`, `diff` and `drift` ask this process to run them
+        serve(*served, limit=limit)
 
 
 def serve_command(

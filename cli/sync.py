@@ -17,6 +17,7 @@ from cli.console import err, out
 from cli.diffs import print_diffs
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
+from cli.served import run_served
 from cli.tables import print_result, print_table
 from engine.report import SyncFailed, SyncReport
 
@@ -55,15 +56,21 @@ def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
          dry_run: bool) -> SyncReport:
-    """The run's report; when no app could run (gitops.yaml invalid, the fetch
-    failed, a block missing), the error is printed and the command exits 2."""
+    """The run's report, from `gitops serve` when it serves the sync deployment
+    (cli/served.py), else from a run in this process; when no app could run
+    (gitops.yaml invalid, the fetch failed, a block missing), the error is
+    printed and the command exits 2."""
+    parameters = {"repo": repo, "apps": apps or None, "clusters": clusters or None, "revision": revision,
+                  "dry_run": dry_run, "if_changed": False}
+    served = run_served("sync", parameters, as_json, EMPTY)
+    if served is not None:
+        return served[0]
     try:
         from flows.sync import gitops_sync
 
         logs.apply()  # prefect is imported by now
         with stage_lines(err, shown=not logs.is_verbose()):
-            state = gitops_sync(repo=repo, apps=apps or None, clusters=clusters or None, revision=revision,
-                                dry_run=dry_run, return_state=True)
+            state = gitops_sync(**parameters, return_state=True)
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # before the flow ran (the Prefect API unreachable) or a crash
         fail(failure, as_json, EMPTY)
