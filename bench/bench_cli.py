@@ -9,6 +9,8 @@ plain-YAML app:
 - first `gitops sync` (applies, waits for health) vs `kubectl apply --server-side` (no wait)
 - no-op `gitops sync` vs `kubectl diff --server-side`
 - `gitops drift` (nothing drifted) vs `kubectl diff --server-side`
+- the same two with `gitops serve` up: the command as a thin client of the
+  served deployments (cli/served.py), the median of 3
 
 Ours get namespaces bench-a-*, kubectl bench-b-* (otherwise the same objects),
 so both start from nothing. The table gives each figure, the ratio (kubectl /
@@ -34,6 +36,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +127,13 @@ def main() -> None:
         drift = gitops.sync_like("drift")
         diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
         rows.append(Row("drift (nothing drifted)", drift, diff, "kubectl diff --server-side", "3x"))
+        with gitops.serving():
+            served = gitops.median_sync_like("sync")
+            diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
+            rows.append(Row("no-op sync, served", served, diff, "kubectl diff --server-side", "5x"))
+            served = gitops.median_sync_like("drift")
+            diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
+            rows.append(Row("drift, served", served, diff, "kubectl diff --server-side", "5x"))
         if args.profile:
             gitops.profiled_sync(args.profile)
     print_table(rows, ours_ns)
@@ -185,6 +197,37 @@ class Gitops:
             raise SystemExit(f"gitops {command} exited {run.exit_code}: {failed}\n{run.stderr[-2000:]}")
         return run
 
+    def median_sync_like(self, command: str) -> Run:
+        runs = sorted((self.sync_like(command) for _ in range(STARTUP_RUNS)), key=lambda r: r.wall_s)
+        return runs[len(runs) // 2]
+
+    @contextlib.contextmanager
+    def serving(self):
+        """`gitops serve` of the repository (no scheduled run in the meantime),
+        once the commands can reach it; stopped afterwards."""
+        code = (f"import sys; sys.path.insert(0, {str(self.root)!r}); sys.argv[0] = 'gitops'; "
+                "from cli.main import app; app()")
+        socket = Path(self.env["GITOPS_HOME"]) / "serve.sock"
+        serve = subprocess.Popen([sys.executable, "-c", code, "serve", "--repo", REPO, "--sync-interval", "86400",
+                                  "--drift-cron", "0 0 1 1 *"], env={**self.env, "PREFECT_API_URL": self.api_url},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while not (socket.exists() and self._deployed("gitops-drift")):
+                if serve.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("gitops serve did not start")
+                time.sleep(0.2)
+            yield
+        finally:
+            serve.terminate()
+            serve.wait(timeout=60)
+
+    def _deployed(self, name: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/deployments/name/{name}/{name}", timeout=10):
+                return True
+        except urllib.error.HTTPError:
+            return False
 
     def profiled_sync(self, directory: Path) -> None:
         """A no-op `gitops sync` under cProfile in every thread, counting the
