@@ -13,7 +13,7 @@ from cli import logs
 from cli.console import err, out
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
-from cli.served import run_served
+from cli.served import awaited_run, run_served
 from cli.tables import print_result
 from engine.report import SyncReport, SyncStatus
 
@@ -42,7 +42,7 @@ def _run_here(parameters: dict, as_json: bool) -> tuple[SyncReport, bool]:
 
     logs.apply()  # prefect is imported by now
     try:
-        with stage_lines(err, shown=not logs.is_verbose()):
+        with stage_lines(err, shown=not logs.is_verbose()), awaited_run():
             return gitops_drift(**parameters), False
     except DriftCheckFailed as failed:
         return failed.report, True
