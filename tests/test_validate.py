@@ -277,6 +277,19 @@ def test_schema_validators_are_built_once_per_kind():
     assert builtin_validator("v1.37.0-local-strict", "example.com", "v1", "Widget") is None
 
 
+def test_an_object_found_valid_is_not_checked_again_until_it_changes():
+    from engine.validation import schema
+
+    obj = deployment("kept")
+    assert run(obj) == []
+    assert schema._ValidBuiltins.key("v1.37.0-local-strict", Manifest(obj, Source("x.yaml", 1))) in schema._valid_builtins
+    container_of(obj)["imagee"] = "x"  # the same dict, changed in place
+    assert rules(run(obj)) == {"schema.unknown-field"}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}}
+    assert run(secret) == []
+    assert schema._ValidBuiltins.key("v1.37.0-local-strict", Manifest(secret, Source("x.yaml", 1))) is None
+
+
 def test_schema_checks_agree_with_kubernetes_validate_and_are_much_faster():
     good, bad = deployment(), deployment()
     container_of(bad)["imagee"] = "x"

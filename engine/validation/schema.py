@@ -5,6 +5,7 @@ the same set."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -91,17 +92,46 @@ def schema_object(m: Manifest, ctx: Context) -> Iterator[Problem]:
         return  # structure rules report it
     version = m.api_version.rpartition("/")[2]
     validator = builtin_validator(ctx.schema_dir, m.group, version, m.kind)
+    seen = _ValidBuiltins.key(ctx.schema_dir, m) if validator is not None else None
+    if seen is not None and seen in _valid_builtins:
+        return
     if validator is None:
         validator = ctx.crd_validators.get((m.group, version, m.kind))
     if validator is None:
         yield from _unknown_builtin(m, ctx, version)
         return
-    for error in validator.iter_errors(m.obj):
+    errors = list(validator.iter_errors(m.obj))
+    if not errors and seen is not None:
+        _valid_builtins.add(seen)
+    for error in errors:
         if tuple(error.absolute_path)[:2] in _CHECKED_BY_STRUCTURE:
             continue
         for path, rule, message in _describe(error):
             text = f"{_json_path(path)}: {message}" if path else message
             yield _problem(m, rule, scrub(text, [m.obj]))  # a Secret's values (decrypted ones too) never shown
+
+
+class _ValidBuiltins(set):
+    """Objects of built-in kinds found valid in this process, by digest: a long-lived
+    process (`gitops serve`) validates the same rendered objects every sync, and
+    their schemas do not change. Bounded; Secrets are never kept, not even as a digest."""
+
+    LIMIT = 100_000
+
+    @staticmethod
+    def key(schema_dir: str, m: Manifest) -> bytes | None:
+        if m.kind == "Secret":
+            return None
+        text = json.dumps([schema_dir, m.obj], sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def add(self, key: bytes) -> None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        super().add(key)
+
+
+_valid_builtins = _ValidBuiltins()
 
 
 def _unknown_builtin(m: Manifest, ctx: Context, version: str) -> Iterator[Problem]:
