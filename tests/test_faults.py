@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
@@ -52,11 +54,16 @@ def namespace(name: str) -> str:
     return f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
 
 
+# Paused from its creation: the controller makes no ReplicaSet, so it stays InProgress
+# ("rollout paused") until the health timeout, and nothing fails fast on its own (an
+# image of the fake kubelet's unreachable.invalid registry failed with ErrImagePull
+# 2 s after the pod started, sometimes before the kill).
 NEVER_READY = """apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: never-ready
 spec:
+  paused: true
   replicas: 1
   selector: {matchLabels: {app: never-ready}}
   template:
@@ -64,7 +71,7 @@ spec:
     spec:
       containers:
         - name: main
-          image: unreachable.invalid/never-ready:1  # the fake kubelet never pulls it
+          image: nginx:1.27
           resources: {limits: {cpu: 10m, memory: 16Mi}}
 """
 
@@ -138,8 +145,7 @@ def scenario(tmp_path_factory, prefect_api):
         cluster.down()
 
 
-@pytest.fixture
-def clean(scenario):
+def clean(scenario: Scenario) -> Scenario:
     """The app's objects gone from Git and from the cluster, every component running."""
     scenario.heal()
     scenario.commit({"widgets/widgets.yaml": None, "slow/deployment.yaml": None}, "clean")
@@ -148,6 +154,11 @@ def clean(scenario):
     with scenario.kube() as kube:
         assert scenario.members_in_cluster(kube) == set()
     return scenario
+
+
+@pytest.fixture(name="clean")
+def clean_fixture(scenario) -> Scenario:
+    return clean(scenario)
 
 
 def record(fault: str, seconds: float | None, outcome: str) -> None:
@@ -201,24 +212,65 @@ def outcomes(result: dict) -> dict[str, int]:
     return counts
 
 
-def test_an_api_server_killed_during_the_apply_fails_the_sync_naming_the_first_error_and_each_objects_fate(clean):
-    scenario = clean
-    scenario.commit({"widgets/widgets.yaml": widgets(COUNT)}, "200 widgets")
-    started = time.monotonic()
-    sync = scenario.start_sync()
+@dataclass
+class Ended:
+    """A sync that the fault ended: its exit code, stdout, stderr, and seconds from the fault."""
+
+    code: int
+    out: str
+    err: str
+    failed_after: float
+
+    @property
+    def report(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture(scope="module")
+def api_server_killed(scenario) -> dict[str, Ended]:
+    """One kill of the kube-apiserver (SIGKILL, as a crash) while two syncs are in
+    progress: `--app slow` in its health wait (a Deployment that never becomes
+    ready, timeout 300 s) and `--app widgets` in the middle of a 200-object apply.
+    Each fails only after its stage's retries on a transient error (about 25 s),
+    so the two faults share that wait. The kube-apiserver is started again and
+    the never-ready Deployment removed from Git; each app's Ended."""
+    clean(scenario)
+    scenario.commit({"widgets/widgets.yaml": widgets(COUNT), "slow/deployment.yaml": NEVER_READY},
+                    "200 widgets, and a Deployment that never becomes ready")
+    slow = scenario.start_sync("--app", "slow")
     with scenario.kube() as kube:
-        wait_for(lambda: scenario.members_in_cluster(kube), sync)
+        wait_for(lambda: kube.get("apps/v1", "Deployment", "never-ready", "slow"), slow)
+        time.sleep(1)  # in the health wait now
+        apply = scenario.start_sync("--app", APP)
+        wait_for(lambda: scenario.members_in_cluster(kube), apply)
+        wait_for(lambda: slow.poll() is None, slow)  # still in its health wait
     scenario.cluster.stop_component("kube-apiserver", kill=True)
     killed = time.monotonic()
-    out, err = sync.communicate(timeout=SYNC_LIMIT_S)
-    failed_after = time.monotonic() - killed
-    report = json.loads(out)
-    result = result_of(report)
+    ended = {}
+
+    def end(app: str, sync: subprocess.Popen) -> None:
+        out, err = sync.communicate(timeout=SYNC_LIMIT_S)
+        ended[app] = Ended(sync.returncode, out, err, time.monotonic() - killed)
+
+    waiting = threading.Thread(target=end, args=("slow", slow))
+    waiting.start()
+    end(APP, apply)
+    waiting.join()
+    scenario.cluster.start_component("kube-apiserver")
+    scenario.commit({"slow/deployment.yaml": None}, "no slow Deployment")
+    return ended
+
+
+def test_an_api_server_killed_during_the_apply_fails_the_sync_naming_the_first_error_and_each_objects_fate(
+        scenario, api_server_killed):
+    started = time.monotonic()
+    sync = api_server_killed[APP]
+    result = result_of(sync.report)
     fates = outcomes(result)
-    record("kube-apiserver killed during a 200-object apply", failed_after,
-           f"exit {sync.returncode}; {', '.join(f'{n} {o}' for o, n in fates.items())}; "
+    record("kube-apiserver killed during a 200-object apply", sync.failed_after,
+           f"exit {sync.code}; {', '.join(f'{n} {o}' for o, n in fates.items())}; "
            f"{result['message'].split(' is unreachable: ')[-1].split(' (of ')[0]}; next sync converges")
-    assert sync.returncode == 1
+    assert sync.code == 1
     assert result["status"] == "failed"
     url = scenario.cluster.record().api_url
     # The first error is the server gone (its retries may have outlived the Lease:
@@ -228,14 +280,26 @@ def test_an_api_server_killed_during_the_apply_fails_the_sync_naming_the_first_e
     assert f"(of {COUNT} changes: " in result["message"] and "releasing" not in result["message"]
     assert sum(fates.values()) == COUNT and fates.get("done", 0) >= 1
     assert fates.keys() <= {"done", "failed", "unknown", "not attempted"}
-    assert "Traceback" not in err and "Exception in thread" not in err
+    assert "Traceback" not in sync.err and "Exception in thread" not in sync.err
 
-    scenario.cluster.start_component("kube-apiserver")
+    # The kube-apiserver runs again (api_server_killed started it).
     code, report, err = scenario.sync()
     assert code == 0, err
     with scenario.kube() as kube:
         assert len(scenario.members_in_cluster(kube)) == COUNT
-    print(f"killed {time.monotonic() - started:.1f} s in all")
+    print(f"converged {time.monotonic() - started:.1f} s after the failed sync")
+
+
+def test_an_api_server_killed_during_the_health_wait_fails_at_once_not_at_the_health_timeout(api_server_killed):
+    sync = api_server_killed["slow"]
+    result = result_of(sync.report, "slow")
+    record("kube-apiserver killed during the health wait (timeout 300 s)", sync.failed_after,
+           f"exit {sync.code}; health failed: cluster … is unreachable: "
+           f"{result['message'].split(' is unreachable: ')[-1]}")
+    assert sync.code == 1
+    assert result["message"].startswith("health failed: cluster ")
+    assert "is unreachable: connection refused" in result["message"]
+    assert "Traceback" not in sync.err and sync.err.count("\n") < 100  # not a line per poll
 
 
 def test_a_paused_api_server_fails_the_sync_within_its_bound_and_the_next_sync_converges(clean):
@@ -261,30 +325,6 @@ def test_a_paused_api_server_fails_the_sync_within_its_bound_and_the_next_sync_c
     assert code == 0, err
     with scenario.kube() as kube:
         assert len(scenario.members_in_cluster(kube)) == COUNT
-
-
-def test_an_api_server_killed_during_the_health_wait_fails_at_once_not_at_the_health_timeout(clean):
-    scenario = clean
-    scenario.commit({"slow/deployment.yaml": NEVER_READY}, "a Deployment that never becomes ready")
-    sync = scenario.start_sync("--app", "slow")
-    with scenario.kube() as kube:
-        wait_for(lambda: kube.get("apps/v1", "Deployment", "never-ready", "slow"), sync)
-    time.sleep(1)  # in the health wait now
-    scenario.cluster.stop_component("kube-apiserver", kill=True)
-    killed = time.monotonic()
-    out, err = sync.communicate(timeout=SYNC_LIMIT_S)
-    failed_after = time.monotonic() - killed
-    result = result_of(json.loads(out), "slow")
-    record("kube-apiserver killed during the health wait (timeout 300 s)", failed_after,
-           f"exit {sync.returncode}; health failed: cluster … is unreachable: "
-           f"{result['message'].split(' is unreachable: ')[-1]}")
-    assert sync.returncode == 1
-    assert result["message"].startswith("health failed: cluster ")
-    assert "is unreachable: connection refused" in result["message"]
-    assert "Traceback" not in err and err.count("\n") < 100  # not a line per poll
-
-    scenario.cluster.start_component("kube-apiserver")
-    scenario.commit({"slow/deployment.yaml": None}, "no slow Deployment")
 
 
 @pytest.mark.parametrize("point", ["before the apply", "during the apply", "after the apply"])
