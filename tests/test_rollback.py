@@ -133,11 +133,11 @@ def test_the_flow_rolls_back_in_git_then_syncs_in_a_nested_run_and_the_cluster_f
     from flows.sync import gitops_sync
 
     first = git("rev-parse", "HEAD", cwd=example_repo.work)
-    assert gitops_sync(repo=example_repo.block_name).ok
     _, scaled, _, greeted = change_web_and_widgets(example_repo)
-    assert gitops_sync(repo=example_repo.block_name).ok
+    assert gitops_sync(repo=example_repo.block_name).ok  # the clusters get web's changes (2 replicas, bonjour)
     staging = clean_clusters["staging"]
     assert live(staging, "configmap", "web-settings", "{.data.greeting}") == "bonjour"
+    assert live(staging, "deployment", "web", "{.spec.replicas}") == "2"
 
     state = gitops_rollback(repo=example_repo.block_name, app="web", to=first, return_state=True)
     result = state.result()
