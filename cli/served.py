@@ -70,7 +70,8 @@ def request(command: str, parameters: dict[str, Any], api_url: str,
     raise ConnectionError("gitops serve ended before the run did (see its log)")
 
 
-def run_served(command: str, parameters: dict[str, Any], as_json: bool, document: dict) -> tuple[SyncReport, bool] | None:
+def run_served(command: str, parameters: dict[str, Any], as_json: bool,
+               document: dict) -> tuple[SyncReport, bool] | None:
     """The report of `command` run by the serve process, and whether the run
     could not finish checking; None when nothing serves it. An error is
     reported as the command reports its own (cli/errors.py) and ends it."""

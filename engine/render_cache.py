@@ -1,5 +1,6 @@
 """Rendered manifests kept between runs, so that a scheduled sync whose branch
-head has not moved compares the cluster with Git without rendering again.
+head has not moved compares the cluster with Git without rendering again, and a
+sync of a revision rendered before (a served process's every sync) skips the render.
 
 An entry is keyed on what decides a render: the commit, the app's spec and the
 cluster. It holds what the render stage produced from the repository's own
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from engine.appspec import App
 from engine.objects import Manifest, Source
@@ -35,6 +37,17 @@ def cache_key(revision: str, app: App, cluster: str) -> str:
 def cacheable(app: App) -> bool:
     """Not an app whose render holds decrypted Secrets."""
     return app.decryption is None
+
+
+def rendered(revision: str, app: App, cluster: str, render: Callable[[], list[Manifest]]) -> list[Manifest]:
+    """The manifests from the cache, or from `render()` and then cached. Rendering
+    is deterministic: the same revision, app spec and cluster give the same objects."""
+    cached = load(revision, app, cluster)
+    if cached is not None:
+        return cached
+    manifests = render()
+    store(revision, app, cluster, manifests)
+    return manifests
 
 
 def load(revision: str, app: App, cluster: str) -> list[Manifest] | None:

@@ -106,12 +106,8 @@ class Workspace:
     def rendered(self, app: App, cluster: str, revision: str) -> list[Manifest]:
         """The app's manifests for a cluster at a revision: from the render cache,
         or rendered now (offline, unvalidated) and cached. Raises ProblemsFound."""
-        cached = render_cache.load(revision, app, cluster)
-        if cached is not None:
-            return cached
-        manifests = render_app(self.tree_at(revision), app, cluster, render_options(app))
-        render_cache.store(revision, app, cluster, manifests)
-        return manifests
+        return render_cache.rendered(revision, app, cluster,
+                                     lambda: render_app(self.tree_at(revision), app, cluster, render_options(app)))
 
     def close(self) -> None:
         for kube in self._kubes.values():

@@ -1,6 +1,7 @@
 """The render stage: an app's manifests for one cluster at one revision, each
 with its file and line. What was rendered is kept (engine/render_cache.py) so an
-idle scheduled sync can compare the cluster with Git without rendering again;
+idle scheduled sync can compare the cluster with Git, and a sync of the same
+revision can go on, without rendering again;
 apps with SOPS-encrypted files are decrypted here with the age key of their
 secretRef (blocks/decryption.py) and never cached."""
 
@@ -20,8 +21,9 @@ from tasks.options import STAGE
 
 @task(name="render", task_run_name="render {app.name}@{cluster}", **STAGE)
 def render_target(tree: Path, app: App, cluster: str, revision: str) -> list[Manifest]:
-    """Rendering is deterministic: never retried; a failure raises ProblemsFound."""
-    manifests = render_app(tree, app, cluster, render_options(app))
-    render_cache.store(revision, app, cluster, manifests)
+    """Rendering is deterministic: never retried, and not done twice for one
+    revision, app spec and cluster; a failure raises ProblemsFound."""
+    manifests = render_cache.rendered(revision, app, cluster,
+                                      lambda: render_app(tree, app, cluster, render_options(app)))
     get_run_logger().info("%s@%s: %d objects at %s", app.name, cluster, len(manifests), revision[:12])
     return manifests
