@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from engine.kube import ApiError, KubeClient, UnknownKind, is_retryable
 
@@ -594,17 +594,22 @@ def wait_for_health(
     timeout_s: float,
     poll_interval_s: float = 1.0,
     on_poll: Callable[[list[ObjectHealth], float], None] | None = None,
+    seen: Mapping[ObjectRef, dict] | None = None,
 ) -> HealthReport:
     """Poll the objects named by `refs` ((api_version, kind, namespace, name)) until
     all are Current, one is Failed, or `timeout_s` has passed. NotFound and
     Terminating objects are waited for like InProgress ones (right after an apply a
     cache may lag). `on_poll(results, elapsed_s)` is called after every look that
-    does not end the wait."""
+    does not end the wait. `seen`: objects as the caller read them moments ago (the
+    unchanged objects of a sync's diff); those Current then are not read again."""
     refs = [ObjectRef(*r) for r in refs]
     reader = _ClusterReader(kube)
     start = time.monotonic()
+    current = _current_as_seen(refs, seen or {})
+    to_read = [ref for ref in refs if ref not in current]
     while True:
-        results = reader.look(refs)
+        looked = dict(zip(to_read, reader.look(to_read)))
+        results = [current.get(ref) or looked[ref] for ref in refs]
         elapsed = time.monotonic() - start
         report = HealthReport(results, elapsed_s=elapsed, timeout_s=timeout_s)
         if report.ok or report.failed:
@@ -615,6 +620,12 @@ def wait_for_health(
         if on_poll is not None:
             on_poll(results, elapsed)
         time.sleep(min(poll_interval_s, remaining))
+
+
+def _current_as_seen(refs: list[ObjectRef], seen: Mapping[ObjectRef, dict]) -> dict[ObjectRef, ObjectHealth]:
+    now = datetime.now(timezone.utc)
+    healths = {ref: ObjectHealth(ref, compute_health(seen[ref], now)) for ref in refs if ref in seen}
+    return {ref: h for ref, h in healths.items() if h.health.status is HealthStatus.CURRENT}
 
 
 # What a read gave: the object, None when it does not exist, or a Health saying why

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from engine.appspec import App
-from engine.changeset import ChangeSet
+from engine.changeset import Action, ChangeSet
 from engine.health import HealthReport, HealthStatus, ObjectHealth, refs_of, wait_for_health
 from engine.kube import KubeClient
 from tasks.options import STAGE
@@ -34,8 +34,11 @@ def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet
             logger.info("after %.0f s, waiting for %d of %d: %s", elapsed, len(waiting), len(results),
                         "; ".join(waiting[:10]) + (" ..." if len(waiting) > 10 else ""))
 
+    # An unchanged object was read by the diff a moment ago: if it was Current then, it is not read again.
+    unchanged = [c for c in changeset.desired() if c.action is Action.UNCHANGED and c.dry_run_result]
+    seen = dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged)))
     report = wait_for_health(kube, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
-                             on_poll=progress)
+                             on_poll=progress, seen=seen)
     if not report.ok:
         raise Unhealthy(app.name, cluster, report)
     logger.info("%s@%s: health: %s", app.name, cluster, report.summary())

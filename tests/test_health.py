@@ -578,3 +578,23 @@ def test_pod_failures_are_not_judged_before_the_controller_sees_the_new_spec():
     assert workload_pod_failure(deployment, [pod], [replica_set]) is not None
     deployment["metadata"]["generation"] = deployment["status"]["observedGeneration"] + 1
     assert workload_pod_failure(deployment, [pod], [replica_set]) is None
+
+
+@pytest.mark.cluster
+def test_objects_seen_current_moments_ago_are_not_read_again(local_cluster, kube, namespace):
+    kubectl(local_cluster.kubeconfig, "apply", "-f", "-",
+            input=configmap_manifest(namespace, "settings") + deployment_manifest(namespace, "web", "acme/web:1.0", 1))
+    configmap, deployment = ObjectRef("v1", "ConfigMap", namespace, "settings"), \
+        ObjectRef("apps/v1", "Deployment", namespace, "web")
+    assert wait_for_health(kube, [deployment], timeout_s=60, poll_interval_s=0.5).ok
+    live_deployment = kube.get("apps/v1", "Deployment", "web", namespace)
+    stale = {**live_deployment, "metadata": {**live_deployment["metadata"],
+                                            "generation": live_deployment["metadata"]["generation"] + 1}}
+    seen = {configmap: kube.get("v1", "ConfigMap", "settings", namespace), deployment: stale}
+
+    before = kube.requests
+    report = wait_for_health(kube, [configmap, deployment], timeout_s=30, poll_interval_s=0.5, seen=seen)
+    read = {verb: kube.requests[verb] - before[verb] for verb in before}
+    assert report.ok and [r.ref for r in report.results] == [configmap, deployment]
+    # The ConfigMap was Current as seen; the Deployment, seen InProgress, is read (a lone object: one GET).
+    assert read["GET"] == 1 and read["LIST"] == 0, read
