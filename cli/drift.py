@@ -13,7 +13,7 @@ from cli import logs
 from cli.console import err, out
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
-from cli.served import awaited_run, run_served
+from cli.served import run_served
 from cli.tables import print_result
 from engine.report import SyncReport, SyncStatus
 
@@ -39,10 +39,11 @@ def drift_command(
 def _run_here(parameters: dict, as_json: bool) -> tuple[SyncReport, bool]:
     """The drift check run in this process: its report, and whether some app could not be checked."""
     from flows.drift import DriftCheckFailed, gitops_drift
+    from flows.sync_app import without_heartbeat
 
     logs.apply()  # prefect is imported by now
     try:
-        with stage_lines(err, shown=not logs.is_verbose()), awaited_run():
+        with stage_lines(err, shown=not logs.is_verbose()), without_heartbeat():
             return gitops_drift(**parameters), False
     except DriftCheckFailed as failed:
         return failed.report, True

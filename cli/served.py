@@ -191,18 +191,6 @@ def _answer(connection: socket.socket, api_url: str) -> None:
             _send(stream, run_deployment_here(asked["command"], asked["parameters"], lambda m: _send(stream, m)))
 
 
-@contextlib.contextmanager
-def awaited_run() -> Iterator[None]:
-    """A flow run that a command waits for, here or in the serve process: without
-    Prefect's heartbeat thread, which a synchronous flow run joins at its end (a
-    second, every run). Heartbeats tell a worker's unattended run that died from
-    one still running; the command watching this one tells it itself."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
 def _same(url: str | None, other: str) -> bool:
     return (url or "").rstrip("/") == other.rstrip("/")
 
@@ -217,6 +205,7 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     from prefect.states import Pending
 
     from cli.errors import describe
+    from flows.sync_app import without_heartbeat
 
     module, _, name = FLOWS[command].partition(":")
     flow = getattr(importlib.import_module(module), name)
@@ -231,7 +220,7 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
         ui = PREFECT_UI_URL.value()
         tell({"run": {"id": str(flow_run.id), "name": flow_run.name,
                       "ui": f"{ui}/runs/flow-run/{flow_run.id}" if ui else ""}})
-        with awaited_run():
+        with without_heartbeat():  # the client waits for this run: it says if this process dies
             state = run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # the deployment gone, the API unreachable...

@@ -17,7 +17,7 @@ from cli.console import err, out
 from cli.diffs import print_diffs
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
-from cli.served import awaited_run, run_served
+from cli.served import run_served
 from cli.tables import print_result, print_table
 from engine.report import SyncFailed, SyncReport
 
@@ -67,9 +67,10 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
         return served[0]
     try:
         from flows.sync import gitops_sync
+        from flows.sync_app import without_heartbeat
 
         logs.apply()  # prefect is imported by now
-        with stage_lines(err, shown=not logs.is_verbose()), awaited_run():
+        with stage_lines(err, shown=not logs.is_verbose()), without_heartbeat():
             state = gitops_sync(**parameters, return_state=True)
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # before the flow ran (the Prefect API unreachable) or a crash
