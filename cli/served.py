@@ -198,7 +198,7 @@ def _same(url: str | None, other: str) -> bool:
 def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable[[dict], None]) -> dict:
     """A flow run of the command's deployment, run in this process; the
     message that ends the request."""
-    from prefect.client.orchestration import get_client
+    from prefect.context import SyncClientContext
     from prefect.exceptions import ObjectNotFound
     from prefect.flow_engine import run_flow
     from prefect.settings import PREFECT_UI_URL
@@ -210,18 +210,20 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     module, _, name = FLOWS[command].partition(":")
     flow = getattr(importlib.import_module(module), name)
     try:
-        with get_client(sync_client=True) as client:
+        # One API client for the request, which the run's engine takes over too.
+        with SyncClientContext.get_or_create() as context:
             try:
-                deployment = client.read_deployment_by_name(DEPLOYMENTS[command])
+                deployment = context.client.read_deployment_by_name(DEPLOYMENTS[command])
             except ObjectNotFound:  # serve has not registered it yet
                 return {"declined": f"{DEPLOYMENTS[command]} is not deployed yet"}
             # Pending, not Scheduled: this process runs it, no runner or worker picks it up.
-            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters, state=Pending())
-        ui = PREFECT_UI_URL.value()
-        tell({"run": {"id": str(flow_run.id), "name": flow_run.name,
-                      "ui": f"{ui}/runs/flow-run/{flow_run.id}" if ui else ""}})
-        with without_heartbeat():  # the client waits for this run: it says if this process dies
-            state = run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+            flow_run = context.client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
+                                                                      state=Pending())
+            ui = PREFECT_UI_URL.value()
+            tell({"run": {"id": str(flow_run.id), "name": flow_run.name,
+                          "ui": f"{ui}/runs/flow-run/{flow_run.id}" if ui else ""}})
+            with without_heartbeat():  # the client waits for this run: it says if this process dies
+                state = run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # the deployment gone, the API unreachable...
         return {"error": _error(describe(failure))}
