@@ -67,7 +67,7 @@ def request(command: str, parameters: dict[str, Any], api_url: str,
             if "report" in message or "error" in message:
                 return message
             on_message(message)
-    raise ConnectionError("gitops serve ended before the run did (see its log)")
+    raise ConnectionError("it closed the connection (its log says why)")
 
 
 def run_served(command: str, parameters: dict[str, Any], as_json: bool,
@@ -81,6 +81,7 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
     from cli.prefect_api import chosen_api
     from cli.progress import stage_lines
     from engine.report import report_from_json
+    from rich.markup import escape
 
     api = chosen_api()
     if api is None or not socket_path().exists():
@@ -92,9 +93,13 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
                 show(*message["stage"])
             elif "run" in message and (logs.is_verbose() or err.is_terminal):
                 run = message["run"]
-                err.print(f"run by gitops serve as flow run {run['name']} {run['ui']}".rstrip(), style="dim")
+                err.print(escape(f"run by gitops serve as flow run {run['name']} {run['ui']}".rstrip()), style="dim")
 
-        answer = request(command, parameters, api.url, on_message)
+        try:
+            answer = request(command, parameters, api.url, on_message)
+        except (OSError, ValueError) as lost:  # serve stopped or killed while it ran the command
+            exit_with(CommandError("prefect", f"gitops serve stopped answering during the run: {lost}"),
+                      as_json, document)
     if answer is None:
         return None
     if "error" in answer:

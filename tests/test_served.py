@@ -24,22 +24,28 @@ pytestmark = pytest.mark.cluster
 GITOPS = str(Path(sys.executable).parent / "gitops")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, registered_clusters, prefect_api):
-    """The sample repository and a `gitops serve` of it (its own GITOPS_HOME),
-    up once its deployments are registered; stopped afterwards."""
-    root = tmp_path_factory.mktemp("served")
-    repo = make_example_repo(root, "served")
+def start_serve(root: Path, repo_block: str, prefect_api: str) -> tuple[subprocess.Popen, dict]:
+    """`gitops serve` of the repository with a GITOPS_HOME of its own, once its
+    deployments are registered and its socket is bound; and the commands' env."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "GITOPS_HOME": str(root / "home")}
     log = root / "serve.log"
     with log.open("w") as output:
-        serve = subprocess.Popen([GITOPS, "serve", "--repo", repo.block_name, "--sync-interval", "3600"],
+        serve = subprocess.Popen([GITOPS, "serve", "--repo", repo_block, "--sync-interval", "3600"],
                                  stdout=output, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while not (_deployment(prefect_api, "gitops-drift") and (root / "home" / "serve.sock").exists()):
+        assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    return serve, env
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, registered_clusters, prefect_api):
+    """The sample repository and a `gitops serve` of it; stopped afterwards."""
+    root = tmp_path_factory.mktemp("served")
+    repo = make_example_repo(root, "served")
+    serve, env = start_serve(root, repo.block_name, prefect_api)
     try:
-        deadline = time.monotonic() + 120
-        while not (_deployment(prefect_api, "gitops-drift") and (root / "home" / "serve.sock").exists()):
-            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
         yield repo, env
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -56,10 +62,12 @@ def gitops(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([GITOPS, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
-def latest_run(prefect_api: str, flow_name: str) -> dict:
+def latest_run(prefect_api: str, flow_name: str, asked: bool = False) -> dict | None:
+    """The flow's latest run; `asked`: the latest a command asked for (not a scheduled tick)."""
     response = httpx.post(f"{prefect_api}/flow_runs/filter", timeout=30, json={
-        "flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
-    return response.json()[0]
+        "flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 10})
+    runs = [r for r in response.json() if not asked or r["parameters"].get("if_changed") is False]
+    return runs[0] if runs else None
 
 
 def test_sync_diff_and_drift_run_in_the_serve_process_as_runs_of_its_deployments(served, prefect_api,
@@ -119,3 +127,24 @@ def test_with_serve_stopped_the_command_runs_in_process(tmp_path, prefect_api, r
     assert diffed.returncode in (0, 1), diffed.stderr
     run = latest_run(prefect_api, "gitops-sync")
     assert run["parameters"]["repo"] == repo.block_name and run["deployment_id"] is None
+
+
+def test_a_serve_process_killed_during_the_run_is_the_commands_one_error_line(tmp_path, prefect_api, served):
+    repo, _ = served  # its clusters are synced already; this serve process is another, killed below
+    serve, env = start_serve(tmp_path, repo.block_name, prefect_api)
+    try:
+        command = subprocess.Popen([GITOPS, "sync", "--repo", repo.block_name, "--json"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while (latest_run(prefect_api, "gitops-sync", asked=True) or {"state": {}})["state"].get("type") != "RUNNING":
+            assert time.monotonic() < deadline and command.poll() is None, command.communicate()
+            time.sleep(0.05)
+        serve.send_signal(signal.SIGKILL)
+        stdout, stderr = command.communicate(timeout=60)
+    finally:
+        serve.kill()
+        serve.wait(timeout=60)
+    assert command.returncode == 2, (stdout, stderr)
+    assert stderr.splitlines() == [stderr.splitlines()[0]] and "Traceback" not in stderr, stderr
+    assert stderr.startswith("error: gitops serve stopped answering during the run"), stderr
+    assert json.loads(stdout)["error"]["kind"] == "prefect"
