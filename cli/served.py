@@ -8,7 +8,7 @@ there, and its report comes back to the command, which prints it as it would
 its own. With nothing served the command runs the flow in-process.
 
 The protocol is one JSON request line, then JSON lines back: `run` (the flow
-run's id, name and UI address), `stage` (a stage's log line, for the live
+run's id and UI address), `stage` (a stage's log line, for the live
 progress), and last `report` (the report, and whether the run could not finish
 checking) or `error` (as cli/errors.py describes it). `declined` (another
 Prefect API) sends the command back to running in-process.
@@ -93,7 +93,7 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
                 show(*message["stage"])
             elif "run" in message and (logs.is_verbose() or err.is_terminal):
                 run = message["run"]
-                err.print(escape(f"run by gitops serve as flow run {run['name']} {run['ui']}".rstrip()), style="dim")
+                err.print(escape(f"run by gitops serve: {run['ui'] or 'flow run ' + run['id']}"), style="dim")
 
         try:
             answer = request(command, parameters, api.url, on_message)
@@ -225,8 +225,7 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
             flow_run = context.client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
                                                                       state=Pending())
             ui = PREFECT_UI_URL.value()
-            tell({"run": {"id": str(flow_run.id), "name": flow_run.name,
-                          "ui": f"{ui}/runs/flow-run/{flow_run.id}" if ui else ""}})
+            tell({"run": {"id": str(flow_run.id), "ui": f"{ui}/runs/flow-run/{flow_run.id}" if ui else ""}})
             with without_heartbeat():  # the client waits for this run: it says if this process dies
                 state = run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
         outcome = state.result(raise_on_failure=False)
