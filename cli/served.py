@@ -117,7 +117,22 @@ def _send(stream: TextIO, message: dict) -> None:
 # ---- the server: in `gitops serve` ----------------------------------------------
 
 
-_CLIENT: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("served_client", default=None)
+SEND_TIMEOUT_S = 10  # a command that stops reading (suspended, say) loses its lines, not the run its time
+
+
+class _Client:
+    """A command's connection, seen from the serve process: one whole line at a
+    time, since a run's threads forward their stage lines at once."""
+
+    def __init__(self, stream: TextIO):
+        self.stream, self.lock = stream, threading.Lock()
+
+    def send(self, message: dict) -> None:
+        with contextlib.suppress(OSError, ValueError), self.lock:  # the command went away: the run goes on
+            _send(self.stream, message)
+
+
+_CLIENT: contextvars.ContextVar[_Client | None] = contextvars.ContextVar("served_client", default=None)
 
 
 class _StageForwarder(logging.Handler):
@@ -125,12 +140,10 @@ class _StageForwarder(logging.Handler):
     stage lines): the run's threads carry the request's context."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        stream = _CLIENT.get()
+        client = _CLIENT.get()
         name = getattr(record, "task_run_name", None)
-        if stream is None or not name:
-            return
-        with contextlib.suppress(OSError, ValueError):  # the client went away: the run goes on
-            _send(stream, {"stage": [str(name), record.getMessage()]})
+        if client is not None and name:
+            client.send({"stage": [str(name), record.getMessage()]})
 
 
 @contextlib.contextmanager
@@ -187,13 +200,13 @@ def _answer(connection: socket.socket, api_url: str) -> None:
         line = stream.readline()
         if not line:  # a probe
             return
-        asked = json.loads(line)
+        connection.settimeout(SEND_TIMEOUT_S)
+        client, asked = _Client(stream), json.loads(line)
         if not _same(asked.get("api"), api_url) or asked.get("command") not in DEPLOYMENTS:
-            _send(stream, {"declined": f"this process serves {api_url} and {sorted(DEPLOYMENTS)}"})
+            client.send({"declined": f"this process serves {api_url} and {sorted(DEPLOYMENTS)}"})
             return
-        _CLIENT.set(stream)
-        with contextlib.suppress(OSError, ValueError):  # the client went away
-            _send(stream, run_deployment_here(asked["command"], asked["parameters"], lambda m: _send(stream, m)))
+        _CLIENT.set(client)
+        client.send(run_deployment_here(asked["command"], asked["parameters"], client.send))
 
 
 def _same(url: str | None, other: str) -> bool:
