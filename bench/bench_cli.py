@@ -121,19 +121,16 @@ def main() -> None:
         rows.append(Row("first sync (health incl.)", first, apply, "kubectl apply --server-side", "1.5x"))
         settle(kubeconfig, ["bench-a-", "bench-b-"], 2 * deployments)
 
-        noop = gitops.sync_like("sync")
-        diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-        rows.append(Row("no-op sync", noop, diff, "kubectl diff --server-side", "3x"))
-        drift = gitops.sync_like("drift")
-        diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-        rows.append(Row("drift (nothing drifted)", drift, diff, "kubectl diff --server-side", "3x"))
+        def against_diff(step: str, ours: Run, target: str) -> None:
+            """A row of ours against a `kubectl diff` run right after it."""
+            diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
+            rows.append(Row(step, ours, diff, "kubectl diff --server-side", target))
+
+        against_diff("no-op sync", gitops.sync_like("sync"), "3x")
+        against_diff("drift (nothing drifted)", gitops.sync_like("drift"), "3x")
         with gitops.serving():
-            served = gitops.median_sync_like("sync")
-            diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-            rows.append(Row("no-op sync, served", served, diff, "kubectl diff --server-side", "5x"))
-            served = gitops.median_sync_like("drift")
-            diff = kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-            rows.append(Row("drift, served", served, diff, "kubectl diff --server-side", "5x"))
+            against_diff("no-op sync, served", gitops.median_sync_like("sync"), "5x")
+            against_diff("drift, served", gitops.median_sync_like("drift"), "5x")
         if args.profile:
             gitops.profiled_sync(args.profile)
     print_table(rows, ours_ns)

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from bench_pipeline import make_repository  # noqa: E402
 from cli.local_server import LocalPrefectServer  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> None:
         for cluster in clusters.values():
             stack.callback(cluster.down)
         kubeconfigs = {name: cluster.up() for name, cluster in clusters.items()}
-        remote = make_remote(work)
+        remote = make_repository(work)
         gitops(env, "repo", "add", REPO, "--url", f"file://{remote}", "--branch", "main")
         for name, kubeconfig in kubeconfigs.items():
             gitops(env, "cluster", "add", name, "--kubeconfig", str(kubeconfig))
@@ -97,17 +97,6 @@ def main() -> None:
         print(f"\nPrefect API requests of the last tick (the runner's polling meanwhile: {sum(polling.values())}):")
         for line, count in counts.most_common():
             print(f"  {count:4d}  {line}")
-
-
-def make_remote(work: Path) -> Path:
-    tree, bare = work / "fleet", work / "fleet.git"
-    shutil.copytree(ROOT / "examples", tree)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(bare)], check=True)
-    for step in (["init", "--quiet", "-b", "main"], ["add", "--all"], ["commit", "--quiet", "-m", "fleet"],
-                 ["push", "--quiet", str(bare), "main"]):
-        subprocess.run([*git, *step], cwd=tree, check=True, capture_output=True)
-    return bare
 
 
 def gitops(env: dict, *args: str) -> None:
