@@ -168,12 +168,12 @@ class Gitops:
                     # an older checkout starts Prefect's temporary server: 20 s is too short on a busy machine
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         self.env.pop("PREFECT_API_URL", None)
+        self.argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'gitops'; "
+                                           "from cli.main import app; app()"]
 
     def run(self, *args: str, api: bool = True) -> Run:
-        code = (f"import sys; sys.path.insert(0, {str(self.root)!r}); sys.argv[0] = 'gitops'; "
-                "from cli.main import app; app()")
         env = {**self.env, "PREFECT_API_URL": self.api_url} if api else self.env
-        return run_measured([sys.executable, "-c", code, *args], env=env)
+        return run_measured([*self.argv, *args], env=env)
 
     def check(self, *args: str, api: bool = True, ok: tuple[int, ...] = (0,)) -> Run:
         run = self.run(*args, api=api)
@@ -202,10 +202,8 @@ class Gitops:
     def serving(self):
         """`gitops serve` of the repository (no scheduled run in the meantime),
         once the commands can reach it; stopped afterwards."""
-        code = (f"import sys; sys.path.insert(0, {str(self.root)!r}); sys.argv[0] = 'gitops'; "
-                "from cli.main import app; app()")
         socket = Path(self.env["GITOPS_HOME"]) / "serve.sock"
-        serve = subprocess.Popen([sys.executable, "-c", code, "serve", "--repo", REPO, "--sync-interval", "86400",
+        serve = subprocess.Popen([*self.argv, "serve", "--repo", REPO, "--sync-interval", "86400",
                                   "--drift-cron", "0 0 1 1 *"], env={**self.env, "PREFECT_API_URL": self.api_url},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
 import json
 import logging
 import os
@@ -28,12 +27,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
+from cli.serve import DRIFT, SYNC
+
 if TYPE_CHECKING:
     from engine.report import SyncReport
 
-# The deployment (flow/deployment) each command runs as, and its flow.
-DEPLOYMENTS = {"sync": "gitops-sync/gitops-sync", "drift": "gitops-drift/gitops-drift"}
-FLOWS = {"sync": "flows.sync:gitops_sync", "drift": "flows.drift:gitops_drift"}
+# The deployment of prefect.yaml each command runs as.
+DEPLOYMENTS = {"sync": SYNC, "drift": DRIFT}
 CONNECT_TIMEOUT_S = 2
 
 
@@ -223,17 +223,19 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     from prefect.states import Pending
 
     from cli.errors import describe
+    from cli.serve import definitions, load_flow
     from flows.sync_app import without_heartbeat
 
-    module, _, name = FLOWS[command].partition(":")
-    flow = getattr(importlib.import_module(module), name)
+    name = DEPLOYMENTS[command]
+    [spec] = [d for d in definitions() if d["name"] == name]
+    flow = load_flow(spec["entrypoint"])
     try:
         # One API client for the request, which the run's engine takes over too.
         with SyncClientContext.get_or_create() as context:
             try:
-                deployment = context.client.read_deployment_by_name(DEPLOYMENTS[command])
+                deployment = context.client.read_deployment_by_name(f"{flow.name}/{name}")
             except ObjectNotFound:  # serve has not registered it yet
-                return {"declined": f"{DEPLOYMENTS[command]} is not deployed yet"}
+                return {"declined": f"{name} is not deployed yet"}
             # Pending, not Scheduled: this process runs it, no runner or worker picks it up.
             flow_run = context.client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
                                                                       state=Pending())
