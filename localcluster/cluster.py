@@ -263,6 +263,10 @@ class LocalCluster:
         still accepts connections, but nothing answers them."""
         component, pid = self._alive(component)
         os.kill(pid, signal.SIGSTOP)
+        # The signal is delivered asynchronously: say "paused" only once it is.
+        deadline = time.monotonic() + 5
+        while not _is_paused(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def resume_component(self, component: str) -> None:
         """Let a paused component run on (SIGCONT)."""
