@@ -55,7 +55,12 @@ def sync_runner(prefect_api, registered_clusters, tmp_path_factory):
 
 
 def start_run(api: str, deployment_id: str) -> str:
-    response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30)
+    """As the UI's Run does it; a 503 (Prefect's SQLite busy) is tried again, as Prefect's own client does."""
+    for _ in range(5):
+        response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(1)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
