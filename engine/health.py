@@ -637,7 +637,7 @@ Read = dict | None | Health
 class _ClusterReader:
     """Reads objects for the waiter with as few requests as it can: a GET for a
     lone object, one LIST per kind and namespace otherwise, and the pods (and a
-    Deployment's ReplicaSets) of workloads that are InProgress."""
+    Deployment's ReplicaSets) of workloads that are InProgress (_PodLister)."""
 
     kube: KubeClient
 
@@ -655,16 +655,12 @@ class _ClusterReader:
             groups.setdefault((ref.api_version, ref.kind, namespace), []).append(ref)
         for (api_version, kind, namespace), members in groups.items():
             objects.update(self._read(api_version, kind, namespace, members))
-        lists: dict[tuple[str, str, str], list[dict]] = {}
-        results = []
-        for ref in refs:
-            obj = objects[ref]
-            health = obj if isinstance(obj, Health) else compute_health(obj, now)
-            if (isinstance(obj, dict) and health.status is HealthStatus.IN_PROGRESS
-                    and (_group(ref.api_version), ref.kind) in POD_OWNERS):
-                health = self._pod_failure(obj, lists) or health
-            results.append(ObjectHealth(ref, health))
-        return results
+        healths = {ref: obj if isinstance(obj, Health) else compute_health(obj, now)
+                   for ref, obj in objects.items()}
+        suspects = {ref for ref in refs if _may_have_failing_pods(objects[ref], healths[ref], ref.api_version)}
+        pods = _PodLister(self.kube, [objects[ref] for ref in suspects])
+        return [ObjectHealth(ref, (pods.failure(objects[ref]) if ref in suspects else None) or healths[ref])
+                for ref in refs]
 
     def _read(self, api_version: str, kind: str, namespace: str, refs: list[ObjectRef]) -> dict[ObjectRef, Read]:
         if len(refs) == 1:
@@ -676,25 +672,50 @@ class _ClusterReader:
         by_name = {_section(item, "metadata").get("name"): item for item in listed}
         return {ref: by_name.get(ref.name) for ref in refs}
 
-    def _pod_failure(self, workload: dict, lists: dict[tuple[str, str, str], list[dict]]) -> Health | None:
-        metadata = _section(workload, "metadata")
-        namespace = metadata.get("namespace")
+
+def _may_have_failing_pods(obj: Read, health: Health, api_version: str) -> bool:
+    """An InProgress workload whose controller has seen its spec: only then are its
+    current pods known (workload_pod_failure), so only then are they listed."""
+    if not isinstance(obj, dict) or health.status is not HealthStatus.IN_PROGRESS:
+        return False
+    if (_group(api_version), obj.get("kind")) not in POD_OWNERS:
+        return False
+    return _section(obj, "status").get("observedGeneration") == _section(obj, "metadata").get("generation")
+
+
+class _PodLister:
+    """The pods (and ReplicaSets) of InProgress workloads, listed once a look: by
+    the workload's selector when it is alone in its namespace, else the namespace's
+    whole list once (250 Deployments rolling out in a namespace are 2 LISTs a look,
+    not 500; workload_pod_failure keeps only the pods a workload owns)."""
+
+    def __init__(self, kube: KubeClient, workloads: list[dict]):
+        self.kube = kube
+        self.lists: dict[tuple[str, str, str | None], list[dict]] = {}
+        per_namespace: dict[str, int] = {}
+        for workload in workloads:
+            namespace = _section(workload, "metadata").get("namespace")
+            per_namespace[namespace] = per_namespace.get(namespace, 0) + 1
+        self.crowded = {namespace for namespace, count in per_namespace.items() if count > 1}
+
+    def failure(self, workload: dict) -> Health | None:
+        namespace = _section(workload, "metadata").get("namespace")
         selector = label_selector(_section(workload, "spec").get("selector"))
         if not namespace or not selector:
             return None
-        pods = self._selected("v1", "Pod", namespace, selector, lists)
-        replica_sets = self._selected("apps/v1", "ReplicaSet", namespace, selector, lists) \
+        if namespace in self.crowded:
+            selector = None
+        pods = self._list("v1", "Pod", namespace, selector)
+        replica_sets = self._list("apps/v1", "ReplicaSet", namespace, selector) \
             if workload.get("kind") == "Deployment" else []
         return workload_pod_failure(workload, pods, replica_sets)
 
-    def _selected(self, api_version: str, kind: str, namespace: str, selector: str,
-                  lists: dict[tuple[str, str, str], list[dict]]) -> list[dict]:
-        """The objects of a kind in a namespace that a selector selects, listed once a look."""
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str | None) -> list[dict]:
         key = (kind, namespace, selector)
-        if key not in lists:
+        if key not in self.lists:
             listed = _request(lambda: _list(self.kube, api_version, kind, namespace, selector))
-            lists[key] = listed if isinstance(listed, list) else []
-        return lists[key]
+            self.lists[key] = listed if isinstance(listed, list) else []
+        return self.lists[key]
 
 
 def _list(kube: KubeClient, api_version: str, kind: str, namespace: str, selector: str | None = None) -> list[dict]:

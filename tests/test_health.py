@@ -569,6 +569,24 @@ def test_one_look_costs_a_get_a_list_per_kind_and_namespace_and_the_pods_of_a_wo
     assert kube.requests == {"GET": 1, "LIST": 3, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
 
 
+
+@pytest.mark.cluster
+def test_workloads_in_progress_in_one_namespace_share_one_list_of_pods_and_of_replicasets(
+        local_cluster, kube, namespace):
+    names = [f"web-{n}" for n in range(5)]
+    kubectl(local_cluster.kubeconfig, "apply", "-f", "-", input="".join(
+        deployment_manifest(namespace, name, f"unreachable.invalid/{name}:1.0", replicas=1) for name in names))
+    refs = [("apps/v1", "Deployment", namespace, name) for name in names]
+    for ref in refs:
+        assert wait_for_health(kube, [ref], timeout_s=120, poll_interval_s=0.5).failed
+    kube.reset_requests()
+    report = wait_for_health(kube, refs, timeout_s=0)
+    # Each judged by its own pod, from the namespace's pods and ReplicaSets listed
+    # once: a LIST of the Deployments, of the pods, of the ReplicaSets (not 2 a Deployment).
+    assert [(r.ref.name, r.health.status) for r in report.results] == [(name, FAILED) for name in names]
+    assert [r.health.message.split("-")[:2] for r in report.results] == [["pod web", str(n)] for n in range(5)]
+    assert kube.requests == {"GET": 0, "LIST": 3, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+
 def test_pod_failures_are_not_judged_before_the_controller_sees_the_new_spec():
     # Right after a rollback is applied, the failing revision is still the newest
     # ReplicaSet until the controller observes the new generation.
