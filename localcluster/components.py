@@ -77,6 +77,9 @@ class Layout:
 # 50 a second by default, for a server shared by many): a local cluster has no other
 # tenant, and at 20 a second 250 new Deployments take a minute to become available.
 _CLIENT_RATE = ("--kube-api-qps=400", "--kube-api-burst=800")
+# Workers per controller (5 by default): with 5, 250 new Deployments wait in line for
+# their ReplicaSets and pods for seconds while the API server has time to spare.
+_CONTROLLER_WORKERS = ("--concurrent-deployment-syncs=25", "--concurrent-replicaset-syncs=25")
 
 
 def component_args(component: str, layout: Layout, ports: Ports, node_name: str) -> list[str]:
@@ -128,6 +131,7 @@ def component_args(component: str, layout: Layout, ports: Ports, node_name: str)
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--profiling=false",
             *_CLIENT_RATE,
+            *_CONTROLLER_WORKERS,
         ]
     if component == "scheduler":
         kubeconfig = layout.component_kubeconfig(component)
