@@ -32,7 +32,7 @@ from engine.validation.policy import (
     policy_privileged,
     policy_resource_limits,
 )
-from engine.validation.schema import _crd_validators, _schema_dir, builtin_validator, schema_object
+from engine.validation.schema import _crd_validators, _schema_dir, builtin_validator, remember_valid, schema_object
 from engine.validation.structure import (
     structure_annotations,
     structure_duplicates,
@@ -78,6 +78,7 @@ def validate(
         for rule in OBJECT_RULES:
             problems.extend(rule(manifest, ctx))
     problems.extend(structure_duplicates(manifests, ctx))
+    remember_valid()
     return problems
 
 

@@ -4,7 +4,10 @@ file:line, the object and the rule. No cluster needed."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -15,6 +18,8 @@ from engine.objects import Manifest, Source
 from engine.policy_settings import Enforcement, PolicySettings
 from engine.problems import Severity
 from engine.validate import builtin_validator, parse_image, validate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 APP, NAMESPACE = "shop", "shop"
 
@@ -289,6 +294,45 @@ def test_an_object_found_valid_is_not_checked_again_until_it_changes():
     assert run(secret) == []
     assert schema._ValidBuiltins.key("v1.37.0-local-strict", Manifest(secret, Source("x.yaml", 1))) is None
 
+
+
+def test_objects_found_valid_are_remembered_for_the_next_command(tmp_path):
+    """The digests go to $GITOPS_HOME/valid-objects (0600): another process skips
+    those objects' schema checks, never one not found valid, nor any Secret."""
+    import subprocess
+    import sys
+
+    script = """
+import json, sys
+from engine.objects import Manifest, Source
+from engine.policy_settings import PolicySettings
+from engine.validate import validate
+from engine.validation import schema
+objects = json.loads(sys.argv[1])
+manifests = [Manifest(obj, Source("x.yaml", n + 1)) for n, obj in enumerate(objects)]
+keys = [schema._ValidBuiltins.key("v1.37.0-local-strict", m) for m in manifests]
+known_before = [key is not None and key in schema._valid_builtins for key in keys]
+problems = validate(manifests, "web", "web", PolicySettings(), "1.37")
+print(json.dumps({"known_before": known_before, "rules": sorted(p.rule for p in problems)}))
+"""
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "web"},
+              "stringData": {"password": "hunter2"}}
+    changed = deployment("api")
+    container_of(changed)["imagee"] = "x"
+    env = {**os.environ, "GITOPS_HOME": str(tmp_path)}
+
+    def command(*objects: dict) -> dict:
+        out = subprocess.run([sys.executable, "-c", script, json.dumps(objects)], env=env, cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    first = command(deployment("web"), secret)
+    assert first == {"known_before": [False, False], "rules": []}
+    kept = tmp_path / "valid-objects"
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_size == 16  # the Deployment only
+    assert command(deployment("web"), secret, changed) == {"known_before": [True, False, False],
+                                                          "rules": ["schema.unknown-field"]}
+    assert kept.stat().st_size == 16  # nothing new found valid
 
 def test_schema_checks_agree_with_kubernetes_validate_and_are_much_faster():
     good, bad = deployment(), deployment()

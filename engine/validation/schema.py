@@ -7,8 +7,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import jsonschema
@@ -21,6 +23,7 @@ from engine.problems import Problem
 from engine.secrets import scrub
 from engine.validation.context import WARNING, Context, _problem
 from engine.validation.json_values import _describe_value, _dicts, _json_path
+from localcluster.home import gitops_home
 
 # kubernetes_validate.validate() reads its 1.8 MB definitions file and builds a new
 # registry and validator on every call. The schemas are the same; here they are
@@ -111,27 +114,78 @@ def schema_object(m: Manifest, ctx: Context) -> Iterator[Problem]:
             yield _problem(m, rule, scrub(text, [m.obj]))  # a Secret's values (decrypted ones too) never shown
 
 
-class _ValidBuiltins(set):
-    """Objects of built-in kinds found valid in this process, by digest: a long-lived
-    process (`gitops serve`) validates the same rendered objects every sync, and
-    their schemas do not change. Bounded; Secrets are never kept, not even as a digest."""
+class _ValidBuiltins:
+    """Objects of built-in kinds found valid, by digest, kept in $GITOPS_HOME so
+    that a command validates only objects it has not seen valid before (a sync of
+    1,000 unchanged objects skips 1,000 schema checks), as a long-lived process
+    (`gitops serve`) does in memory. The schemas of a Kubernetes version never
+    change; the digest covers the object and the schema set. Bounded; Secrets are
+    never kept, not even as a digest. New digests are appended by flush()."""
 
+    FORMAT = b"1"  # bump when a rule decided by the schema check changes
     LIMIT = 100_000
+    DIGEST = 16
 
-    @staticmethod
-    def key(schema_dir: str, m: Manifest) -> bytes | None:
+    def __init__(self) -> None:
+        self._known: set[bytes] | None = None
+        self._new: list[bytes] = []
+
+    @classmethod
+    def key(cls, schema_dir: str, m: Manifest) -> bytes | None:
         if m.kind == "Secret":
             return None
         text = json.dumps([schema_dir, m.obj], sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+        return hashlib.blake2b(cls.FORMAT + text.encode(), digest_size=cls.DIGEST).digest()
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._loaded()
 
     def add(self, key: bytes) -> None:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        super().add(key)
+        known = self._loaded()
+        if len(known) >= self.LIMIT:
+            known.clear()
+        known.add(key)
+        self._new.append(key)
+
+    def flush(self) -> None:
+        """Append the digests found valid since the last flush (one write: appends
+        of other processes do not interleave within it); start over past LIMIT."""
+        new, self._new = b"".join(self._new), []
+        if not new:
+            return
+        path = self._path()
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size >= self.LIMIT * self.DIGEST:
+                    os.ftruncate(fd, 0)
+                os.write(fd, new)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # only a cache: the next command validates these objects again
+
+    def _loaded(self) -> set[bytes]:
+        if self._known is None:
+            try:
+                data = self._path().read_bytes()
+            except OSError:
+                data = b""
+            self._known = {data[i:i + self.DIGEST] for i in range(0, len(data) - self.DIGEST + 1, self.DIGEST)}
+        return self._known
+
+    @staticmethod
+    def _path() -> Path:
+        return gitops_home() / "valid-objects"
 
 
 _valid_builtins = _ValidBuiltins()
+
+
+def remember_valid() -> None:
+    """Keep the digests of the objects found valid since the last call ($GITOPS_HOME)."""
+    _valid_builtins.flush()
 
 
 def _unknown_builtin(m: Manifest, ctx: Context, version: str) -> Iterator[Problem]:
