@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 HOST = "127.0.0.1"
+SERVER_MODULE = "cli.local_server_main"  # Prefect's server, SQLite transactions begun IMMEDIATE
 START_TIMEOUT_S = 120  # a new database is migrated first: 10 s on an idle machine, much more on a busy one
 STOP_TIMEOUT_S = 30
 
@@ -50,7 +51,7 @@ class ServerRecord:
 
 
 class LocalPrefectServer:
-    """`prefect server start` as a detached process whose state lives in `home`."""
+    """`prefect server start` (cli.local_server_main) as a detached process whose state lives in `home`."""
 
     def __init__(self, home: Path | None = None):
         if home is None:
@@ -113,7 +114,7 @@ class LocalPrefectServer:
         env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # the CLI's quiet console: not for the server's log
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
+                [sys.executable, "-m", SERVER_MODULE, "server", "start", "--host", HOST, "--port", str(port)],
                 env=env, cwd=self.home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # its own process group: outlives this command, stopped as a whole
         record = ServerRecord(process.pid, port, time.time())
@@ -184,7 +185,8 @@ def _is_server_process(record: ServerRecord) -> bool:
         arguments = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"prefect" in arguments and b"server" in arguments and str(record.port).encode() in arguments
+    started_as = {b"prefect", SERVER_MODULE.encode()}  # the first: by an older prefect-gitops
+    return bool(started_as & set(arguments)) and b"server" in arguments and str(record.port).encode() in arguments
 
 
 def _group_alive(pgid: int) -> bool:

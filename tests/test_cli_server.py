@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -125,3 +126,45 @@ def test_commands_without_cluster_work_import_neither_prefect_nor_kubernetes(pre
 
 def test_the_lists_read_the_block_types_of_blocks():
     assert (REPO_SLUG, CLUSTER_SLUG) == (GitRepository.get_block_type_slug(), KubernetesCluster.get_block_type_slug())
+
+
+@pytest.mark.parametrize("module", ["prefect", "cli.local_server_main"])
+def test_the_kept_server_waits_for_a_concurrent_sqlite_writer_instead_of_answering_503(module, tmp_path, monkeypatch):
+    """Prefect's own server begins its SQLite transactions DEFERRED: one that has
+    read before another connection commits cannot write any more and is answered
+    503 (the client then waits 2 s). The kept server begins them IMMEDIATE."""
+    import sqlite3
+    import threading
+
+    from cli import local_server
+
+    monkeypatch.setattr(local_server, "SERVER_MODULE", module)
+    server = local_server.LocalPrefectServer(tmp_path / "server")
+    record, _ = server.start()
+    try:
+        def post(path: str, body: dict) -> tuple[int, dict]:
+            request = urllib.request.Request(f"{record.api_url}{path}", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, {}
+
+        _, flow = post("/flows/", {"name": "race"})
+        _, flow_run = post("/flow_runs/", {"flow_id": flow["id"], "name": "race"})
+        writer = sqlite3.connect(server.home / "prefect.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE flow SET tags = tags")  # a write of another connection, committed below
+        answer = {}
+        creating = threading.Thread(target=lambda: answer.update(status=post(
+            "/task_runs/", {"flow_run_id": flow_run["id"], "task_key": "t", "dynamic_key": "0", "name": "t"})[0]))
+        creating.start()
+        creating.join(1.0)  # the server is inside the request, waiting for the write lock
+        writer.execute("COMMIT")
+        creating.join(60)
+        writer.close()
+    finally:
+        server.stop()
+    expected = 503 if module == "prefect" else 201
+    assert answer == {"status": expected}
