@@ -168,8 +168,11 @@ class Gitops:
                     # an older checkout starts Prefect's temporary server: 20 s is too short on a busy machine
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         self.env.pop("PREFECT_API_URL", None)
+        # what bin/gitops runs: cli.entry.main, or cli.main's app in a checkout from before it
+        start = "from cli.entry import main; main()" if (root / "cli" / "entry.py").exists() else \
+            "from cli.main import app; app()"
         self.argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'gitops'; "
-                                           "from cli.main import app; app()"]
+                                           + start]
 
     def run(self, *args: str, api: bool = True) -> Run:
         env = {**self.env, "PREFECT_API_URL": self.api_url} if api else self.env
