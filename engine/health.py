@@ -17,6 +17,7 @@ Current, one is Failed (fail fast) or the time is up.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -464,7 +465,7 @@ def workload_pod_failure(workload: dict, pods: Iterable[dict], replica_sets: Ite
     Unschedulable are left alone: the controller replaces failed pods (a Job retries
     up to its backoffLimit), and a cluster autoscaler may still add a node.
     """
-    if _section(workload, "status").get("observedGeneration") != _section(workload, "metadata").get("generation"):
+    if not _spec_observed(workload):
         # The controller has not seen the latest spec: which pods are current is not
         # known yet (right after a rollback the failing new revision is still newest).
         return None
@@ -484,6 +485,11 @@ def workload_pod_failure(workload: dict, pods: Iterable[dict], replica_sets: Ite
         if failure is not None:
             return _failed(failure.reason, f"pod {metadata.get('name')}: {failure.message}")
     return None
+
+
+def _spec_observed(workload: dict) -> bool:
+    """Whether the workload's controller has seen its latest spec."""
+    return _section(workload, "status").get("observedGeneration") == _section(workload, "metadata").get("generation")
 
 
 def _current_pod_owners(workload: dict, replica_sets: list[dict]) -> set[str]:
@@ -680,7 +686,7 @@ def _may_have_failing_pods(obj: Read, health: Health, api_version: str) -> bool:
         return False
     if (_group(api_version), obj.get("kind")) not in POD_OWNERS:
         return False
-    return _section(obj, "status").get("observedGeneration") == _section(obj, "metadata").get("generation")
+    return _spec_observed(obj)
 
 
 class _PodLister:
@@ -692,10 +698,7 @@ class _PodLister:
     def __init__(self, kube: KubeClient, workloads: list[dict]):
         self.kube = kube
         self.lists: dict[tuple[str, str, str | None], list[dict]] = {}
-        per_namespace: dict[str, int] = {}
-        for workload in workloads:
-            namespace = _section(workload, "metadata").get("namespace")
-            per_namespace[namespace] = per_namespace.get(namespace, 0) + 1
+        per_namespace = Counter(_section(workload, "metadata").get("namespace") for workload in workloads)
         self.crowded = {namespace for namespace, count in per_namespace.items() if count > 1}
 
     def failure(self, workload: dict) -> Health | None:
