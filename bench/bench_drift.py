@@ -22,7 +22,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import kubernetes
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -84,8 +83,7 @@ def start(names: list[str]) -> list[LocalCluster]:
 
 
 def client(cluster: LocalCluster) -> KubeClient:
-    return KubeClient(kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig)),
-                      owns_client=True)
+    return KubeClient.from_kubeconfig(cluster.kubeconfig)
 
 
 def kubectl(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import kubernetes
 import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+from engine.kubeconfig import ClusterAccess, load_access
 
 # kubeconfig entries that may name a file instead of carrying the data inline.
 _FILE_FIELDS = {
@@ -66,19 +67,17 @@ class KubernetesCluster(Block):
             require_impersonation=require_impersonation,
         )
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A new API client for this cluster. The kubeconfig stays in memory: the
-        kubernetes package only writes certificate and key data to mkstemp files
-        (mode 0600, removed at exit), never the kubeconfig itself."""
-        config = yaml.safe_load(self.kubeconfig.get_secret_value())
-        return kubernetes.config.new_client_from_config_dict(
-            config_dict=config, context=self.context, persist_config=False
-        )
+    def access(self) -> ClusterAccess:
+        """How to reach and authenticate to this cluster. The kubeconfig stays in
+        memory: a client key is loaded into the TLS context, never written to disk."""
+        return load_access(yaml.safe_load(self.kubeconfig.get_secret_value()), self.context)
 
     def server_version(self) -> str:
         """The server's version as it reports it, e.g. "v1.37.2"."""
-        with self.api_client() as client:
-            return kubernetes.client.VersionApi(client).get_code().git_version
+        from engine.kube import KubeClient  # the client, only when a cluster is asked
+
+        with KubeClient(self.access()) as kube:
+            return kube.server_version()
 
 
 def _inline_files(config: dict, base_dir: Path) -> None:

@@ -1,6 +1,9 @@
 """Cluster access shared by every stage: one KubeClient per cluster per run, with
 discovery cached for the run, bounded concurrency, a time limit on every request,
 quick retries on fast transient failures only, and every request counted by verb.
+Requests are plain JSON over urllib3, with the TLS context and credentials that
+engine/kubeconfig.py builds: the kubernetes package's clients are not used (just
+importing them costs a command 0.3 s; they also load the CA again per connection).
 
 Time limits: every request has a connect limit (5 s: also the TLS handshake of a new
 connection) and a read limit (30 s without a byte of the answer; ample for a LIST or
@@ -24,25 +27,19 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from copy import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-import kubernetes
 import urllib3
-from kubernetes.client.exceptions import ApiException
-from kubernetes.client.rest import RESTClientObject
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
-from kubernetes.dynamic.resource import Resource
+
+from engine.kubeconfig import ClusterAccess, load_access_file
 
 if TYPE_CHECKING:
     from blocks.kubernetes_cluster import KubernetesCluster
@@ -148,23 +145,16 @@ def _is_collection(path: str) -> bool:
 @dataclass(frozen=True)
 class RequestTimeout:
     """The limits of one request: to connect (TCP and TLS), and then between the
-    bytes of the answer. Used when the caller gave no `_request_timeout`."""
+    bytes of the answer."""
 
     connect_s: float = 5.0
     read_s: float = 30.0
 
-    def as_tuple(self) -> tuple[float, float]:
-        return (self.connect_s, self.read_s)
+    def for_urllib3(self) -> urllib3.Timeout:
+        return urllib3.Timeout(connect=self.connect_s, read=self.read_s)
 
     def __str__(self) -> str:
         return f"connect {self.connect_s:g} s, read {self.read_s:g} s"
-
-    @classmethod
-    def given(cls, value: Any) -> "RequestTimeout | str":
-        """The limit a caller gave as `_request_timeout`: (connect, read) or a total."""
-        if isinstance(value, tuple) and len(value) == 2:
-            return cls(*value)
-        return f"{value:g} s in all" if isinstance(value, (int, float)) else str(value)
 
 
 # ---- retries ----------------------------------------------------------------------
@@ -190,16 +180,9 @@ def is_retryable(error: BaseException) -> bool:
     409 or 422 says the same thing every time it is asked."""
     if isinstance(error, ClusterUnreachable):
         return error.transient and not error.unresponsive
-    if isinstance(error, ApiError):  # the server's answer, as the verbs raise it
-        return error.code == 429 or error.code >= 500
-    if isinstance(error, ApiException):
-        code = error.status or 0
-        if code == 429:
-            return True
-        if 500 <= code <= 599:
-            # Server-side apply answers a schema mismatch with a 500: not transient.
-            return b"failed to create typed patch object" not in _body_bytes(error)
-        return False
+    if isinstance(error, ApiError):  # the server's answer
+        # Server-side apply answers a schema mismatch with a 500: not transient.
+        return error.code == 429 or (error.code >= 500 and error.schema_mismatch() is None)
     if isinstance(error, urllib3.exceptions.MaxRetryError):
         return not isinstance(error.reason, urllib3.exceptions.SSLError)
     return isinstance(error, (urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,
@@ -214,15 +197,10 @@ def _is_timeout(error: BaseException) -> bool:
             and not isinstance(error, urllib3.exceptions.NewConnectionError))  # refused: at once
 
 
-def _body_bytes(error: ApiException) -> bytes:
-    body = error.body or b""
-    return body.encode() if isinstance(body, str) else body
-
-
 def _retry_after(error: BaseException) -> float:
-    headers = getattr(error, "headers", None) or {}
+    """The wait a 429 or 503 asked for (Retry-After, in seconds)."""
     try:
-        return float(headers.get("Retry-After", 0))
+        return float(getattr(error, "retry_after", 0) or 0)
     except (TypeError, ValueError):
         return 0.0
 
@@ -235,17 +213,6 @@ FAIL_FAST_S = 1.0
 # answer: the clean-up after a failure (recording it, releasing the Lease) against
 # a server that stopped answering then takes seconds, not a read limit each.
 UNRESPONSIVE_READ_S = 5.0
-
-
-def _time_limited(args: tuple, kwargs: dict, default: RequestTimeout) -> tuple[tuple, RequestTimeout | str]:
-    """rest_client.request's arguments with `default` as _request_timeout unless
-    the caller gave one (kwargs is updated in place), and the limit that applies."""
-    if len(args) >= 6:  # every argument by position, as no caller here does
-        args = (*args[:5], args[5] or default.as_tuple(), *args[6:])
-        return args, RequestTimeout.given(args[5])
-    if kwargs.get("_request_timeout") is None:
-        kwargs["_request_timeout"] = default.as_tuple()
-    return args, RequestTimeout.given(kwargs["_request_timeout"])
 
 
 class _FailFast:
@@ -281,50 +248,91 @@ class _FailFast:
             self._error = None
 
 
-def _instrument(api_client: kubernetes.client.ApiClient, counter: RequestCounter, retry: RetryPolicy,
-                timeout: RequestTimeout, cluster: str | None) -> None:
-    """Count, time-limit and retry at the lowest level, rest_client.request, which
-    every call goes through (typed APIs, the dynamic client, discovery); a failure to
-    reach the server leaves it as a ClusterUnreachable."""
-    rest = api_client.rest_client
-    send = rest.request
-    server = api_client.configuration.host
-    fail_fast = _FailFast(FAIL_FAST_S)
+class _Transport:
+    """The connections to one cluster's API server, and the one place every
+    request goes through (verbs, discovery, the version): fenced by WRITE_GUARD,
+    counted, time-limited and retried when transient. A failure to reach the
+    server leaves it as a ClusterUnreachable, a refusal as an ApiError.
 
-    def request(method: str, url: str, *args: Any, **kwargs: Any):
-        query = kwargs.get("query_params") or []
+    The TLS context is built once from the kubeconfig (engine/kubeconfig.py), so a
+    new connection does not load the CA again; there are enough pooled
+    connections for the client's workers, and urllib3's own retries are off
+    (they would multiply the time limit): the loop here retries what is worth it."""
+
+    USER_AGENT = "prefect-gitops"
+
+    def __init__(self, access: ClusterAccess, *, max_workers: int, counter: RequestCounter, retry: RetryPolicy,
+                 timeout: RequestTimeout, cluster: str | None):
+        self.access = access
+        self.counter, self.retry, self.timeout, self.cluster = counter, retry, timeout, cluster
+        self._fail_fast = _FailFast(FAIL_FAST_S)
+        self._pool = _pool_of(access, max_workers)
+
+    @property
+    def server(self) -> str:
+        return self.access.server
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                body: Any = None, content_type: str = "application/json",
+                headers: dict[str, str] | None = None) -> dict:
+        """The server's JSON answer to one request, `path` below the server's URL."""
+        query = query or []
+        url = self.access.server + path + (f"?{urlencode(query)}" if query else "")
         verb = request_verb(method, url, query)
         dry_run = any(key == "dryRun" for key, _ in query)
         if verb in WRITE_VERBS and not dry_run and (guard := WRITE_GUARD.get()) is not None:
             guard()
-        default = timeout
-        if fail_fast.unresponsive():
-            default = RequestTimeout(timeout.connect_s, min(timeout.read_s, UNRESPONSIVE_READ_S))
-        args, limit = _time_limited(args, kwargs, default)
-        fail_fast.check()
-        for attempt in range(retry.attempts):
-            counter.count(verb, dry_run)
+        limit = self.timeout
+        if self._fail_fast.unresponsive():
+            limit = RequestTimeout(limit.connect_s, min(limit.read_s, UNRESPONSIVE_READ_S))
+        self._fail_fast.check()
+        sent = {"Accept": "application/json", "User-Agent": self.USER_AGENT, **self.access.auth_headers(),
+                **(headers or {})}
+        data = None
+        if body is not None:
+            data, sent["Content-Type"] = json.dumps(body).encode(), content_type
+        for attempt in range(self.retry.attempts):
+            self.counter.count(verb, dry_run)
             try:
-                response = send(method, url, *args, **kwargs)
-                fail_fast.answered()
-                return response
+                return self._send(method, url, data, sent, limit)
             except Exception as error:
-                if isinstance(error, ApiException):
-                    fail_fast.answered()  # an answer, if a refusal
-                if attempt + 1 >= retry.attempts or not is_retryable(error) or _is_timeout(error):
-                    unreachable = ClusterUnreachable.from_error(cluster, server, error, limit)
+                if attempt + 1 >= self.retry.attempts or not is_retryable(error) or _is_timeout(error):
+                    unreachable = ClusterUnreachable.from_error(self.cluster, self.server, error, limit)
                     if unreachable is None:
                         raise
                     if _is_timeout(error):
-                        fail_fast.timed_out(unreachable)
+                        self._fail_fast.timed_out(unreachable)
                     raise unreachable from error
-                wait = max(retry.delay(attempt), min(_retry_after(error), retry.max_delay))
+                wait = max(self.retry.delay(attempt), min(_retry_after(error), self.retry.max_delay))
                 log.warning("%s %s failed (%s), retrying in %.1fs", verb, urlsplit(url).path,
-                            getattr(error, "status", None) or type(error).__name__, wait)
+                            getattr(error, "code", None) or type(error).__name__, wait)
                 time.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    rest.request = request
-    rest._gitops_instrumented = True
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
+              limit: RequestTimeout) -> dict:
+        response = self._pool.request(method, url, body=data, headers=headers, timeout=limit.for_urllib3(),
+                                      retries=False, redirect=False)
+        self._fail_fast.answered()  # an answer, if a refusal
+        if response.status >= 400:
+            raise ApiError.from_answer(response.status, response.reason or "", response.data,
+                                       response.headers.get("Retry-After"))
+        return json.loads(response.data or b"{}")
+
+
+def _pool_of(access: ClusterAccess, max_workers: int) -> urllib3.PoolManager:
+    options: dict[str, Any] = {"maxsize": max_workers, "retries": False}
+    if access.ssl_context is not None:
+        options["ssl_context"] = access.ssl_context
+        options["cert_reqs"] = access.ssl_context.verify_mode  # urllib3 sets it on the context again
+        if access.tls_server_name:
+            options["server_hostname"] = access.tls_server_name
+    if access.proxy_url:
+        return urllib3.ProxyManager(access.proxy_url, num_pools=2, **options)
+    return urllib3.PoolManager(num_pools=2, **options)
 
 
 # ---- errors -----------------------------------------------------------------------
@@ -405,18 +413,20 @@ class ApiError(Exception):
     def __init__(self, code: int, status: dict):
         self.code = code
         self.status = status
+        self.retry_after: str | None = None  # the server's Retry-After, with a 429 or 503
         super().__init__(self.describe())
 
     @classmethod
-    def from_exception(cls, error: ApiException) -> "ApiError":
-        text = _body_bytes(error).decode(errors="replace")
+    def from_answer(cls, code: int, reason: str, body: bytes, retry_after: str | None = None) -> "ApiError":
         try:
-            status = json.loads(text)
+            status = json.loads(body.decode(errors="replace"))
         except ValueError:
             status = None
         if not isinstance(status, dict) or status.get("kind") != "Status":
-            status = {"message": f"{error.status} {error.reason}".strip()}
-        return cls(int(error.status or 0), status)
+            status = {"message": f"{code} {reason}".strip()}
+        error = cls(code, status)
+        error.retry_after = retry_after
+        return error
 
     @property
     def message(self) -> str:
@@ -501,37 +511,86 @@ def service_account_user(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
+@dataclass(frozen=True)
+class Resource:
+    """An API resource as discovery gives it: where a kind is served."""
+
+    api_version: str
+    kind: str
+    name: str  # the plural in the URL, e.g. "deployments"
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.name}"
+        return f"{base}/{quote(name, safe='')}" if name else base
+
+
+# A kind missing from its group-version's list is looked for again (a CRD may
+# have been installed since), but not more often than this: a stage asking about
+# each of 200 objects of a kind not served yet sends one request, not 200.
+UNKNOWN_KIND_RECHECK_S = 0.5
+
+
 class _Discovery:
-    """What a client learned of the cluster's kinds, for the run; shared with its
+    """What a client learned of the cluster's kinds, for the run: the resource
+    list of each group-version it was asked about (one GET each, e.g.
+    /apis/apps/v1), asked again when a kind is missing from it. Shared with its
     impersonating views, since which kinds a cluster serves is the same for anyone."""
 
-    def __init__(self) -> None:
-        self.lock = threading.RLock()  # discovery is not thread-safe
-        self.dynamic: DynamicClient | None = None
-        self.resources: dict[tuple[str, str], Resource] = {}
-        self.cache_dir = tempfile.mkdtemp(prefix="gitops-discovery-")
+    def __init__(self, transport: _Transport) -> None:
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._resources: dict[str, dict[str, Resource]] = {}  # by apiVersion, then kind
+        self._asked: dict[str, float] = {}  # when each apiVersion's list was fetched (monotonic)
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        with self._lock:
+            found = self._resources.get(api_version, {}).get(kind)
+            asked = self._asked.get(api_version)
+            if found is None and (asked is None or time.monotonic() - asked >= UNKNOWN_KIND_RECHECK_S):
+                self._resources[api_version] = self._discover(api_version)
+                self._asked[api_version] = time.monotonic()
+                found = self._resources[api_version].get(kind)
+        if found is None:
+            raise UnknownKind(api_version, kind)
+        return found
+
+    def forget(self) -> None:
+        with self._lock:
+            self._resources.clear()
+            self._asked.clear()
+
+    def _discover(self, api_version: str) -> dict[str, Resource]:
+        path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        try:
+            listed = self._transport.request("GET", path)
+        except ApiError as error:
+            if error.not_found:  # the group or version is not served at all
+                return {}
+            raise
+        return {r["kind"]: Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
+                for r in listed.get("resources") or [] if "/" not in r["name"]}  # not subresources
 
 
 class KubeClient:
-    """A cluster for one run: a DynamicClient whose discovery is cached for the
-    run (in memory and in a private temp file, never shared), re-discovered when a
-    kind is unknown, and whose every request is counted and retried if transient.
-    `impersonating()` gives a view of it whose verbs act as another user."""
+    """A cluster for one run: its connections (_Transport), whose every request is
+    counted and retried if transient, and its discovery, cached for the run and
+    asked again when a kind is unknown. `impersonating()` gives a view of it whose
+    verbs act as another user."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, max_workers: int = DEFAULT_WORKERS,
+    def __init__(self, access: ClusterAccess, *, max_workers: int = DEFAULT_WORKERS,
                  retry: RetryPolicy = RetryPolicy(), timeout: RequestTimeout = RequestTimeout(),
-                 owns_client: bool = False, name: str | None = None):
-        self.api_client = api_client
+                 name: str | None = None):
         self.max_workers = max_workers
         self.counter = RequestCounter()
         self.timeout = timeout
         self.name = name  # the cluster's name for messages, e.g. its block's
-        self._owns_client = owns_client
-        if getattr(api_client.rest_client, "_gitops_instrumented", False):
-            raise ValueError("this ApiClient is already used by another KubeClient: give each its own")
-        _configure_pool(api_client, max_workers)
-        _instrument(api_client, self.counter, retry, timeout, name)
-        self._discovery = _Discovery()
+        self._transport = _Transport(access, max_workers=max_workers, counter=self.counter, retry=retry,
+                                     timeout=timeout, cluster=name)
+        self._discovery = _Discovery(self._transport)
         self.impersonated: str | None = None  # the user the verbs act as; None: the kubeconfig's own
         self._headers: dict[str, str] = {}
         self._view = False
@@ -539,7 +598,15 @@ class KubeClient:
     @classmethod
     def from_block(cls, block: "KubernetesCluster", **kwargs: Any) -> "KubeClient":
         kwargs.setdefault("name", getattr(block, "_block_document_name", None))
-        return cls(block.api_client(), owns_client=True, **kwargs)
+        return cls(block.access(), **kwargs)
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | os.PathLike, context: str | None = None, **kwargs: Any) -> "KubeClient":
+        return cls(load_access_file(path, context), **kwargs)
+
+    @property
+    def server(self) -> str:
+        return self._transport.server
 
     def impersonating(self, user: str) -> "KubeClient":
         """This client acting as `user`, as `kubectl --as=USER` does: the same
@@ -559,11 +626,8 @@ class KubeClient:
         return view
 
     def close(self) -> None:
-        if self._view:
-            return
-        shutil.rmtree(self._discovery.cache_dir, ignore_errors=True)
-        if self._owns_client:
-            self.api_client.close()
+        if not self._view:
+            self._transport.close()
 
     def __enter__(self) -> "KubeClient":
         return self
@@ -588,26 +652,9 @@ class KubeClient:
 
     # -- discovery
 
-    @property
-    def dynamic(self) -> DynamicClient:
-        found = self._discovery
-        with found.lock:
-            if found.dynamic is None:  # discovers on creation: only when first needed
-                cache_file = os.path.join(found.cache_dir, "discovery.json")
-                found.dynamic = _DynamicClient(self.api_client, cache_file=cache_file)
-            return found.dynamic
-
     def resource(self, api_version: str, kind: str) -> Resource:
-        """The API resource serving a kind; re-discovers once when it is unknown."""
-        found = self._discovery
-        with found.lock:
-            key = (api_version, kind)
-            if key not in found.resources:
-                try:  # the lazy discoverer refreshes itself on a miss
-                    found.resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
-                except (ResourceNotFoundError, ResourceNotUniqueError):
-                    raise UnknownKind(api_version, kind) from None
-            return found.resources[key]
+        """The API resource serving a kind; UnknownKind when the cluster serves none."""
+        return self._discovery.resource(api_version, kind)
 
     def serves(self, api_version: str, kind: str) -> bool:
         try:
@@ -618,18 +665,14 @@ class KubeClient:
 
     def invalidate_discovery(self) -> None:
         """Forget what was discovered, e.g. after CRDs were applied."""
-        found = self._discovery
-        with found.lock:
-            found.resources.clear()
-            if found.dynamic is not None:
-                found.dynamic.resources.invalidate_cache()
+        self._discovery.forget()
 
     def namespaced(self, api_version: str, kind: str) -> bool:
-        return bool(self.resource(api_version, kind).namespaced)
+        return self.resource(api_version, kind).namespaced
 
     def server_version(self) -> str:
         """The server's version as it reports it, e.g. "v1.37.2"."""
-        return kubernetes.client.VersionApi(self.api_client).get_code().git_version
+        return str(self._transport.request("GET", "/version").get("gitVersion") or "")
 
     # -- verbs; each returns plain dicts and raises ApiError or UnknownKind
 
@@ -637,7 +680,7 @@ class KubeClient:
         """The live object, or None when there is none."""
         resource = self.resource(api_version, kind)
         try:
-            return self._call(self.dynamic.get, resource, name=name, namespace=_ns(resource, namespace))
+            return self._request("GET", resource.path(_ns(resource, namespace), name))
         except ApiError as error:
             if error.not_found:
                 return None
@@ -645,8 +688,8 @@ class KubeClient:
 
     def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None) -> list[dict]:
         resource = self.resource(api_version, kind)
-        answer = self._call(self.dynamic.get, resource, namespace=_ns(resource, namespace),
-                            label_selector=label_selector)
+        query = [("labelSelector", label_selector)] if label_selector else None
+        answer = self._request("GET", resource.path(_ns(resource, namespace)), query=query)
         items = list(answer.get("items") or [])
         for item in items:  # the API leaves both out of a LIST's items; as kubectl does, they are put back
             item.setdefault("apiVersion", api_version)
@@ -657,26 +700,23 @@ class KubeClient:
               force: bool = True) -> dict:
         """Server-side apply; unknown or duplicate fields are errors (Strict), as
         with kubectl, never silently dropped."""
-        meta = body.get("metadata") or {}
-        resource = self.resource(body["apiVersion"], body["kind"])
-        query = [("fieldValidation", "Strict")] + ([("dryRun", "All")] if dry_run else [])
-        return self._call(self.dynamic.server_side_apply, resource, body=body, name=meta.get("name"),
-                          namespace=_ns(resource, meta.get("namespace") or ""), field_manager=field_manager,
-                          force_conflicts=force, query_params=query)
+        resource, namespace, name = self._placed(body)
+        query = [("fieldManager", field_manager), ("fieldValidation", "Strict")]
+        query += [("force", "true")] if force else []
+        query += [("dryRun", "All")] if dry_run else []
+        return self._request("PATCH", resource.path(namespace, name), query=query, body=body,
+                             content_type="application/apply-patch+yaml")
 
     def create(self, body: dict) -> dict:
         """Create an object (POST); an ApiError with code 409 when it exists already."""
-        resource = self.resource(body["apiVersion"], body["kind"])
-        namespace = _ns(resource, (body.get("metadata") or {}).get("namespace") or "")
-        return self._call(self.dynamic.create, resource, body=body, namespace=namespace)
+        resource, namespace, _ = self._placed(body)
+        return self._request("POST", resource.path(namespace), body=body)
 
     def update(self, body: dict) -> dict:
         """Replace an object (PUT). With metadata.resourceVersion it is a
         compare-and-swap: an ApiError with code 409 when the object changed since."""
-        meta = body.get("metadata") or {}
-        resource = self.resource(body["apiVersion"], body["kind"])
-        return self._call(self.dynamic.replace, resource, body=body, name=meta.get("name"),
-                          namespace=_ns(resource, meta.get("namespace") or ""))
+        resource, namespace, name = self._placed(body)
+        return self._request("PUT", resource.path(namespace, name), body=body)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
                propagation: str = "Background", uid: str | None = None) -> bool:
@@ -687,7 +727,7 @@ class KubeClient:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._call(self.dynamic.delete, resource, name=name, namespace=_ns(resource, namespace), body=options)
+            self._request("DELETE", resource.path(_ns(resource, namespace), name), body=options)
         except ApiError as error:
             if error.not_found:
                 return False
@@ -698,14 +738,17 @@ class KubeClient:
         """fn over items on at most max_workers (and never more than the client's) threads."""
         return run_bounded(fn, items, min(max_workers or self.max_workers, self.max_workers))
 
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
-        if self._headers:  # a new dict each time: the dynamic client adds Accept to it
-            kwargs["header_params"] = dict(self._headers)
-        try:
-            response = method(*args, serialize=False, raw_errors=True, **kwargs)
-        except ApiException as error:
-            raise ApiError.from_exception(error) from None
-        return json.loads(response.data or b"{}")
+    def _placed(self, body: dict) -> tuple[Resource, str | None, str | None]:
+        """The resource, namespace and name an object is written to."""
+        meta = body.get("metadata") or {}
+        resource = self.resource(body["apiVersion"], body["kind"])
+        namespace = _ns(resource, meta.get("namespace") or "")
+        if resource.namespaced and not namespace:
+            raise ValueError(f"{body['kind']} {meta.get('name')}: a namespaced object without a namespace")
+        return resource, namespace, meta.get("name")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict:
+        return self._transport.request(method, path, headers=self._headers or None, **kwargs)
 
 
 def dry_run_object(kube: KubeClient, body: dict) -> dict:
@@ -716,44 +759,5 @@ def dry_run_object(kube: KubeClient, body: dict) -> dict:
     return kube.apply(body, dry_run=True)
 
 
-def _undecorated(function: Callable) -> Callable | None:
-    """The function kubernetes' meta_request decorator closed over (it keeps no
-    __wrapped__); None if that decorator ever changes shape."""
-    cells = dict(zip(function.__code__.co_freevars, function.__closure__ or ()))
-    inner = cells.get("func")
-    return inner.cell_contents if inner is not None else None
-
-
-_RAW_REQUEST = _undecorated(DynamicClient.request)
-
-
-class _DynamicClient(DynamicClient):
-    """A DynamicClient whose requests with `raw_errors=True` (KubeClient's own)
-    raise a refusal as the plain ApiException: the library's wrapper formats a full
-    traceback into every refusal (a cost that adds up over a thousand 404s or
-    422s), which KubeClient._call would throw away. Other callers (discovery, the
-    health check) get the library's behaviour and exception classes."""
-
-    def request(self, method: str, path: str, body: Any = None, **params: Any):
-        if not params.pop("raw_errors", False) or _RAW_REQUEST is None:
-            return super().request(method, path, body=body, **params)
-        params.pop("serialize", None)
-        params.pop("serializer", None)
-        return _RAW_REQUEST(self, method, path, body=body, **params)
-
-
 def _ns(resource: Resource, namespace: str) -> str | None:
     return (namespace or None) if resource.namespaced else None
-
-
-def _configure_pool(api_client: kubernetes.client.ApiClient, workers: int) -> None:
-    """Enough pooled connections for the workers, so none is opened and dropped per
-    request; and urllib3's own retries off (3 by default, timeouts included, which
-    would multiply the time limit): the request wrapper retries what is worth it."""
-    config = api_client.configuration
-    if (config.connection_pool_maxsize or 0) >= workers and config.retries is False:
-        return
-    config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, workers)
-    config.retries = False
-    api_client.rest_client.pool_manager.clear()
-    api_client.rest_client = RESTClientObject(config)

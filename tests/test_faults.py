@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import kubernetes
 import pytest
 
 from example_repo import git
@@ -131,8 +130,7 @@ class Scenario:
         return process.returncode, json.loads(out), err
 
     def kube(self) -> KubeClient:
-        api_client = kubernetes.config.new_client_from_config(config_file=str(self.cluster.kubeconfig))
-        return KubeClient(api_client, owns_client=True)
+        return KubeClient.from_kubeconfig(self.cluster.kubeconfig)
 
     def members_in_cluster(self, kube: KubeClient) -> set[str]:
         listed = kube.list("v1", "ConfigMap", APP, label_selector=f"{APPLYSET_PART_OF_LABEL}={app_applyset_id(APP)}")

@@ -13,7 +13,6 @@ import stat
 import subprocess
 from dataclasses import dataclass
 
-import kubernetes
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -205,8 +204,7 @@ def test_a_secret_key_added_by_hand_is_masked_and_taken_over(local_cluster, name
     value = "hand-secret-value"
     desired = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": namespace},
                "stringData": {"token": "from-git"}}
-    api_client = kubernetes.config.new_client_from_config(str(local_cluster.kubeconfig))
-    with KubeClient(api_client, owns_client=True) as kube:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as kube:
         kube.apply(desired)
         encoded = base64.b64encode(value.encode()).decode()
         kubectl(local_cluster.kubeconfig, "patch", "secret", "token", "-n", namespace, "-p",

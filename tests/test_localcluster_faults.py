@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import kubernetes
 import pytest
 
 from conftest import kubectl
@@ -47,8 +46,7 @@ def cluster(fault_cluster) -> LocalCluster:
 
 def kube_of(cluster: LocalCluster, timeout: RequestTimeout = RequestTimeout()) -> KubeClient:
     """A client with the default time limits (connect 5 s, read 30 s) unless given others."""
-    api_client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    return KubeClient(api_client, owns_client=True, name=cluster.name, timeout=timeout)
+    return KubeClient.from_kubeconfig(cluster.kubeconfig, name=cluster.name, timeout=timeout)
 
 
 def listed_state(cluster: LocalCluster) -> str:

@@ -4,7 +4,6 @@ the state a run ends in, the render cache, what a revert may prune."""
 from __future__ import annotations
 
 import urllib3
-from kubernetes.client.rest import ApiException
 
 from engine import render_cache
 from engine.appspec import App
@@ -29,11 +28,11 @@ def test_transient_failures_are_retried_and_the_rest_fail_at_once():
     assert is_transient(urllib3.exceptions.MaxRetryError(None, "/api", reason=refused))
     assert is_transient(urllib3.exceptions.ProtocolError("Connection reset by peer"))
     assert is_transient(urllib3.exceptions.ReadTimeoutError(None, "/api", "read timed out"))
-    assert is_transient(ApiException(status=503)) and is_transient(ApiException(status=429))
+    assert is_transient(ApiError(503, {})) and is_transient(ApiError(429, {}))
     assert is_transient(ApiError(500, {"message": "etcdserver: leader changed"}))
     assert is_transient(TransientError("apply: connection lost"))
     assert is_transient(GitError("unreachable", Failure.UNREACHABLE)) is GitError("x", Failure.UNREACHABLE).retryable
-    for permanent in (ApiException(status=422), ApiException(status=403), ApiError(404, {}),
+    for permanent in (ApiError(422, {}), ApiError(403, {}), ApiError(404, {}),
                       GitError("bad credentials", Failure.AUTHENTICATION), ValueError("a bad manifest")):
         assert not is_transient(permanent), permanent
 

@@ -18,6 +18,7 @@ from engine.objects import Manifest, Source
 from engine.policy_settings import Enforcement, PolicySettings
 from engine.problems import Severity
 from engine.validate import builtin_validator, parse_image, validate
+from localcluster.pki import write_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -556,7 +557,7 @@ KUBECONFIG = {
 
 @pytest.fixture
 def kubeconfig_file(tmp_path):
-    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    write_pki(tmp_path)  # a real CA certificate in ca.crt, as the kubeconfig names it
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(KUBECONFIG))
     return path
@@ -576,6 +577,7 @@ def test_cluster_block_inlines_certificate_files_and_builds_a_client(kubeconfig_
     config = yaml.safe_load(cluster.kubeconfig.get_secret_value())
     assert "certificate-authority" not in config["clusters"][0]["cluster"]
     assert config["clusters"][0]["cluster"]["certificate-authority-data"]
-    with cluster.api_client() as client:
-        assert client.configuration.host == "https://127.0.0.1:6443"
-        assert client.configuration.api_key["BearerToken"] == "Bearer s3cr3t-token"
+    access = cluster.access()
+    assert access.server == "https://127.0.0.1:6443"
+    assert access.auth_headers() == {"Authorization": "Bearer s3cr3t-token"}
+    assert access.ssl_context is not None
