@@ -22,7 +22,6 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Collection, Iterator
 
-from kubernetes.utils import parse_quantity
 
 from engine.diff import desired_body
 from engine.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
@@ -342,19 +341,34 @@ def _covers(desired: Any, live: Any) -> bool:
     return desired == live or _same_quantity(desired, live)
 
 
-_QUANTITY = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[numkMGTPE])?")
+_QUANTITY = re.compile(r"(?P<number>[+-]?(\d+\.?\d*|\.\d+))(?P<suffix>[eE][+-]?\d+|[KMGTPE]i?|[numkMGTPE])?")
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}  # powers of 1024
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}  # of 10
 
 
 def _same_quantity(a: Any, b: Any) -> bool:
     """`0.5` and `500m`, `1` and `1000m`: the API server rewrites quantities."""
     if isinstance(a, bool) or isinstance(b, bool) or not (isinstance(a, str) or isinstance(b, str)):
         return False
-    if not all(isinstance(v, (int, float)) or (isinstance(v, str) and _QUANTITY.fullmatch(v)) for v in (a, b)):
-        return False
     try:
-        return Decimal(parse_quantity(a)) == Decimal(parse_quantity(b))
+        return _quantity(a) == _quantity(b)
     except (ValueError, ArithmeticError):
         return False
+
+
+def _quantity(value: Any) -> Decimal:
+    """A Kubernetes quantity's value: "500m" is 0.5, "1Ki" 1024, "1e3" 1000."""
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    match = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"not a quantity: {value!r}")
+    number, suffix = Decimal(match["number"]), match["suffix"] or ""
+    if suffix in _BINARY:
+        return number * 1024 ** _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number.scaleb(_DECIMAL[suffix])
+    return number.scaleb(int(suffix[1:]))  # an exponent: e3, E-2
 
 
 def _atomic(trees: Trees) -> bool:
