@@ -14,7 +14,7 @@ import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -32,6 +32,7 @@ from engine.problems import ProblemsFound, Severity
 from engine.report import DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
+from flows.flow import gitops_flow
 from flows.sync_app import run_app
 from tasks.fetch import fetch_revision
 
@@ -62,7 +63,7 @@ class DriftTarget:
         return wanted and any(d.healable for d in self.drifts)
 
 
-@flow(name="gitops-drift", flow_run_name="drift {repo}", log_prints=False, persist_result=False)
+@gitops_flow(name="gitops-drift", flow_run_name="drift {repo}")
 def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                  heal: bool | None = None) -> SyncReport:
     """Check the selected apps for drift from the revision last synced; heal when asked.

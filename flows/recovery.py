@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -22,6 +22,7 @@ from prefect.events import emit_event
 from blocks import KubernetesCluster
 from engine.kube import NO_RETRY, KubeClient
 from engine.report import SyncReport, SyncStatus
+from flows.flow import gitops_flow
 from flows.sync import gitops_sync
 
 RECOVER_EVENT = "gitops.recover.requested"
@@ -72,7 +73,7 @@ class RecoveryFailed(Exception):
         self.report = report
 
 
-@flow(name="gitops-recover", flow_run_name="recover {cluster}", persist_result=False, log_prints=False)
+@gitops_flow(name="gitops-recover", flow_run_name="recover {cluster}")
 def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
     """Apply every app that targets a cluster, in dependsOn order, at the branch head.
 

@@ -5,12 +5,12 @@ that commit as a nested `gitops-sync` flow run, visible under this one."""
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from blocks import GitRepository
 from engine import rollback
 from engine.report import SyncFailed
+from flows.flow import gitops_flow
 from flows.sync import gitops_sync
 from tasks.rollback import git_rollback
 
@@ -23,7 +23,7 @@ class RollbackIncomplete(Exception):
         self.result = result
 
 
-@flow(name="gitops-rollback", flow_run_name="rollback {app} to {to}", log_prints=False, persist_result=False)
+@gitops_flow(name="gitops-rollback", flow_run_name="rollback {app} to {to}")
 def gitops_rollback(repo: str, app: str, to: str) -> rollback.RollbackResult:
     """Roll one app back to an earlier revision: revert in Git the commits after
     it that changed the app, push one commit, then sync the app at that commit.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
@@ -31,12 +31,13 @@ from engine.problems import ProblemsFound, Severity
 from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
 from engine.targets import Target, dependencies
 from engine.workspace import Workspace, opened
+from flows.flow import gitops_flow
 from flows.sync_app import run_app
 from tasks.check import find_pending
 from tasks.fetch import fetch_revision
 
 
-@flow(name="gitops-sync", flow_run_name="sync {repo}", persist_result=False, log_prints=False)
+@gitops_flow(name="gitops-sync", flow_run_name="sync {repo}")
 def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                 revision: str | None = None, dry_run: bool = False, if_changed: bool = False) -> State:
     """Apply one revision of the repository to every cluster its apps target.

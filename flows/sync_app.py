@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Iterator
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -42,6 +42,7 @@ from engine.report import ObjectResult, SyncStatus, TargetResult, error_line
 from engine.secrets import scrub
 from engine.targets import Target, provided_by_dependencies
 from engine.workspace import Workspace, current
+from flows.flow import gitops_flow
 from tasks.apply import apply_target
 from tasks.diff import diff_target
 from tasks.health import Unhealthy, health_target
@@ -62,7 +63,7 @@ def _run_name() -> str:
     return f"heal {target} {short}" if p.get("heal") else f"{target} {short}"
 
 
-@flow(name="gitops-app-sync", flow_run_name=_run_name, persist_result=False, log_prints=False)
+@gitops_flow(name="gitops-app-sync", flow_run_name=_run_name)
 def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = False,
              blocked_by: list[str] | None = None, revert_of: str | None = None, heal: bool = False) -> State:
     """One app on one cluster: render, validate, diff, apply, prune, health, record.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
@@ -17,6 +17,7 @@ from blocks.registry import load_clusters
 from engine.problems import Problem, ProblemsFound, Severity
 from engine.targets import Target, provided_by_dependencies
 from engine.workspace import Workspace, opened
+from flows.flow import gitops_flow
 from tasks.fetch import fetch_revision
 from tasks.render import render_target
 from tasks.validate import validate_target
@@ -43,7 +44,7 @@ class ValidationFailed(ProblemsFound):
         self.desired = desired
 
 
-@flow(name="gitops-validate", flow_run_name="validate {repo}", persist_result=False, log_prints=False)
+@gitops_flow(name="gitops-validate", flow_run_name="validate {repo}")
 def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                     revision: str | None = None, server_dry_run: bool = True) -> DesiredState:
     """Fetch, render and validate without writing anywhere; fails listing every error.
