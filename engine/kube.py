@@ -521,11 +521,16 @@ class Resource:
     namespaced: bool
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        base = _group_version_path(self.api_version)
         if namespace:
             base += f"/namespaces/{quote(namespace, safe='')}"
         base += f"/{self.name}"
         return f"{base}/{quote(name, safe='')}" if name else base
+
+
+def _group_version_path(api_version: str) -> str:
+    """/api/v1 for the core group, /apis/GROUP/VERSION for the others."""
+    return f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
 
 
 # A kind missing from its group-version's list is looked for again (a CRD may
@@ -564,9 +569,8 @@ class _Discovery:
             self._asked.clear()
 
     def _discover(self, api_version: str) -> dict[str, Resource]:
-        path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
         try:
-            listed = self._transport.request("GET", path)
+            listed = self._transport.request("GET", _group_version_path(api_version))
         except ApiError as error:
             if error.not_found:  # the group or version is not served at all
                 return {}
