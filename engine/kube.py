@@ -268,10 +268,6 @@ class _Transport:
         self._fail_fast = _FailFast(FAIL_FAST_S)
         self._pool = _pool_of(access, max_workers)
 
-    @property
-    def server(self) -> str:
-        return self.access.server
-
     def close(self) -> None:
         self._pool.clear()
 
@@ -300,7 +296,7 @@ class _Transport:
                 return self._send(method, url, data, sent, limit)
             except Exception as error:
                 if attempt + 1 >= self.retry.attempts or not is_retryable(error) or _is_timeout(error):
-                    unreachable = ClusterUnreachable.from_error(self.cluster, self.server, error, limit)
+                    unreachable = ClusterUnreachable.from_error(self.cluster, self.access.server, error, limit)
                     if unreachable is None:
                         raise
                     if _is_timeout(error):
@@ -607,10 +603,6 @@ class KubeClient:
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike, context: str | None = None, **kwargs: Any) -> "KubeClient":
         return cls(load_access_file(path, context), **kwargs)
-
-    @property
-    def server(self) -> str:
-        return self._transport.server
 
     def impersonating(self, user: str) -> "KubeClient":
         """This client acting as `user`, as `kubectl --as=USER` does: the same
