@@ -97,9 +97,15 @@ def cluster_list() -> None:
 def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None,
                  require_impersonation: bool = False):
     from blocks import KubernetesCluster
+    from engine.kubeconfig import KubeconfigError
 
     block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},
                                                    require_impersonation=require_impersonation)
+    try:
+        block.access()  # a kubeconfig that cannot give access is refused before it is saved (no request sent)
+    except KubeconfigError as refused:
+        error(f"{kubeconfig}: {refused}")
+        raise typer.Exit(2)
     block.save(name, overwrite=True)
     return block
 

@@ -180,6 +180,23 @@ def test_a_missing_block(prefect_api):
     assert line in verbose.stderr.splitlines()
 
 
+def test_a_kubeconfig_that_cannot_give_access_is_refused_and_not_saved(prefect_api, tmp_path):
+    kubeconfig = tmp_path / "broken.yaml"
+    kubeconfig.write_text(json.dumps({
+        "current-context": "lab", "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "admin"}}],
+        "clusters": [{"name": "lab", "cluster": {"server": "https://127.0.0.1:1",
+                                                  "certificate-authority-data": "not base64!"}}],
+        "users": [{"name": "admin", "user": {"token": CLUSTER_TOKEN}}]}))
+    name = f"broken-{secrets.token_hex(3)}"
+    wrong_ca, wrong_context = gitops_at_once(prefect_api, ["cluster", "add", name, "--kubeconfig", str(kubeconfig)],
+                                             ["cluster", "add", name, "--kubeconfig", str(kubeconfig),
+                                              "--context", "prod"])
+    assert_one_error_line(wrong_ca, ERROR, str(kubeconfig), "cluster 'lab'", "certificate-authority-data",
+                          "not valid base64")
+    assert_one_error_line(wrong_context, ERROR, str(kubeconfig), "context 'prod' is not in the kubeconfig")
+    assert name not in gitops(prefect_api, "cluster", "list").stdout
+
+
 # ---- a cluster that does not answer ----------------------------------------------------------
 
 
