@@ -14,7 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from engine.kubeconfig import ClusterAccess, load_access
+from engine.kubeconfig import ClusterAccess, load_access, load_access_file
 
 # kubeconfig entries that may name a file instead of carrying the data inline.
 _FILE_FIELDS = {
@@ -56,8 +56,10 @@ class KubernetesCluster(Block):
         require_impersonation: bool = False,
     ) -> "KubernetesCluster":
         """Read a kubeconfig file, inlining any certificate or key files it names so
-        that the block is self-contained."""
+        that the block is self-contained. One that cannot give access to the
+        context's cluster is refused (KubeconfigError, naming what is wrong)."""
         path = Path(path)
+        load_access_file(path, context)
         config = yaml.safe_load(path.read_text())
         _inline_files(config, base_dir=path.resolve().parent)
         return cls(

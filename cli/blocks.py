@@ -99,10 +99,9 @@ def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels
     from blocks import KubernetesCluster
     from engine.kubeconfig import KubeconfigError
 
-    block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},
-                                                   require_impersonation=require_impersonation)
-    try:
-        block.access()  # a kubeconfig that cannot give access is refused before it is saved (no request sent)
+    try:  # refused before anything is saved; no request is sent
+        block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},
+                                                       require_impersonation=require_impersonation)
     except KubeconfigError as refused:
         error(f"{kubeconfig}: {refused}")
         raise typer.Exit(2)

@@ -187,13 +187,18 @@ def test_a_kubeconfig_that_cannot_give_access_is_refused_and_not_saved(prefect_a
         "clusters": [{"name": "lab", "cluster": {"server": "https://127.0.0.1:1",
                                                   "certificate-authority-data": "not base64!"}}],
         "users": [{"name": "admin", "user": {"token": CLUSTER_TOKEN}}]}))
+    missing_ca = tmp_path / "missing-ca.yaml"
+    missing_ca.write_text(kubeconfig.read_text().replace('"certificate-authority-data": "not base64!"',
+                                                         '"certificate-authority": "ca.crt"'))
     name = f"broken-{secrets.token_hex(3)}"
-    wrong_ca, wrong_context = gitops_at_once(prefect_api, ["cluster", "add", name, "--kubeconfig", str(kubeconfig)],
-                                             ["cluster", "add", name, "--kubeconfig", str(kubeconfig),
-                                              "--context", "prod"])
+    wrong_ca, wrong_context, no_ca_file = gitops_at_once(
+        prefect_api, ["cluster", "add", name, "--kubeconfig", str(kubeconfig)],
+        ["cluster", "add", name, "--kubeconfig", str(kubeconfig), "--context", "prod"],
+        ["cluster", "add", name, "--kubeconfig", str(missing_ca)])
     assert_one_error_line(wrong_ca, ERROR, str(kubeconfig), "cluster 'lab'", "certificate-authority-data",
                           "not valid base64")
     assert_one_error_line(wrong_context, ERROR, str(kubeconfig), "context 'prod' is not in the kubeconfig")
+    assert_one_error_line(no_ca_file, ERROR, str(missing_ca), f"{tmp_path / 'ca.crt'} does not exist")
     assert name not in gitops(prefect_api, "cluster", "list").stdout
 
 
