@@ -49,6 +49,7 @@ from tasks.health import Unhealthy, health_target
 from tasks.prune import prune_target
 from tasks.record import record_target
 from tasks.render import render_target
+from tasks.retry import TransientError
 from tasks.revert import revert_in_git
 from tasks.validate import validate_target
 
@@ -244,7 +245,10 @@ def _write(workspace: Workspace, target: Target, changeset: ChangeSet, previous:
     except EmptyDesiredState as error:
         raise _Wrote(_result(target, SyncStatus.FAILED, str(error), changeset), changeset, unhealthy=False) from error
     except Exception as error:
-        cause = changeset.failure_text() if isinstance(error, ChangeSetError) else _describe(error, target)
+        # The apply's own failure, refused or still transient after its retries, is
+        # told by its changeset: the first error, then what became of each change.
+        own = isinstance(error, (ChangeSetError, TransientError))
+        cause = changeset.failure_text() if own else _describe(error, target)
         failed = _result(target, SyncStatus.FAILED, f"{stage} failed: {cause}", changeset)
         changeset.halted = changeset.halted or isinstance(error, (ClusterUnreachable, LeaseLost))
         raise _Wrote(failed, changeset, unhealthy=False) from error
