@@ -14,7 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from engine.kubeconfig import ClusterAccess, load_access, load_access_file
+from engine.kubeconfig import ClusterAccess, load_access, read_kubeconfig
 
 # kubeconfig entries that may name a file instead of carrying the data inline.
 _FILE_FIELDS = {
@@ -59,8 +59,8 @@ class KubernetesCluster(Block):
         that the block is self-contained. One that cannot give access to the
         context's cluster is refused (KubeconfigError, naming what is wrong)."""
         path = Path(path)
-        load_access_file(path, context)
-        config = yaml.safe_load(path.read_text())
+        config = read_kubeconfig(path)
+        load_access(config, context, base_dir=path.resolve().parent)
         _inline_files(config, base_dir=path.resolve().parent)
         return cls(
             kubeconfig=SecretStr(yaml.safe_dump(config, sort_keys=False)),

@@ -237,13 +237,17 @@ class ClusterAccess:
 def load_access_file(path: str | os.PathLike, context: str | None = None) -> ClusterAccess:
     """Access from a kubeconfig file; its relative paths resolve against its directory."""
     path = Path(path)
+    return load_access(read_kubeconfig(path), context, base_dir=path.resolve().parent)
+
+
+def read_kubeconfig(path: Path) -> Any:
+    """A kubeconfig file's YAML, or a KubeconfigError naming the file."""
     try:
-        config = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise KubeconfigError(f"kubeconfig {path} cannot be read ({exc.strerror})") from None
     except yaml.YAMLError:
         raise KubeconfigError(f"kubeconfig {path} is not YAML") from None
-    return load_access(config, context, base_dir=path.resolve().parent)
 
 
 def load_access(config: dict, context: str | None = None, *, base_dir: str | os.PathLike | None = None) -> ClusterAccess:
