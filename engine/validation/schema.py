@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -122,7 +123,6 @@ class _ValidBuiltins:
     change; the digest covers the object and the schema set. Bounded; Secrets are
     never kept, not even as a digest. New digests are appended by flush()."""
 
-    FORMAT = b"1"  # bump when a rule decided by the schema check changes
     LIMIT = 100_000
     DIGEST = 16
 
@@ -135,7 +135,7 @@ class _ValidBuiltins:
         if m.kind == "Secret":
             return None
         text = json.dumps([schema_dir, m.obj], sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.blake2b(cls.FORMAT + text.encode(), digest_size=cls.DIGEST).digest()
+        return hashlib.blake2b(_judge() + text.encode(), digest_size=cls.DIGEST).digest()
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._loaded()
@@ -178,6 +178,19 @@ class _ValidBuiltins:
     @staticmethod
     def _path() -> Path:
         return gitops_home() / "valid-objects"
+
+
+@functools.cache
+def _judge() -> bytes:
+    """What judged an object valid: the source of the validation rules and the
+    versions of the libraries they use. A digest kept by other code (an older
+    install, another checkout sharing $GITOPS_HOME) is then never a match."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    for package in ("kubernetes-validate", "jsonschema", "referencing"):
+        digest.update(f"{package}={importlib.metadata.version(package)};".encode())
+    return digest.digest()
 
 
 _valid_builtins = _ValidBuiltins()
