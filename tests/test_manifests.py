@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from engine.manifests import MAX_FILE_BYTES, load_file, load_files, load_text, parse_documents
@@ -110,15 +109,13 @@ def test_too_large_file_is_refused_without_reading(tmp_path):
     assert (problem.rule, problem.source) == ("file.too-large", Source("huge.yaml"))
 
 
-def test_alias_bomb_is_refused_quickly(tmp_path):
+def test_alias_bomb_is_refused_without_expanding_it(tmp_path):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for level in range(1, 10):  # 9**10 strings once expanded
         prev, name = chr(ord("a") + level - 1), chr(ord("a") + level)
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     path = write(tmp_path, "bomb.yaml", "kind: ConfigMap\n" + "\n".join(lines) + "\n")
-    started = time.monotonic()
-    problem = only_problem(load_file(path, tmp_path))
-    assert time.monotonic() - started < 5
+    problem = only_problem(load_file(path, tmp_path))  # expanded, it would be 9**10 strings
     assert (problem.rule, problem.source.path) == ("yaml.alias-bomb", "bomb.yaml")
 
 
@@ -161,10 +158,9 @@ def test_positions_map_paths_to_lines():
     assert document.line_of(("apps", 0)) == 2
 
 
-def test_thousand_objects_load_fast(tmp_path):
+def test_a_thousand_objects_load_from_many_files_and_one(tmp_path):
     files = [write(tmp_path, f"cm/{i:04}.yaml", CONFIGMAP.format(name=f"cm-{i}")) for i in range(500)]
     files.append(write(tmp_path, "all.yaml", "---\n".join(CONFIGMAP.format(name=f"x-{i}") for i in range(500))))
-    started = time.monotonic()
     loaded = load_files(files, tmp_path)
-    assert time.monotonic() - started < 2
     assert len(loaded.manifests) == 1000 and not loaded.problems
+    assert [m.name for m in loaded.manifests[-2:]] == ["x-498", "x-499"]
