@@ -34,6 +34,12 @@ def lease(kube: KubeClient, app: str) -> dict:
     return kube.get(LEASE_API_VERSION, "Lease", lease_name(app), LOCK_NAMESPACE)
 
 
+def expires(held: dict) -> datetime.datetime:
+    """When a Lease runs out unless renewed: from then on another run may take it."""
+    renewed = datetime.datetime.fromisoformat(held["spec"]["renewTime"].replace("Z", "+00:00"))
+    return renewed + datetime.timedelta(seconds=held["spec"]["leaseDurationSeconds"])
+
+
 def test_two_holders_never_overlap(kube, request):
     app = f"lock-{request.node.name[-8:].lower().replace('_', '-')}"
     spans: list[tuple[str, float, float]] = []
@@ -130,12 +136,13 @@ def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplo
 
 def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_lease(local_cluster, kube, monkeypatch,
                                                                                      tmp_path):
-    """The holder reaches the server through a real TCP proxy, which is cut: its
-    Lease (3 s here) runs out and another run takes it; the cut-off holder's
-    writes are refused (LeaseLost, nothing sent) from 1 s after its last renewal,
-    and stay refused once the server is reachable again, for the Lease is no
-    longer its own."""
-    monkeypatch.setattr(lock, "LEASE_DURATION_S", 3)
+    """The holder reaches the server through a real TCP proxy, which is cut: the
+    cut-off holder's writes are refused (LeaseLost, nothing sent: a write sent
+    would fail with the proxy's refusal) from 1 s after its last renewal, while its
+    Lease (5 s here) has not run out; then another run takes it, and the writes
+    stay refused once the server is reachable again, for the Lease is no longer
+    its own."""
+    monkeypatch.setattr(lock, "LEASE_DURATION_S", 5)
     monkeypatch.setattr(lock, "WRITE_WINDOW_S", 1)
     monkeypatch.setattr(lock, "RENEW_EVERY_S", 0.2)
     proxy, proxied = proxied_kubeconfig(local_cluster.kubeconfig, tmp_path / "kubeconfig")
@@ -153,6 +160,11 @@ def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_le
             with app_lock(cut_off, "lock-fenced", "run-cut-off"):
                 cut_off.apply(note)  # while the Lease is fresh
                 proxy._shut_all()
+                time.sleep(lock.WRITE_WINDOW_S + 2 * lock.RENEW_EVERY_S)  # past the window of the last renewal
+                with pytest.raises(LeaseLost, match=r"lock-fenced was last renewed \d+ s ago"):
+                    cut_off.apply({**note, "data": {"early": "write"}})
+                # Refused before anyone else may take the Lease: it has not run out yet.
+                assert datetime.datetime.now(datetime.timezone.utc) < expires(lease(kube, "lock-fenced"))
                 taker.start()
                 assert taken.wait(30)  # once the Lease ran out
                 proxy.start()
@@ -164,28 +176,37 @@ def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_le
                 assert lease(kube, "lock-fenced")["spec"]["holderIdentity"] == "run-next"
     finally:
         done.set()
-        taker.join()
+        if taker.ident is not None:  # started
+            taker.join()
         proxy.stop()
     assert "data" not in kube.get("v1", "ConfigMap", "fenced-write", "default")
     kube.delete("v1", "ConfigMap", "fenced-write", "default")
 
 
 def test_a_run_that_waited_for_the_lease_may_write_once_it_holds_it(kube, monkeypatch):
-    """The write window starts when the Lease is taken, not when the wait began."""
+    """The write window starts when the Lease is taken, not when the wait began:
+    the second run waits longer than the window, then its write lands."""
     monkeypatch.setattr(lock, "WRITE_WINDOW_S", 1)
+    note = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-waiting", "namespace": "default"},
+            "data": {"written": "by the run that waited"}}
+    kube.delete("v1", "ConfigMap", "after-waiting", "default")  # none left by an earlier run
 
     def first_run() -> None:
         with app_lock(kube, "lock-waited", "run-first"):
-            time.sleep(2)  # the second run waits longer than the write window
+            time.sleep(3 * lock.WRITE_WINDOW_S)  # the second run waits longer than the write window
 
     first = threading.Thread(target=first_run)
     first.start()
-    while not (lease(kube, "lock-waited") or {}).get("spec", {}).get("holderIdentity"):
+    while first.is_alive() and (lease(kube, "lock-waited") or {}).get("spec", {}).get("holderIdentity") != "run-first":
         time.sleep(0.05)
-    note = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-waiting", "namespace": "default"}}
     try:
+        asked = time.monotonic()
         with app_lock(kube, "lock-waited", "run-second", wait_s=30):
+            waited = time.monotonic() - asked
             kube.apply(note)  # within the window of the Lease just taken
+        written = kube.get("v1", "ConfigMap", "after-waiting", "default")
     finally:
         first.join()
         kube.delete("v1", "ConfigMap", "after-waiting", "default")
+    assert waited > lock.WRITE_WINDOW_S
+    assert written is not None and written.get("data") == note["data"]
