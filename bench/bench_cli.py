@@ -1,27 +1,43 @@
-"""Benchmark: the `gitops` command as a person types it, whole processes against
-kubectl on the same local cluster in one run, for 1,000 objects (ConfigMaps,
-Services, Deployments in 4 namespaces, as bench_sync.py makes them) in a
-plain-YAML app:
+"""Benchmark: the `gitops` command as a person types it, against kubectl as a
+person types it, on the same local cluster in one run, for 1,000 objects
+(ConfigMaps, Services, Deployments in 4 namespaces, as bench_sync.py makes them)
+in a plain-YAML app. Both sides are whole processes; each figure is wall time
+and CPU (user+sys of the process and the children it waited for); each ratio is
+kubectl ÷ gitops, of wall time and of CPU, and a target is met only when both are.
 
 - start-up: `gitops --version`, and `gitops repo list` with a Prefect server in
   PREFECT_API_URL and without one (the second command of a session: the local
   server kept in GITOPS_HOME, or Prefect's temporary server before there was one)
-- first `gitops sync` (applies, waits for health) vs `kubectl apply --server-side` (no wait)
+- first `gitops sync` (applies, waits for health) against (a) `kubectl apply
+  --server-side` alone, which waits for nothing, and (b) that apply then `kubectl
+  wait --for=condition=Available deployment --all -n NS` for each namespace, one
+  after another: what a person runs to know the change is up (target: b)
 - no-op `gitops sync` vs `kubectl diff --server-side`
 - `gitops drift` (nothing drifted) vs `kubectl diff --server-side`
 - the same two with `gitops serve` up: the command as a thin client of the
-  served deployments (cli/served.py)
+  served deployments (cli/served.py); ours' CPU is then the command's and the
+  serve process's during it (the run happens there)
+
+Cache state, the same for both sides: the first sync is cold on both (ours: a
+fresh GITOPS_HOME, no Git clone, render cache or objects known valid; kubectl:
+an empty cache dir, no discovery cache); every later row is warm on both (ours:
+the clone, render cache and objects known valid of the syncs before; kubectl:
+its discovery cache filled first). Neither side keeps discovery across
+processes in memory: ours asks for the group-versions it uses in every run.
+The Prefect server's and the cluster's own CPU are counted on neither side.
 
 Every row but the first sync is the median of 3 processes, ours and kubectl's
-alike. Ours get namespaces bench-a-*, kubectl bench-b-* (otherwise the same objects),
-so both start from nothing. The table gives each figure, the ratio (kubectl /
-ours: > 1 means ours is faster) and the target.
+alike. Ours get namespaces bench-a-*, kubectl bench-b-* (otherwise the same
+objects), so both start from nothing. The benchmark has a GITOPS_HOME, PREFECT_HOME
+and kubectl cache of its own in a temporary folder (bench/homes.py), never the
+user's.
 
     .venv/bin/python bench/bench_cli.py [--root CHECKOUT] [--objects 1000] [--namespaces 4] [--profile DIR]
 
 `--profile DIR` then runs one more no-op sync under cProfile (every thread; its
-times inflated by profiling), and prints where the client's CPU goes and the
-Prefect API requests the run made (by method and path).
+times inflated by profiling), and prints where the client's CPU goes, its
+Kubernetes requests by verb (as KubeClient counts them) and its Prefect API
+requests (by method and path).
 
 The measured checkout's modules are compiled to bytecode first, as `make` leaves
 them. `--root` measures the `gitops` of another checkout (e.g. `git archive` of an
@@ -41,7 +57,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -50,34 +66,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from bench_sync import Run, run_measured, settle, write_manifests  # noqa: E402
+from bench_sync import settle, write_manifests  # noqa: E402
+from compare import Row, table  # noqa: E402
+from homes import KUBECTL, own_homes, warm_kubectl_cache  # noqa: E402
+from measure import Run, in_a_row, process_cpu_s, run_measured  # noqa: E402
 
 from cli.local_server import LocalPrefectServer  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 
-BIN = Path(sys.executable).parent
-KUBECTL = str(BIN / "kubectl")
 REPO, CLUSTER, APP = "bench-fleet", "bench", "bench"
 RUNS = 3  # every row but the first sync: the median of this many processes, ours and kubectl's
-
-
-@dataclass
-class Row:
-    step: str
-    ours: Run
-    theirs: Run | None = None
-    theirs_label: str = ""
-    target: str = ""  # "<1s" (ours' wall time) or "3x" (kubectl / ours)
-
-    def ratio(self) -> float | None:
-        return self.theirs.wall_s / self.ours.wall_s if self.theirs else None
-
-    def met(self) -> bool | None:
-        if self.target.startswith("<"):
-            return self.ours.wall_s < float(self.target[1:].removesuffix("s"))
-        if self.target.endswith("x"):
-            return self.ratio() >= float(self.target[:-1])
-        return None
+APPLY, APPLY_AND_WAIT = "kubectl apply --server-side", "kubectl apply --server-side + wait Available"
+DIFF = "kubectl diff --server-side"
 
 
 def main() -> None:
@@ -90,23 +90,26 @@ def main() -> None:
     root = args.root.resolve()
     compile_bytecode(root)
     deployments = args.objects - args.objects // 2 - args.objects // 4
-    print(f"gitops of {root}; {args.objects} objects + {args.namespaces} Namespaces; "
-          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"gitops of {root} against kubectl, whole processes, wall time and CPU; "
+          f"{args.objects} objects + {args.namespaces} Namespaces; first sync cold on both sides, the other "
+          f"rows warm on both; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp, own_homes(Path(tmp)) as homes, \
+            contextlib.ExitStack() as stack:
         work = Path(tmp)
         theirs_dir = work / "kubectl"
         ours_ns = make_repository(work, args.objects, args.namespaces)
-        write_manifests(theirs_dir, "bench-b", args.objects, args.namespaces)
+        theirs_ns = write_manifests(theirs_dir, "bench-b", args.objects, args.namespaces)
         server = LocalPrefectServer(work / "prefect-server")
         record, _ = server.start()
         stack.callback(server.stop)
         cluster = LocalCluster("bench-cli")
         stack.callback(cluster.down)
         kubeconfig = cluster.up()
-        gitops = Gitops(root, work, record.api_url)
+        gitops = Gitops(root, homes.gitops, record.api_url)
+        kubectl = Kubectl(kubeconfig, homes.kubectl_cache)
         # the kept server that a command without PREFECT_API_URL starts, stopped at the end
-        stack.callback(LocalPrefectServer(work / "home" / "prefect-server").stop)
+        stack.callback(LocalPrefectServer(homes.gitops / "prefect-server").stop)
 
         gitops.check("repo", "add", REPO, "--url", f"file://{work / 'fleet.git'}", "--branch", "main")
         gitops.check("cluster", "add", CLUSTER, "--kubeconfig", str(kubeconfig))
@@ -120,28 +123,37 @@ def main() -> None:
 
         first = gitops.sync_like("sync")
         settle(kubeconfig, ["bench-a-"], deployments)
-        apply = kubectl(kubeconfig, "apply", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-        rows.append(Row("first sync (health incl.)", first, apply, "kubectl apply --server-side", "1.5x"))
+        apply = kubectl.run("apply", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
+        waits = [kubectl.run("wait", "--for=condition=Available", "deployment", "--all", "-n", ns, "--timeout=600s")
+                 for ns in theirs_ns]
+        rows += [Row("first sync (health incl.)", first, apply, APPLY),
+                 Row("first sync (health incl.)", first, in_a_row([apply, *waits]), APPLY_AND_WAIT, "3x")]
         settle(kubeconfig, ["bench-a-", "bench-b-"], 2 * deployments)
+        warm_kubectl_cache(kubeconfig, homes.kubectl_cache)
 
         def against_diff(step: str, ours: Run, target: str) -> None:
             """A row of ours against `kubectl diff` run right after it (kubectl's own
             time varies by a factor of 2 between runs: the median of RUNS)."""
-            diffs = sorted((kubectl(kubeconfig, "diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
-                            for _ in range(RUNS)), key=lambda r: r.wall_s)
-            rows.append(Row(step, ours, diffs[len(diffs) // 2], "kubectl diff --server-side", target))
+            diffs = [kubectl.run("diff", "--server-side", "--field-manager=bench", "-f", str(theirs_dir))
+                     for _ in range(RUNS)]
+            rows.append(Row(step, ours, median(diffs), DIFF, target))
 
-        against_diff("no-op sync", gitops.median_sync_like("sync"), "3x")
+        noop = gitops.median_sync_like("sync")
+        against_diff("no-op sync", noop, "3x")
         against_diff("drift (nothing drifted)", gitops.median_sync_like("drift"), "3x")
         with gitops.serving():
             against_diff("no-op sync, served", gitops.median_sync_like("sync"), "5x")
             against_diff("drift, served", gitops.median_sync_like("drift"), "5x")
         if args.profile:
             gitops.profiled_sync(args.profile)
-    print_table(rows, ours_ns)
+    print_table(rows, ours_ns, noop)
     if args.profile:
         print_costs(args.profile / "noop-sync.pstats")
-        print_prefect_requests(args.profile / "noop-sync-requests.json")
+        print_requests(args.profile / "noop-sync-requests.json")
+
+
+def median(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]
 
 
 # ---- set-up ------------------------------------------------------------------------------
@@ -170,14 +182,13 @@ def make_repository(work: Path, objects: int, namespaces: int) -> list[str]:
 
 
 class Gitops:
-    """The `gitops` of a checkout, each command a process of its own, with a
-    GITOPS_HOME and PREFECT_HOME of the benchmark's (no profile of the user's)."""
+    """The `gitops` of a checkout, each command a process of its own, in the
+    benchmark's GITOPS_HOME and PREFECT_HOME (bench/homes.py: no profile, cache or
+    server of the user's)."""
 
-    def __init__(self, root: Path, work: Path, api_url: str):
-        self.root, self.api_url = root, api_url
-        self.env = {**os.environ, "GITOPS_HOME": str(work / "home"),
-                    "PREFECT_HOME": str(work / "prefect-client"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "DO_NOT_TRACK": "1",
+    def __init__(self, root: Path, home: Path, api_url: str):
+        self.root, self.home, self.api_url = root, home, api_url
+        self.env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                     # an older checkout starts Prefect's temporary server: 20 s is too short on a busy machine
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         self.env.pop("PREFECT_API_URL", None)
@@ -186,10 +197,17 @@ class Gitops:
             "from cli.main import app; app()"
         self.argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'gitops'; "
                                            + start]
+        self.serve_pid: int | None = None  # while `gitops serve` is up: its work is the commands' too
 
     def run(self, *args: str, api: bool = True) -> Run:
+        """One command; with `gitops serve` up, the CPU the serve process used
+        meanwhile is added to the command's (the run happens there)."""
         env = {**self.env, "PREFECT_API_URL": self.api_url} if api else self.env
-        return run_measured([*self.argv, *args], env=env)
+        served_before = process_cpu_s(self.serve_pid) if self.serve_pid else 0.0
+        run = run_measured([*self.argv, *args], env=env)
+        if self.serve_pid:
+            run.cpu_s += process_cpu_s(self.serve_pid) - served_before
+        return run
 
     def check(self, *args: str, api: bool = True, ok: tuple[int, ...] = (0,)) -> Run:
         run = self.run(*args, api=api)
@@ -198,8 +216,7 @@ class Gitops:
         return run
 
     def median(self, *args: str, api: bool = True) -> Run:
-        runs = sorted((self.check(*args, api=api) for _ in range(RUNS)), key=lambda r: r.wall_s)
-        return runs[len(runs) // 2]
+        return median([self.check(*args, api=api) for _ in range(RUNS)])
 
     def sync_like(self, command: str) -> Run:
         """`gitops sync|drift --json`; every app and cluster must have succeeded."""
@@ -211,14 +228,14 @@ class Gitops:
         return run
 
     def median_sync_like(self, command: str) -> Run:
-        runs = sorted((self.sync_like(command) for _ in range(RUNS)), key=lambda r: r.wall_s)
-        return runs[len(runs) // 2]
+        return median([self.sync_like(command) for _ in range(RUNS)])
 
     @contextlib.contextmanager
     def serving(self):
-        """`gitops serve` of the repository (no scheduled run in the meantime),
-        once the commands can reach it; stopped afterwards."""
-        socket = Path(self.env["GITOPS_HOME"]) / "serve.sock"
+        """`gitops serve` of the repository, once the commands can reach it and no
+        flow run is due (its schedules' first runs are a day and a year away: none
+        should be); stopped afterwards."""
+        socket = self.home / "serve.sock"
         serve = subprocess.Popen([*self.argv, "serve", "--repo", REPO, "--sync-interval", "86400",
                                   "--drift-cron", "0 0 1 1 *"], env={**self.env, "PREFECT_API_URL": self.api_url},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -228,10 +245,34 @@ class Gitops:
                 if serve.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("gitops serve did not start")
                 time.sleep(0.2)
+            waited = self._wait_for_due_runs()
+            print(f"gitops serve up; {waited:.1f} s waiting for due flow runs", flush=True)
+            self.serve_pid = serve.pid
             yield
         finally:
+            self.serve_pid = None
             serve.terminate()
             serve.wait(timeout=60)
+
+    def _wait_for_due_runs(self, timeout_s: float = 300) -> float:
+        """Until no flow run is due, pending or running: a scheduled sync running
+        beside a measured command would load the machine and hold the app's lock.
+        Returns the seconds waited."""
+        started = time.monotonic()
+        while self._due_runs():
+            if time.monotonic() - started > timeout_s:
+                raise SystemExit(f"flow runs still due or running after {timeout_s:.0f} s")
+            time.sleep(1)
+        return time.monotonic() - started
+
+    def _due_runs(self) -> list:
+        now = datetime.now(timezone.utc).isoformat()
+        query = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}},
+                               "expected_start_time": {"before_": now}}, "limit": 10}
+        request = urllib.request.Request(f"{self.api_url}/flow_runs/filter", data=json.dumps(query).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
 
     def _deployed(self, name: str) -> bool:
         try:
@@ -242,7 +283,7 @@ class Gitops:
 
     def profiled_sync(self, directory: Path) -> None:
         """A no-op `gitops sync` under cProfile in every thread, counting the
-        requests its Prefect client sends (httpx: the Kubernetes client is urllib3)."""
+        requests its Prefect client (httpx) and its Kubernetes clients send."""
         directory.mkdir(parents=True, exist_ok=True)
         code = (f"import sys; sys.path[:0] = [{str(self.root)!r}, {str(HERE)!r}]; sys.argv[0] = 'gitops'\n"
                 f"import bench_cli; bench_cli.profile_gitops({str(directory)!r})")
@@ -253,14 +294,36 @@ class Gitops:
 
 
 def profile_gitops(directory: str) -> None:
-    """In the profiled process: the CLI under cProfile, and its Prefect API requests counted."""
+    """In the profiled process: the CLI under cProfile, and its Prefect API
+    requests and Kubernetes requests (by verb, as each KubeClient counts them,
+    and by verb and path) counted."""
     import collections
     import re
+    from urllib.parse import urlsplit
 
     import httpx
     from bench_sync import _profiled
+    from engine import kube as kube_module
+    from engine.kube import KubeClient
 
     requests: collections.Counter = collections.Counter()
+    clients: list[KubeClient] = []
+    make_client = KubeClient.__init__
+
+    def made(client, *args, **kwargs):
+        make_client(client, *args, **kwargs)
+        clients.append(client)
+
+    KubeClient.__init__ = made
+    paths: collections.Counter = collections.Counter()
+    verb_of = kube_module.request_verb
+
+    def recorded(method, url, query=None):  # called once for every request a KubeClient sends
+        verb = verb_of(method, url, query)
+        paths[f"{verb} {urlsplit(url).path}"] += 1
+        return verb
+
+    kube_module.request_verb = recorded
     ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
     def counting(send):
@@ -284,7 +347,11 @@ def profile_gitops(directory: str) -> None:
     try:
         _profiled(cli, f"{directory}/noop-sync.pstats")
     finally:
-        Path(directory, "noop-sync-requests.json").write_text(json.dumps(requests))
+        kube = collections.Counter()
+        for client in clients:
+            kube.update(client.requests)
+        Path(directory, "noop-sync-requests.json").write_text(
+            json.dumps({"prefect": requests, "kubernetes": kube, "kubernetes_paths": paths}))
 
 
 # Waits, not work: threads blocked on a lock, a queue, a socket or a sleep.
@@ -326,34 +393,45 @@ def _package(file: str, name: str) -> str:
     return "python: " + Path(file).name
 
 
-def print_prefect_requests(path: Path) -> None:
-    requests = json.loads(path.read_text())
-    print(f"\nPrefect API requests of one no-op sync: {sum(requests.values())} (events go by websocket, not counted)")
-    for request, count in sorted(requests.items(), key=lambda item: -item[1]):
+def print_requests(path: Path) -> None:
+    counted = json.loads(path.read_text())
+    kube, prefect = counted["kubernetes"], counted["prefect"]
+    print(f"\nKubernetes requests of one no-op sync: {sum(kube.values())} "
+          f"({', '.join(f'{verb} {n}' for verb, n in kube.items() if n)})")
+    for request, count in sorted(counted["kubernetes_paths"].items()):
+        print(f"  {count:5d}  {request}")
+    print(f"Prefect API requests of one no-op sync: {sum(prefect.values())} (events go by websocket, not counted)")
+    for request, count in sorted(prefect.items(), key=lambda item: -item[1]):
         print(f"  {count:5d}  {request}")
 
 
-def kubectl(kubeconfig: Path, *args: str) -> Run:
-    with tempfile.TemporaryDirectory(prefix="kcache-") as cache:  # cold discovery, as ours
-        run = run_measured([KUBECTL, f"--kubeconfig={kubeconfig}", "--cache-dir", cache, *args])
-    if run.exit_code != 0:  # diff: 1 would mean a difference, which there must not be
-        raise SystemExit(f"kubectl {' '.join(args[:2])} exited {run.exit_code}:\n{run.stderr[-2000:]}")
-    return run
+class Kubectl:
+    """kubectl as a person types it, each command a process of its own, with the
+    benchmark's cache dir: empty at first (cold, as ours' first sync), filled by
+    its first commands and warm_kubectl_cache() (warm, as ours' later rows)."""
+
+    def __init__(self, kubeconfig: Path, cache_dir: Path):
+        self.argv = [KUBECTL, f"--kubeconfig={kubeconfig}", "--cache-dir", str(cache_dir)]
+
+    def run(self, *args: str) -> Run:
+        run = run_measured([*self.argv, *args])
+        if run.exit_code != 0:  # diff: 1 would mean a difference, which there must not be
+            raise SystemExit(f"kubectl {' '.join(args[:2])} exited {run.exit_code}:\n{run.stderr[-2000:]}")
+        return run
 
 
 # ---- the report --------------------------------------------------------------------------
 
-def print_table(rows: list[Row], namespaces: list[str]) -> None:
-    print(f"\n{'step':<40}{'gitops s':>9}{'cpu s':>7}  {'kubectl':<28}{'s':>6}{'cpu s':>7}"
-          f"{'ratio':>7}{'target':>8}  met")
-    for row in rows:
-        theirs = (f"  {row.theirs_label:<28}{row.theirs.wall_s:6.2f}{row.theirs.cpu_s:7.2f}{row.ratio():6.2f}x"
-                  if row.theirs else f"  {'':<28}{'':>6}{'':>7}{'':>7}")
-        met = {True: "yes", False: "NO", None: ""}[row.met()]
-        target = f">={row.target}" if row.target.endswith("x") else row.target
-        print(f"{row.step:<40}{row.ours.wall_s:9.2f}{row.ours.cpu_s:7.2f}{theirs}{target:>8}  {met}")
-    print("(ratio = kubectl / gitops: > 1 means gitops is faster; cpu = the client process's own; "
-          f"gitops synced {', '.join(namespaces)})")
+def print_table(rows: list[Row], namespaces: list[str], noop: Run) -> None:
+    print("\n" + table(rows, "gitops"))
+    print(f"(peer = kubectl; gitops synced {', '.join(namespaces)}; first sync cold on both sides, the other rows "
+          "warm on both; served rows: the command's CPU and the serve process's meanwhile)")
+    requests: dict[str, int] = {}
+    for result in json.loads(noop.stdout)["results"]:
+        for verb, count in result["requests"].items():
+            requests[verb] = requests.get(verb, 0) + count
+    print(f"Kubernetes requests of the no-op sync's app runs (its report): {sum(requests.values())} "
+          f"({', '.join(f'{verb} {n}' for verb, n in requests.items() if n)})")
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ has not moved and nothing drifted), started through the REST API as the
 schedule starts them and run by `gitops serve`'s runner.
 
 Printed per tick: the run's own time (start to end, as Prefect records it),
-the time from the request to Completed (the runner polls every 10 s, the
-default), the Prefect API requests it made (from the server's access log,
+the time from the request to Completed (the runner polls every POLL_S of
+cli/serve.py, 2 s), the Prefect API requests it made (from the server's access log,
 grouped by method and path; the runner's own polling shown apart), and what
 reaches the UI: task runs, artifacts and events.
 
     .venv/bin/python bench/bench_idle_tick.py [--ticks 3]
 
-The clusters, the Prefect server (its access log on) and the Git remote are
-started and stopped by the script."""
+No peer: the figures are for reading. The clusters, the Prefect server (its
+access log on) and the Git remote are started and stopped by the script, with a
+GITOPS_HOME and PREFECT_HOME of its own in a temporary folder (bench/homes.py),
+never the user's."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from bench_pipeline import make_repository  # noqa: E402
+from homes import own_homes  # noqa: E402
 from cli.local_server import LocalPrefectServer  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 
@@ -51,8 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=3)
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp, contextlib.ExitStack() as stack:
+    print(f"idle ticks of the served sync deployment, warm (after a sync); no peer; "
+          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp, own_homes(Path(tmp)), \
+            contextlib.ExitStack() as stack:
         work = Path(tmp)
         # the server's access log, one line a request, written as it happens
         os.environ.update(PREFECT_SERVER_LOGGING_LEVEL="INFO", PYTHONUNBUFFERED="1")
@@ -60,8 +65,7 @@ def main() -> None:
         record, _ = server.start()
         stack.callback(server.stop)
         api = record.api_url
-        env = {**os.environ, "PREFECT_API_URL": api, "GITOPS_HOME": str(work / "home"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+        env = {**os.environ, "PREFECT_API_URL": api}
         clusters = {name: LocalCluster(f"idle-{name}") for name in ("staging", "production")}
         for cluster in clusters.values():
             stack.callback(cluster.down)
@@ -126,7 +130,8 @@ def wait_for_deployment(api: str, name: str, timeout_s: float = 120) -> str:
 
 
 def wait_for_scheduled_runs(api: str, deployment: str, settle_s: float = 15) -> None:
-    """The schedule's first run (due when serve starts) over before the ticks are measured."""
+    """Any run due over before the ticks are measured (none is expected: an interval
+    schedule's first run comes one interval after serve starts, a day here)."""
     time.sleep(settle_s)
     while request(api, "flow_runs/filter", {"deployments": {"id": {"any_": [deployment]}}, "flow_runs": {
             "state": {"type": {"any_": ["PENDING", "RUNNING"]}}}, "limit": 10}):
