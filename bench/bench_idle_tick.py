@@ -6,7 +6,7 @@ schedule starts them and run by `gitops serve`'s runner.
 
 Printed per tick: the run's own time (start to end, as Prefect records it),
 the time from the request to Completed (the runner polls every POLL_S of
-cli/serve.py, 2 s), the Prefect API requests it made (from the server's access log,
+cli/runner.py, 2 s), the Prefect API requests it made (from the server's access log,
 grouped by method and path; the runner's own polling shown apart), and what
 reaches the UI: task runs, artifacts and events.
 

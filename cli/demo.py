@@ -1,6 +1,8 @@
 """`gitops demo`: the README's main command, shown step by step on real parts:
 two local clusters, a Git repository made from examples/ with a bare remote,
-Prefect's own server, and the gitops flows. It cleans up after itself."""
+Prefect's own server, and the gitops flows. It removes its clusters, runner and
+files at the end, and leaves the Prefect server running with its runs: the
+kept local server (`gitops server`), or the one in PREFECT_API_URL."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,14 +23,19 @@ from typing import Iterator
 
 from rich.console import Console
 
+from cli.blocks import CLUSTER_SLUG
 from cli.local_server import LocalPrefectServer, LocalServerError
+from cli.prefect_api import PrefectApi, PrefectApiError
 from localcluster import LocalCluster
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
 CLUSTERS = {"staging": "demo-staging", "production": "demo-production"}
 REPO_BLOCK = "demo-fleet"
-console = Console()
+RECOVER = "gitops-recover"
+DEMO_LABEL = "gitops-demo=true"  # on its cluster blocks: a later demo may replace them, not someone else's
+RUNNER_STOP_S = 90  # the runner lets a finished run's process end (cli/runner.py), then stops
+console = Console(soft_wrap=True)  # an address or a command cut in two cannot be opened or copied
 
 
 @dataclass
@@ -53,20 +61,37 @@ class DemoRepo:
 
 def run_demo(keep: bool = False) -> None:
     started = time.monotonic()
+    api = prefect_for_the_demo()
+    refuse_to_replace_what_is_not_the_demos(api)
     with contextlib.ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="gitops-demo-"))
         cleanup.callback(shutil.rmtree, workdir, True)
-        api_url = cleanup.enter_context(prefect_server(workdir))
         clusters = start_clusters(cleanup, keep)
         repo = make_repository(workdir)
         register_blocks(repo, clusters)
         first_sync()
         failing_change(repo, clusters["staging"])
         drift_heals(clusters["production"])
-        recover_through_the_api(cleanup, workdir, api_url, clusters)
-        console.print(f"\n[green]demo finished in {time.monotonic() - started:.0f} s[/green]; its runs, logs, "
-                      f"diffs and events were at {api_url.removesuffix('/api')} (set PREFECT_API_URL to a server "
-                      "of your own to keep them)")
+        recover_through_the_api(cleanup, workdir, api.url, clusters)
+    console.print(f"\n[green]demo finished in {time.monotonic() - started:.0f} s[/green]")
+    for line in where_to_look(api):
+        console.print(f"  {line}", highlight=False)
+
+
+def where_to_look(api: PrefectApi) -> list[str]:
+    """The demo's last lines: where its runs are, the page to open first, and
+    how to stop the server when it is the kept local one."""
+    ui = api.url.removesuffix("/api")
+    if not kept_local_server(api):
+        return [f"its runs, logs, diffs and events are at {ui} ({api.chosen_by})",
+                f"open first: {ui}/runs"]
+    return [f"its runs, logs, diffs and events are at {ui} (the kept local Prefect server, still running)",
+            f"open first: {ui}/runs",
+            "stop the server: gitops server stop"]
+
+
+def kept_local_server(api: PrefectApi) -> bool:
+    return api.chosen_by.endswith("local server")
 
 
 def step(number: int, text: str) -> None:
@@ -76,10 +101,55 @@ def step(number: int, text: str) -> None:
 # -- set-up ----------------------------------------------------------------------------
 
 
+def prefect_for_the_demo() -> PrefectApi:
+    """The Prefect API every command would use (cli/prefect_api.py): the one in
+    PREFECT_API_URL, else the local server kept in $GITOPS_HOME, started if needed
+    and left running, so that its UI can be opened after the demo."""
+    from cli.prefect_api import prefect_api
+
+    step(0, "Prefect's server (the runs, logs, diffs and events of this demo land there)")
+    try:
+        with console.status("  starting Prefect's server"):
+            api = prefect_api()
+    except LocalServerError as failed:
+        raise SystemExit(str(failed))
+    os.environ["PREFECT_API_URL"] = api.url  # for the commands and the runner the demo starts
+    console.print(f"  {api.describe()}" + (" (`gitops server stop` ends it)" if kept_local_server(api) else ""),
+                  highlight=False)
+    return api
+
+
+def refuse_to_replace_what_is_not_the_demos(api: PrefectApi) -> None:
+    """The demo saves the cluster blocks `staging` and `production` and serves the
+    deployment gitops-recover: on a server that has them already, only a former
+    demo's may be replaced."""
+    label, _, value = DEMO_LABEL.partition("=")
+    try:
+        blocks, deployment = api.block_documents(CLUSTER_SLUG), recovery_deployment(api)
+    except PrefectApiError as failed:
+        raise SystemExit(str(failed))
+    theirs = [f"the cluster block {d['name']}" for d in blocks
+              if d["name"] in CLUSTERS and (d["data"].get("labels") or {}).get(label) != value]
+    if deployment and deployment["parameters"].get("repo") != REPO_BLOCK:
+        theirs.append(f"the deployment {RECOVER}")
+    if theirs:
+        raise SystemExit(f"the demo would replace {' and '.join(theirs)} on {api.url.removesuffix('/api')}; "
+                         "run it with PREFECT_API_URL set to another Prefect server")
+
+
+def recovery_deployment(api: PrefectApi) -> dict | None:
+    try:
+        return api.get_json(f"deployments/name/{RECOVER}/{RECOVER}")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise PrefectApiError(f"the Prefect API at {api.url} answered {error.code} {error.reason}") from None
+
+
 @contextlib.contextmanager
 def prefect_server(workdir: Path) -> Iterator[str]:
-    """Prefect's own server: the one in PREFECT_API_URL if set, else a fresh one
-    in the demo's folder (started and stopped as `gitops server` does it)."""
+    """A Prefect server of its own for scripts/screenshots.py: the one in
+    PREFECT_API_URL if set, else a fresh one in `workdir`, stopped at the end."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if os.environ.get("PREFECT_API_URL"):
@@ -136,7 +206,12 @@ def register_blocks(repo: DemoRepo, clusters: dict[str, LocalCluster]) -> None:
     step(3, "register the repository and the clusters as Prefect blocks")
     gitops("repo", "add", REPO_BLOCK, "--url", f"file://{repo.bare}", "--branch", "main")
     for role, cluster in clusters.items():
-        gitops("cluster", "add", role, "--kubeconfig", str(cluster.kubeconfig), "--label", f"env={role}")
+        add_cluster(role, cluster)
+
+
+def add_cluster(role: str, cluster: LocalCluster) -> None:
+    gitops("cluster", "add", role, "--kubeconfig", str(cluster.kubeconfig), "--label", f"env={role}",
+           "--label", DEMO_LABEL)
 
 
 # -- the story -----------------------------------------------------------------------
@@ -177,12 +252,11 @@ def recover_through_the_api(cleanup: contextlib.ExitStack, workdir: Path, api_ur
     production.down()
     with console.status("  demo-production: starting an empty cluster"):
         production.up()
-    gitops("cluster", "add", "production", "--kubeconfig", str(production.kubeconfig), "--label", "env=production")
+    add_cluster("production", production)
     runner = start_recovery_runner(workdir)
     cleanup.callback(stop, runner)
-    deployment = _http_json(f"{api_url}/deployments/name/gitops-recover/gitops-recover", wait_s=60)
-    run = _http_json(f"{api_url}/deployments/{deployment['id']}/create_flow_run",
-                     {"parameters": {"repo": REPO_BLOCK, "cluster": "production"}})
+    deployment = _http_json(f"{api_url}/deployments/name/{RECOVER}/{RECOVER}", wait_s=60)
+    run = create_recovery_run(api_url, deployment["id"], "production")
     console.print(f"  POST /api/deployments/{deployment['id'][:8]}…/create_flow_run -> flow run {run['name']}")
     state = wait_for_run(api_url, run["id"])
     pods = kubectl(production, "get", "pods", "-n", "web", "--no-headers")
@@ -194,20 +268,33 @@ def recover_through_the_api(cleanup: contextlib.ExitStack, workdir: Path, api_ur
 # -- helpers ---------------------------------------------------------------------------
 
 
+def create_recovery_run(api_url: str, deployment_id: str, cluster: str) -> dict:
+    """A run of the recovery deployment, asked for through the REST API with the
+    name the flow gives its runs (else it has a random one until it starts)."""
+    from flows.recovery import run_name
+
+    return _http_json(f"{api_url}/deployments/{deployment_id}/create_flow_run",
+                      {"name": run_name(cluster), "parameters": {"repo": REPO_BLOCK, "cluster": cluster}})
+
+
 def start_recovery_runner(workdir: Path) -> subprocess.Popen:
-    """The recovery deployment served by a process of its own, as `gitops serve` does."""
-    code = ("import prefect; from cli.serve import deployment; "
-            f"prefect.serve(deployment('gitops-recover', repo={REPO_BLOCK!r}), limit=1)")
-    log = open(workdir / "runner.log", "wb")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
-                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+    """The recovery deployment served by a process of its own, as `gitops serve` serves it."""
+    code = f"from cli.serve import deployment; from cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
+    with open(workdir / "runner.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
 
 
 def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, as `gitops serve` is stopped: it cancels the runs that have not
+    finished; its whole process group is killed if it has not ended in time."""
     if process.poll() is None:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=RUNNER_STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_for_run(api_url: str, run_id: str, timeout_s: float = 300) -> str:

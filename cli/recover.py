@@ -10,6 +10,7 @@ from cli.console import out
 from cli.errors import FOUND, OK, fail
 
 DEPLOYMENT = "gitops-recover/gitops-recover"
+RUN_TIMEOUT_S = 900
 
 
 def recover_command(
@@ -38,11 +39,20 @@ def recover_command(
 
 
 def _via_api(repo: str, cluster: str) -> None:
-    from prefect.deployments import run_deployment
-
     try:
-        run = run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, timeout=900)
+        run = start_recovery(repo, cluster)
     except Exception as failure:  # no such deployment, the Prefect API unreachable...
         fail(failure)
     out.print(f"flow run {run.name} ({run.id}): {run.state.name if run.state else 'unknown'}")
     raise typer.Exit(OK if run.state and run.state.is_completed() else FOUND)
+
+
+def start_recovery(repo: str, cluster: str, timeout_s: float = RUN_TIMEOUT_S):
+    """A flow run of the recovery deployment, named as the flow names its runs
+    from the start; returned once it has ended, or after timeout_s."""
+    from prefect.deployments import run_deployment
+
+    from flows.recovery import run_name
+
+    return run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, flow_run_name=run_name(cluster),
+                          timeout=timeout_s, poll_interval=1)

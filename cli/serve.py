@@ -29,10 +29,6 @@ if TYPE_CHECKING:  # Prefect is imported when a deployment is built, not when th
 PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
 SYNC, DRIFT = "gitops-sync", "gitops-drift"
 DEFAULT_LIMIT = 4
-# How often the runner asks Prefect for runs to start (Prefect's default: 10 s): a run
-# asked for through the REST API or the UI (a recovery, a Retry) starts within this.
-# An ask is a request or two to the Prefect API.
-POLL_S = 2
 
 # How a worker gets and runs the code; a served deployment runs it in this process.
 _WORKER_ONLY = {"work_pool", "build", "push", "pull"}
@@ -132,14 +128,14 @@ def serve_all(repo: str, limit: int = DEFAULT_LIMIT, sync_interval_s: float | No
               drift_cron: str | None = None) -> None:
     """Serve every deployment until stopped; at most `limit` runs at once (the
     default of prefect.serve is unlimited, which a burst of events could exhaust)."""
-    from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
+    from cli.runner import serve
     from cli.served import listening
 
     served = deployments(repo, sync_interval_s, drift_cron)
     with listening(PREFECT_API_URL.value()):  # `gitops sync`, `diff` and `drift` ask this process to run them
-        serve(*served, limit=limit, query_seconds=POLL_S)
+        serve(*served, limit=limit)
 
 
 def serve_command(

@@ -27,6 +27,7 @@ from flows.sync import gitops_sync
 
 RECOVER_EVENT = "gitops.recover.requested"
 API_WAIT_S = 120
+RUN_NAME = "recover {cluster}"
 
 
 @dataclass
@@ -73,7 +74,7 @@ class RecoveryFailed(Exception):
         self.report = report
 
 
-@gitops_flow(name="gitops-recover", flow_run_name="recover {cluster}")
+@gitops_flow(name="gitops-recover", flow_run_name=RUN_NAME)
 def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
     """Apply every app that targets a cluster, in dependsOn order, at the branch head.
 
@@ -113,6 +114,12 @@ def wait_for_api(cluster: str, block: KubernetesCluster, timeout_s: float = API_
                                    f"{error}") from error
             get_run_logger().info("cluster %s not answering yet (%s); waiting", cluster, type(error).__name__)
             time.sleep(2)
+
+
+def run_name(cluster: str) -> str:
+    """The name the flow gives its run; a run created elsewhere (through the REST
+    API) is given it from the start, not Prefect's random one until it runs."""
+    return RUN_NAME.format(cluster=cluster)
 
 
 def request_recovery(cluster: str, reason: str = "") -> None:

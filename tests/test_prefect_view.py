@@ -36,8 +36,8 @@ STAGES = ["render", "validate", "diff", "apply", "health", "record"]
 def sync_runner(prefect_api, registered_clusters, tmp_path_factory):
     """The gitops-sync deployment of prefect.yaml, served without its schedule
     (the test starts each tick itself); its id."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    code = ("from prefect import serve\nfrom cli.serve import deployment\n"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    code = ("from cli.runner import serve\nfrom cli.serve import deployment\n"
             "d = deployment('gitops-sync', repo='fleet')\nd.schedules = []\nserve(d, limit=1)")
     log = tmp_path_factory.mktemp("sync-runner") / "serve.log"
     with open(log, "w") as out:

@@ -1,8 +1,9 @@
 """gitops_recover against real clusters and Prefect's own server: an emptied
 cluster is brought back app by app, a rerun changes nothing, a half-recovered
 one is completed; and the recovery deployment runs when started through the
-REST API, the `prefect` CLI, or the event `gitops.recover.requested`. Also:
-prefect.yaml deploys."""
+REST API, the `prefect` CLI, or the event `gitops.recover.requested`, and a
+run asked for through the API has its name from the start. Also: prefect.yaml
+deploys."""
 
 from __future__ import annotations
 
@@ -144,12 +145,10 @@ def recovery_markdown(api: str, flow_run_id: str) -> str:
 
 @pytest.fixture(scope="class")
 def runner(prefect_api, registered_clusters, tmp_path_factory):
-    """The recovery deployment of prefect.yaml as cli/serve.py builds it, served
-    by a `prefect.serve` process polling every second; its id. Stopped after the
-    tests that use it, before the server."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    code = ("from prefect import serve\nfrom cli.serve import deployment\n"
-            "serve(deployment('gitops-recover', repo='fleet'), limit=1)")
+    """The recovery deployment of prefect.yaml as cli/serve.py builds and serves
+    it (as the demo does); its id. Stopped after the tests that use it, before the server."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    code = "from cli.serve import deployment\nfrom cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
     log = tmp_path_factory.mktemp("runner") / "serve.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
@@ -157,9 +156,9 @@ def runner(prefect_api, registered_clusters, tmp_path_factory):
     try:
         yield api_get(prefect_api, f"/deployments/name/{DEPLOYMENT}", wait_s=120, proc=proc, log=log)["id"]
     finally:
-        proc.send_signal(signal.SIGTERM)  # cancels its runs and pauses the deployment
+        proc.send_signal(signal.SIGTERM)  # cancels its unfinished runs and pauses the deployment
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -207,6 +206,23 @@ class TestServedRecovery:
         run = wait_for_run(prefect_api, new[0]["id"])
         assert run["state"]["type"] == "COMPLETED", run["state"]
         assert run["parameters"] == {"repo": "fleet", "cluster": "production"}  # the cluster from the event
+
+
+def test_a_recovery_asked_for_through_the_api_has_its_name_from_the_start(prefect_api):
+    """Asked for by the demo (REST) and by `gitops recover --via-api`, the run is
+    named as the flow names its runs while it waits to be started, not with
+    Prefect's random name until a runner starts it."""
+    from cli.demo import create_recovery_run
+    from cli.recover import start_recovery
+    from cli.serve import deployment
+
+    deployment_id = str(deployment("gitops-recover", repo="fleet").apply())
+    asked = [create_recovery_run(prefect_api, deployment_id, "production")["id"],
+             str(start_recovery("fleet", "production", timeout_s=0).id)]
+    runs = [api_get(prefect_api, f"/flow_runs/{flow_run_id}") for flow_run_id in asked]
+    for flow_run_id in asked:  # before a runner of another test picks them up
+        httpx.delete(f"{prefect_api}/flow_runs/{flow_run_id}", timeout=30)
+    assert [(r["name"], r["state"]["type"]) for r in runs] == [("recover production", "SCHEDULED")] * 2
 
 
 # --- prefect.yaml -----------------------------------------------------------------
