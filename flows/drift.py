@@ -4,9 +4,20 @@ drifted, and heal it when asked or when the app's syncPolicy.selfHeal says so.
 
 The branch head's gitops.yaml says which apps go where and their policy; each
 app's inventory says which revision to render. Clusters are checked
-concurrently. Healing is the sync pipeline itself (flows/sync_app.py) at the
-revision last synced, one nested run a drifted app: it takes the app's Lease
-and does nothing if a sync moved the app on meanwhile."""
+concurrently (a bounded number at once), the apps of a cluster one after
+another (each counts its requests on the cluster's client), each a task run
+`drift app@cluster`. Healing is the sync pipeline itself (flows/sync_app.py) at
+the revision last synced, one nested run a drifted app: it takes the app's
+Lease and does nothing if a sync moved the app on meanwhile.
+
+    drift fleet
+     ├─ fetch, revisions on staging, revisions on production
+     ├─ drift web@staging, drift api@staging, drift web@production ...
+     └─ [heal web@staging 1a2b3c4]   nested app runs, when healing
+
+The run's state is its outcome: Completed when nothing drifted (or all of it
+was healed), Completed named `Drifted` (with the count) when drift remains,
+Failed when some app could not be checked or healed."""
 
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blocks import GitRepository
@@ -26,7 +38,7 @@ from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
 from engine.hand_edits import drift_managers, take_over
 from engine.inventory import read_inventory
-from engine.kube import KubeClient
+from engine.kube import KubeClient, run_bounded
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
 from engine.report import DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line
@@ -35,6 +47,7 @@ from engine.workspace import Workspace, opened
 from flows.flow import gitops_flow
 from flows.sync_app import run_app
 from tasks.fetch import fetch_revision
+from tasks.options import STAGE
 
 
 class DriftCheckFailed(Exception):
@@ -65,7 +78,7 @@ class DriftTarget:
 
 @gitops_flow(name="gitops-drift", flow_run_name="drift {repo}")
 def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
-                 heal: bool | None = None) -> SyncReport:
+                 heal: bool | None = None) -> State:
     """Check the selected apps for drift from the revision last synced; heal when asked.
 
     Args:
@@ -89,10 +102,9 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         for name, future in zip(names, revisions):
             _set_revisions([c for c in checks if c.cluster == name], future.result())
         _render(workspace, checks)
-        # quote: Prefect need not walk the workspace and every manifest looking for futures
-        futures = [drift_cluster.submit(n, quote(workspace), quote([c for c in checks if c.cluster == n]))
-                   for n in names]
-        found = {(r.app, r.cluster): r for future in futures for r in future.result()}
+        by_cluster = run_bounded(lambda name: _check_cluster(workspace, [c for c in checks if c.cluster == name]),
+                                 names)
+        found = {(r.app, r.cluster): r for results in by_cluster for r in results}
         healing = [c for c in checks if c.heals(heal)]
         _heal(workspace, checks, healing)
     for check in healing:
@@ -103,7 +115,7 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         _publish(result, check)
     if any(r.error for r in report.results):
         raise DriftCheckFailed(report)
-    return report
+    return final_state(report)
 
 
 # ---- which revision, rendered ---------------------------------------------------------
@@ -137,14 +149,16 @@ def _render(workspace: Workspace, checks: list[DriftTarget]) -> None:
             check.problem = f"cannot render {check.revision[:12]}: {found}"
 
 
-# ---- one cluster ------------------------------------------------------------------------
+# ---- one app on one cluster --------------------------------------------------------------
 
-@task(name="drift-cluster", task_run_name="drift {cluster}", cache_policy=NO_CACHE)
-def drift_cluster(cluster: str, workspace: Workspace, checks: list[DriftTarget]) -> list[DriftTargetResult]:
-    """Detect drift of every app of one cluster, through one counted client."""
-    return [check_target(workspace, check) for check in checks]
+def _check_cluster(workspace: Workspace, checks: list[DriftTarget]) -> list[DriftTargetResult]:
+    """The apps of one cluster one after another: each counts the requests of
+    the cluster's one client while it runs."""
+    # quote: Prefect need not walk the workspace and every manifest looking for futures
+    return [check_target(quote(workspace), quote(check)) for check in checks]
 
 
+@task(name="drift", task_run_name="drift {check.app.name}@{check.cluster}", **STAGE)
 def check_target(workspace: Workspace, check: DriftTarget) -> DriftTargetResult:
     """Detect drift of one app on one cluster; the requests it cost are counted
     into its result. Errors are the result's, Secret values scrubbed."""
@@ -220,6 +234,39 @@ def _take_over_hand_edits(kube: KubeClient, check: DriftTarget) -> None:
 
 
 # ---- the report -------------------------------------------------------------------------
+
+HEALED = ("created", "configured")  # a drift report's objects change only when healed
+
+
+def final_state(report: SyncReport) -> State:
+    """Completed named `Drifted` while drift remains, so that the runs list tells
+    it from a clean check (a finding, not a failure: the check itself worked);
+    plain Completed when nothing drifted or all was healed. The report rides along."""
+    drifted = _per_target(report, lambda o: o.action == "skipped")  # found and not healed
+    healed = _per_target(report, lambda o: o.action in HEALED)
+    if drifted:
+        message = _told(drifted, "drifted") + (f"; {_told(healed, 'healed')}" if healed else "")
+        return Completed(name="Drifted", message=message, data=report)
+    if healed:
+        return Completed(message=_told(healed, "healed"), data=report)
+    return Completed(message=f"no drift in {_count(len(report.results), 'app')}", data=report)
+
+
+def _per_target(report: SyncReport, counted) -> dict[str, int]:
+    """app@cluster -> how many of its objects are `counted`, for the targets that have any."""
+    counts = {f"{r.app}@{r.cluster}": sum(map(counted, r.objects)) for r in report.results}
+    return {target: n for target, n in counts.items() if n}
+
+
+def _told(counts: dict[str, int], what: str) -> str:
+    """`3 objects drifted in 2 apps: web@staging (2), api@prod (1)`"""
+    listed = ", ".join(f"{target} ({n})" for target, n in counts.items())
+    return f"{_count(sum(counts.values()), 'object')} {what} in {_count(len(counts), 'app')}: {listed}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
 
 def _drift_result(check: DriftTarget, desired: list[DesiredObject], drifts: list[Drift],
                   requests: dict[str, int] | None = None) -> DriftTargetResult:

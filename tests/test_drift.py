@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import kubectl
 from example_repo import ExampleRepo, synced_example_repo
+from test_recovery import api_get, api_post
 from flows.drift import DriftCheckFailed, gitops_drift
 from cli.drift import drift_command
 from engine.report import SyncStatus
@@ -164,6 +165,33 @@ def test_cli_exit_codes_and_json(repo, staging):
     assert missing.exit_code == 2 and json.loads(missing.stdout)["results"] == []
 
 
+def test_the_runs_list_tells_a_drifted_check_from_a_clean_one_in_process_and_served(
+        repo, registered_clusters, prefect_api):
+    """A check that found drift ends Completed named Drifted, with the count; a
+    clean or healed one plain Completed; each app and cluster is a task run."""
+    clean = _flow_run(prefect_api, gitops_drift(repo=repo.block_name, heal=False, return_state=True))
+    assert _state(clean) == ("COMPLETED", "Completed", "no drift in 6 apps")
+    assert _drift_task_runs(prefect_api, clean["id"], expected=6) == sorted(
+        f"drift {app}@{cluster}" for app in ("platform", "web", "widgets") for cluster in ("staging", "production"))
+
+    staging, production = (registered_clusters[name].kubeconfig for name in ("staging", "production"))
+    kubectl(staging, "scale", "deployment", "web", "-n", "web", "--replicas=5")
+    kubectl(staging, "delete", "configmap", "web-settings", "-n", "web")
+    kubectl(production, "scale", "deployment", "web", "-n", "web", "--replicas=2")
+    drifted = "3 objects drifted in 2 apps: web@production (1), web@staging (2)"  # in the report's order
+    state = gitops_drift(repo=repo.block_name, heal=False, return_state=True)
+    assert not state.result().ok  # what `gitops drift` exits 1 on
+    assert _state(_flow_run(prefect_api, state)) == ("COMPLETED", "Drifted", drifted)
+
+    # The same check as `gitops drift` has `gitops serve` run it: a run of the drift deployment.
+    served = _served_drift(prefect_api, {"repo": repo.block_name, "apps": None, "clusters": None, "heal": False})
+    assert _state(served) == ("COMPLETED", "Drifted", drifted)
+
+    healed = _flow_run(prefect_api, gitops_drift(repo=repo.block_name, apps=["web"], heal=True, return_state=True))
+    assert _state(healed) == ("COMPLETED", "Completed", drifted.replace("drifted", "healed"))
+    assert _drift_task_runs(prefect_api, healed["id"], expected=2) == ["drift web@production", "drift web@staging"]
+
+
 def test_secret_values_never_show_in_reports_artifacts_or_errors(repo, staging):
     """Last: it commits to the repository and leaves a Secret that cannot be healed."""
     canary, changed = f"canary-{secrets.token_hex(8)}", f"changed-{secrets.token_hex(8)}"
@@ -216,3 +244,51 @@ def _event_seen(name: str, resource_id: str, timeout_s: float = 20) -> bool:
                 return True
             time.sleep(0.5)
     return False
+
+
+def _flow_run(api: str, state) -> dict:
+    """The flow run of a returned state, as the REST API (the UI) shows it."""
+    return api_get(api, f"/flow_runs/{state.state_details.flow_run_id}")
+
+
+def _state(run: dict) -> tuple[str, str, str]:
+    return run["state"]["type"], run["state"]["name"], run["state"]["message"]
+
+
+def _drift_task_runs(api: str, flow_run_id: str, expected: int, timeout_s: float = 20) -> list[str]:
+    """The names of a run's `drift ...` task runs. Task runs reach the API
+    asynchronously, as events: look until `expected` of them are there, for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = api_post(api, "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                    "limit": 200})
+        names = sorted(t["name"] for t in found if t["name"].startswith("drift "))
+        if len(names) >= expected or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
+
+
+def _served_drift(api: str, parameters: dict) -> dict:
+    """The check run as `gitops serve` runs one that a command asks for
+    (cli/served.py): a flow run of the gitops-drift deployment, in this process.
+    Its answer, read as the command reads it, says drift was found; the run."""
+    from prefect.client.orchestration import get_client
+
+    from cli.serve import DRIFT, deployment
+    from cli.served import run_deployment_here
+    from engine.report import report_from_json
+
+    served = deployment(DRIFT, repo=parameters["repo"])
+    served.schedules = []  # no scheduled runs are left behind for a later serve process
+    deployment_id = served.apply()
+    try:
+        told = []
+        answer = run_deployment_here("drift", parameters, told.append)
+    finally:
+        with get_client(sync_client=True) as client:  # which tries again when Prefect's SQLite is busy
+            client.delete_deployment(deployment_id)
+    assert answer["incomplete"] is False and not report_from_json(answer["report"], drift=True).ok, answer
+    [run] = [message["run"] for message in told if "run" in message]
+    run = api_get(api, f"/flow_runs/{run['id']}")
+    assert run["deployment_id"] == str(deployment_id)
+    return run
