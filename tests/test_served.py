@@ -102,6 +102,8 @@ def test_sync_diff_and_drift_run_in_the_serve_process_as_runs_of_its_deployments
     assert "Deployment/web/web" in drifted.stdout and "spec.replicas" in drifted.stdout
     drift_run = latest_run(prefect_api, "gitops-drift")
     assert drift_run["deployment_id"] == _deployment(prefect_api, "gitops-drift")["id"]
+    assert (drift_run["state"]["type"], drift_run["state"]["name"]) == ("COMPLETED", "Drifted")
+    assert drift_run["state"]["message"] == "1 object drifted in 1 app: web@production (1)"
 
 
 def test_an_error_in_the_served_run_is_the_commands_one_error_line(served):
