@@ -17,8 +17,9 @@ after a timeout. For a second after a timeout, new requests of the client fail a
 once with it (_FailFast), so that the many threads of a stage do not each wait a
 limit of their own, and until the server answers again requests wait 5 s for an
 answer, not 30. So a sync against a server that stops answering fails within
-about 45 s: the read limit of the stage that was waiting, then the failure's
-record and the Lease's release at 5 s each."""
+about 50 s: the read limit of the stage that was waiting (or of a Lease renewal
+in flight, which is joined), then the failure's record, the Lease's release and
+the cluster's next app at 5 s each (tests/test_faults.py works the bound out)."""
 
 from __future__ import annotations
 
