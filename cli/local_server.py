@@ -55,7 +55,7 @@ class LocalPrefectServer:
 
     def __init__(self, home: Path | None = None):
         if home is None:
-            from localcluster.home import gitops_home  # the localcluster package: only when it is needed
+            from engine.home import gitops_home
 
             home = gitops_home() / "prefect-server"
         self.home = home

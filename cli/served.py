@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
-from cli.serve import DRIFT, SYNC
+from cli.deployments import DRIFT, SYNC
 
 if TYPE_CHECKING:
     from engine.report import SyncReport
@@ -38,7 +38,7 @@ CONNECT_TIMEOUT_S = 2
 
 
 def socket_path() -> Path:
-    from localcluster.home import gitops_home
+    from engine.home import gitops_home
 
     return gitops_home() / "serve.sock"
 
@@ -75,8 +75,7 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
     """The report of `command` run by the serve process, and whether the run
     could not finish checking; None when nothing serves it. An error is
     reported as the command reports its own (cli/errors.py) and ends it."""
-    from cli import logs
-    from cli.console import err
+    from cli.console import err, is_verbose
     from cli.errors import CommandError, exit_with
     from cli.prefect_api import chosen_api
     from cli.progress import stage_lines
@@ -87,11 +86,11 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
     if api is None or not socket_path().exists():
         return None
 
-    with stage_lines(err, shown=not logs.is_verbose()) as show:
+    with stage_lines(err, shown=not is_verbose()) as show:
         def on_message(message: dict) -> None:
             if "stage" in message:
                 show(*message["stage"])
-            elif "run" in message and (logs.is_verbose() or err.is_terminal):
+            elif "run" in message and (is_verbose() or err.is_terminal):
                 run = message["run"]
                 err.print(escape(f"run by gitops serve: {run['ui'] or 'flow run ' + run['id']}"), style="dim")
 
@@ -223,7 +222,7 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     from prefect.states import Pending
 
     from cli.errors import describe
-    from cli.serve import definitions, load_flow
+    from cli.deployments import definitions, load_flow
     from flows.sync_app import without_heartbeat
 
     name = DEPLOYMENTS[command]

@@ -19,7 +19,7 @@ from typing import Callable
 
 from engine.appspec import App
 from engine.objects import Manifest, Source
-from localcluster.home import gitops_home
+from engine.home import gitops_home
 
 FORMAT = 1  # bump when the rendered shape changes
 KEEP_ENTRIES = 512

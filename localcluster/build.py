@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from localcluster.errors import LocalClusterError
-from localcluster.home import gitops_home
+from engine.home import gitops_home
 
 SOURCE_DIR = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "v1.37.2"

@@ -24,7 +24,7 @@ from engine.problems import Problem
 from engine.secrets import scrub
 from engine.validation.context import WARNING, Context, _problem
 from engine.validation.json_values import _describe_value, _dicts, _json_path
-from localcluster.home import gitops_home
+from engine.home import gitops_home
 
 # kubernetes_validate.validate() reads its 1.8 MB definitions file and builds a new
 # registry and validator on every call. The schemas are the same; here they are

@@ -1,5 +1,6 @@
 """Where prefect-gitops keeps its machine-local state: $GITOPS_HOME, by default
-in the user's cache folder."""
+in the user's cache folder (Git mirrors, render cache, objects found valid, the
+kept Prefect server, the serve socket, local clusters and their binaries)."""
 
 import os
 from pathlib import Path
