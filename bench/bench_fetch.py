@@ -3,8 +3,8 @@ fetch + resolve + reuse of the checked-out tree) against plain `git fetch` of a
 mirror clone of the same remote, in the same run, over file:// and git daemon.
 
 Both sides are whole processes (ours: Python running engine.git.fetch, its
-start-up and imports included - Prefect's, since a repository is a Prefect
-block - and the git processes it runs; the peer: `git fetch`), compared by
+start-up and imports included - GitPython's, not Prefect's: the engine takes a
+plain GitSource - and the git processes it runs; the peer: `git fetch`), compared by
 wall time and CPU (user+sys, children included), each ratio git ÷ ours. Both
 are warm: ours fetched the repository into its GITOPS_HOME once before (a
 temporary one of the benchmark's, bench/homes.py), git has its mirror clone.
@@ -34,8 +34,7 @@ from compare import Row, table  # noqa: E402
 from homes import own_homes  # noqa: E402
 from measure import Run, run_measured  # noqa: E402
 
-from blocks.git_repository import GitRepository  # noqa: E402
-from engine.git import fetch  # noqa: E402
+from engine.git import GitSource, fetch  # noqa: E402
 
 
 def clean_env() -> dict[str, str]:
@@ -98,7 +97,7 @@ def median_run(argv: list[str], rounds: int) -> Run:
     return sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]
 
 
-def in_process_ms(repo: GitRepository, rounds: int) -> float:
+def in_process_ms(repo: GitSource, rounds: int) -> float:
     """ours inside this process (imports done): the median, in ms."""
     times = []
     for _ in range(rounds):
@@ -109,13 +108,13 @@ def in_process_ms(repo: GitRepository, rounds: int) -> float:
 
 
 def compare(label: str, url: str, work: Path, rounds: int) -> Row:
-    repo = GitRepository(url=url)
+    repo = GitSource(url=url)
     fetch(repo)  # the first, full fetch is not what is measured
     mirror = work / f"mirror-{label.replace('/', '').replace(' ', '-')}.git"
     git("clone", "--quiet", "--mirror", url, mirror)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from blocks.git_repository import GitRepository\nfrom engine.git import fetch\n"
-            f"fetch(GitRepository(url={url!r}))")
+            "from engine.git import GitSource, fetch\n"
+            f"fetch(GitSource(url={url!r}))")
     ours = median_run([sys.executable, "-c", code], rounds)
     plain = median_run(["git", "--git-dir", str(mirror), "fetch", "--quiet", "--prune", "origin"], rounds)
     print(f"{label:<11} ours inside a running process (not compared): {in_process_ms(repo, rounds):7.1f} ms")

@@ -6,8 +6,13 @@ Prefect stores them as secrets and they never show in a repr or a log line."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+if TYPE_CHECKING:
+    from engine.git import GitSource
 
 
 class GitRepository(Block):
@@ -39,3 +44,13 @@ class GitRepository(Block):
         default=False, description="Refuse commits not signed by a trusted SSH or GPG key."
     )
     timeout_seconds: float = Field(default=120, gt=0, description="Upper bound for each git command.")
+
+    def source(self) -> GitSource:
+        """This repository as the engine takes it."""
+        from engine.git import GitSource  # GitPython, only when Git is used
+
+        return GitSource(url=self.url, branch=self.branch, username=self.username, token=self.token,
+                         ssh_private_key=self.ssh_private_key, ssh_known_hosts=self.ssh_known_hosts,
+                         trusted_ssh_signers=tuple(self.trusted_ssh_signers),
+                         trusted_gpg_keys=tuple(self.trusted_gpg_keys),
+                         require_signed_commits=self.require_signed_commits, timeout_seconds=self.timeout_seconds)

@@ -47,10 +47,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from git import Git as GitCommand
 from git import GitCommandError, Repo
+from pydantic import SecretStr
 
-from blocks.git_repository import GitRepository
 from engine.children import dying_with_parent
-from localcluster.home import gitops_home
+from engine.home import gitops_home
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,31 @@ def _classify(stderr: str) -> Failure:
     return Failure.FAILED
 
 
+
+@dataclass(frozen=True)
+class GitSource:
+    """A repository as the engine needs it: where it is, the branch followed, how
+    to authenticate and which signers to trust (the Git repository block turns
+    itself into one). Secrets stay SecretStr: never in a repr or a log line."""
+
+    url: str
+    branch: str = "main"
+    username: str = "git"
+    token: SecretStr | None = None
+    ssh_private_key: SecretStr | None = None
+    ssh_known_hosts: str | None = None
+    trusted_ssh_signers: tuple[str, ...] = ()
+    trusted_gpg_keys: tuple[str, ...] = ()
+    require_signed_commits: bool = False
+    timeout_seconds: float = 120
+
+
 @dataclass
 class _Session:
     """One call against one repository: where its cache is, and an environment
     for git with the block's credentials wired in through private files."""
 
-    repo: GitRepository
+    repo: GitSource
     tmp: Path
     env: dict[str, str]
     secrets: list[str]
@@ -366,7 +385,7 @@ def _http_origin(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-def _ssh_command(repo: GitRepository, tmp: Path) -> str:
+def _ssh_command(repo: GitSource, tmp: Path) -> str:
     cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}"]
     if repo.ssh_private_key is not None:
         key = repo.ssh_private_key.get_secret_value().replace("\r\n", "\n").strip() + "\n"
@@ -380,7 +399,7 @@ def _ssh_command(repo: GitRepository, tmp: Path) -> str:
 
 
 @contextlib.contextmanager
-def _session(repo: GitRepository, timeout: float | None = None) -> Iterator[_Session]:
+def _session(repo: GitSource, timeout: float | None = None) -> Iterator[_Session]:
     _check_url(repo.url)
     tmp = Path(tempfile.mkdtemp(prefix="gitops-git-"))  # mode 0700
     try:
@@ -591,7 +610,7 @@ def _materialize(s: _Session, sha: str) -> Path:
 # --- the stage ------------------------------------------------------------
 
 
-def resolve(repo: GitRepository, revision: str | None = None, *, timeout: float | None = None) -> str:
+def resolve(repo: GitSource, revision: str | None = None, *, timeout: float | None = None) -> str:
     """Fetch, then the full SHA of `revision` (a branch, tag, full or short SHA;
     None: the block's branch), verified when the block requires signed commits."""
     with _session(repo, timeout) as s, _locked(s.root):
@@ -602,7 +621,7 @@ def resolve(repo: GitRepository, revision: str | None = None, *, timeout: float 
     return sha
 
 
-def checkout(repo: GitRepository, sha: str, *, timeout: float | None = None) -> Path:
+def checkout(repo: GitSource, sha: str, *, timeout: float | None = None) -> Path:
     """A read-only working tree of exactly commit `sha` (reused when present);
     fetches first when the cache does not have the commit yet."""
     with _session(repo, timeout) as s:
@@ -621,7 +640,7 @@ def checkout(repo: GitRepository, sha: str, *, timeout: float | None = None) -> 
             return _materialize(s, sha)
 
 
-def fetch(repo: GitRepository, revision: str | None = None, *, timeout: float | None = None) -> FetchResult:
+def fetch(repo: GitSource, revision: str | None = None, *, timeout: float | None = None) -> FetchResult:
     """Fetch, resolve `revision` to one commit, verify it if required, and check it out."""
     with _session(repo, timeout) as s, _locked(s.root):
         _update(s)

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from git import Repo
 
-from blocks.git_repository import GitRepository
 from engine.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
-from engine.git import CommandFailed, _classify, _session, _Session, remote_location
+from engine.git import CommandFailed, GitSource, _classify, _session, _Session, remote_location
 from engine.manifests import relative_name
 from engine.problems import ProblemsFound
 from engine.render import _KustomizeIndex
@@ -68,7 +67,7 @@ class RollbackResult:
         return "\n".join(lines)
 
 
-def rollback_in_git(repo: GitRepository, app: str, to: str, why: str = "") -> RollbackResult:
+def rollback_in_git(repo: GitSource, app: str, to: str, why: str = "") -> RollbackResult:
     """The revert commit, made and pushed in a working clone of the tracked branch.
     `why` is added to the commit message (auto-revert names its run and reason)."""
     if repo.require_signed_commits:
@@ -239,7 +238,7 @@ class WorkingClone:
 
 
 @contextlib.contextmanager
-def working_clone(repo: GitRepository) -> Iterator[WorkingClone]:
+def working_clone(repo: GitSource) -> Iterator[WorkingClone]:
     with _session(repo) as session:
         path = session.tmp / "work"
         session.git("clone", "--quiet", "--branch", repo.branch, remote_location(repo.url), path)

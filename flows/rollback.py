@@ -35,7 +35,7 @@ def gitops_rollback(repo: str, app: str, to: str) -> rollback.RollbackResult:
         to: The revision to roll the app back to: a commit SHA (full or short), a tag
             or a branch the tracked branch went through.
     """
-    result = git_rollback(GitRepository.load(repo), app, to)
+    result = git_rollback(GitRepository.load(repo).source(), app, to)
     create_markdown_artifact(key=f"gitops-rollback-{app}", markdown=result.markdown(),
                              description=f"rollback of {app} to {result.to[:12]}")
     state = gitops_sync(repo=repo, apps=[app], revision=result.commit, return_state=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
 
-from blocks import GitRepository
-from engine.git import FetchResult, fetch
+from engine.git import FetchResult, GitSource, fetch
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 
@@ -18,7 +17,7 @@ def _run_name() -> str:
 
 
 @task(name="fetch", task_run_name=_run_name, **STAGE, **TRANSIENT_RETRIES)
-def fetch_revision(name: str, repo: GitRepository, revision: str | None = None) -> FetchResult:
+def fetch_revision(name: str, repo: GitSource, revision: str | None = None) -> FetchResult:
     """`name`: the repository block's name; `revision`: a branch, tag or SHA (the
     block's branch when None)."""
     result = fetch(repo, revision)

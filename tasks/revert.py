@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from prefect import task
 
-from blocks import GitRepository
 from engine.appspec import App
+from engine.git import GitSource
 from engine.rollback import RollbackError, rollback_in_git
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="revert", task_run_name="revert {app.name}@{cluster} in Git", **STAGE, **TRANSIENT_RETRIES)
-def revert_in_git(repo: GitRepository, app: App, cluster: str, bad: str, good: str, reason: str, run: str) -> str:
+def revert_in_git(repo: GitSource, app: App, cluster: str, bad: str, good: str, reason: str, run: str) -> str:
     """What was done, as a phrase for the app's result."""
     why = (f"Auto-revert by prefect-gitops: app {app.name} on cluster {cluster} failed in flow run {run} "
            f"at {bad[:12]}: {reason}")

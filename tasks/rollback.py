@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from prefect import task
 
-from blocks import GitRepository
+from engine.git import GitSource
 from engine.rollback import RollbackResult, rollback_in_git
 from tasks.options import STAGE
 
 
 @task(name="git-rollback", task_run_name="roll {app} back to {to}", **STAGE)
-def git_rollback(repo: GitRepository, app: str, to: str) -> RollbackResult:
+def git_rollback(repo: GitSource, app: str, to: str) -> RollbackResult:
     """Not retried: a refusal (unknown revision, conflicts) is final, and the push retries itself."""
     return rollback_in_git(repo, app, to)

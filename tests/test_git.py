@@ -20,8 +20,8 @@ from git_remotes import (  # noqa: F401  (fixtures)
     HTTP_TOKEN, free_port, git_base, git_daemon, gitops_home, gpg_signer_factory, http_remote,
     run, ssh_keygen, ssh_remote, ssh_signer_factory, upstream,
 )
-from engine.git import (CommandFailed, Failure, GitError, _session, checkout, fetch, public_url, remote_location,
-                        resolve)
+from engine.git import (CommandFailed, Failure, GitError, GitSource, _session, checkout, fetch, public_url,
+                        remote_location, resolve)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,7 +45,7 @@ def test_resolves_branch_tags_and_shas(upstream, git_daemon, gitops_home):
     upstream.tag("v1-annotated", "release 1")
     upstream.git("branch", "feature", first)
     second = upstream.commit({"README.md": "hello again\n"})
-    repo = GitRepository(url=git_daemon.url(upstream))
+    repo = GitSource(url=git_daemon.url(upstream))
 
     assert resolve(repo) == second  # the block's branch
     assert resolve(repo, "main") == second
@@ -62,7 +62,7 @@ def test_fetch_checks_out_exactly_that_commit(upstream, gitops_home):
     (upstream.work / "deploy.sh").write_text("#!/bin/sh\n")
     (upstream.work / "deploy.sh").chmod(0o755)
     second = upstream.commit({"app/config.yaml": "replicas: 3\n", "app/extra.yaml": "a: 1\n"})
-    repo = GitRepository(url=file_url(upstream))
+    repo = GitSource(url=file_url(upstream))
 
     result = fetch(repo)
     assert (result.url, result.sha, result.ref) == (file_url(upstream), second, "refs/heads/main")
@@ -87,22 +87,22 @@ def test_fetch_checks_out_exactly_that_commit(upstream, gitops_home):
 
 
 def test_checkout_fetches_a_commit_the_cache_lacks(upstream, gitops_home):
-    tree = checkout(GitRepository(url=file_url(upstream)), upstream.head())
+    tree = checkout(GitSource(url=file_url(upstream)), upstream.head())
     assert (tree / "README.md").read_text() == "hello\n"
     with pytest.raises(GitError, match="full commit SHA"):
-        checkout(GitRepository(url=file_url(upstream)), upstream.head()[:7])
+        checkout(GitSource(url=file_url(upstream)), upstream.head()[:7])
 
 
 def test_plain_local_path_is_a_remote(upstream, gitops_home, monkeypatch):
     monkeypatch.chdir(upstream.bare.parent)
-    result = fetch(GitRepository(url=upstream.bare.name))
+    result = fetch(GitSource(url=upstream.bare.name))
     assert result.sha == upstream.head()
     assert result.url == upstream.bare.name
     assert (result.tree / "README.md").read_text() == "hello\n"
 
 
 def test_later_fetch_is_incremental(upstream, git_daemon, gitops_home):
-    repo = GitRepository(url=git_daemon.url(upstream))
+    repo = GitSource(url=git_daemon.url(upstream))
     assert resolve(repo) == upstream.head()
     (cache,) = (gitops_home / "git").iterdir()
     before = loose_objects(cache / "repo.git")
@@ -117,7 +117,7 @@ def test_later_fetch_is_incremental(upstream, git_daemon, gitops_home):
 def test_deleted_branch_is_pruned(upstream, gitops_home):
     upstream.git("branch", "gone")
     upstream.push()
-    repo = GitRepository(url=file_url(upstream))
+    repo = GitSource(url=file_url(upstream))
     assert resolve(repo, "gone") == upstream.head()
     upstream.git("push", "--quiet", "origin", "--delete", "gone")
     with pytest.raises(GitError, match="'gone' not found"):
@@ -125,7 +125,7 @@ def test_deleted_branch_is_pruned(upstream, gitops_home):
 
 
 def test_unknown_revision_names_revision_and_url(upstream, http_remote, gitops_home):
-    repo = GitRepository(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
+    repo = GitSource(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
     with pytest.raises(GitError) as err:
         resolve(repo, "no-such-branch")
     assert err.value.failure is Failure.NOT_FOUND
@@ -149,12 +149,12 @@ def test_urls_are_shown_without_credentials():
 
 def test_credentials_in_url_are_refused(gitops_home):
     with pytest.raises(GitError) as err:
-        resolve(GitRepository(url="https://git:canary-token-7f3a@127.0.0.1:1/r.git"))
+        resolve(GitSource(url="https://git:canary-token-7f3a@127.0.0.1:1/r.git"))
     assert err.value.failure is Failure.INVALID
     assert "canary-token-7f3a" not in str(err.value)
     assert "https://127.0.0.1:1/r.git" in str(err.value)
     with pytest.raises(GitError, match="not supported"):
-        resolve(GitRepository(url="ext::sh -c touch% /tmp/pwned"))
+        resolve(GitSource(url="ext::sh -c touch% /tmp/pwned"))
 
 
 def test_symlink_out_of_the_repository_is_refused(upstream, gitops_home):
@@ -162,7 +162,7 @@ def test_symlink_out_of_the_repository_is_refused(upstream, gitops_home):
     (upstream.work / "inside.yaml").symlink_to("README.md")
     upstream.commit({})
     with pytest.raises(GitError, match="symlink leaving the repository: leak.yaml -> /etc/passwd"):
-        fetch(GitRepository(url=file_url(upstream)))
+        fetch(GitSource(url=file_url(upstream)))
     assert not list((gitops_home / "git").glob("*/trees/*"))  # nothing half-made left
 
 
@@ -172,7 +172,7 @@ def test_symlink_out_of_the_repository_is_refused(upstream, gitops_home):
 def test_a_remote_with_no_repository_is_missing_not_unreachable_and_not_retried(tmp_path, gitops_home):
     url = f"file://{tmp_path / 'gone.git'}"
     with pytest.raises(GitError) as err:
-        fetch(GitRepository(url=url))
+        fetch(GitSource(url=url))
     assert err.value.failure is Failure.MISSING and not err.value.retryable
     assert str(err.value).startswith(f"{url}: git fetch: no repository there")
 
@@ -181,7 +181,7 @@ def test_a_remote_with_no_repository_is_missing_not_unreachable_and_not_retried(
 def test_an_unreachable_remote_is_told_apart_and_left_to_prefects_retries(scheme, gitops_home):
     url = f"{scheme}://127.0.0.1:{free_port()}/repo.git"  # nothing listens there
     with pytest.raises(GitError) as err:
-        fetch(GitRepository(url=url))
+        fetch(GitSource(url=url))
     assert err.value.failure is Failure.UNREACHABLE and err.value.retryable  # Prefect retries it, git does not
     assert str(err.value).startswith(f"{url}: git fetch: cannot reach the repository")
 
@@ -192,7 +192,7 @@ def test_timeout_is_a_clear_error_and_kills_git(gitops_home):
         silent.listen(4)
         url = f"git://127.0.0.1:{silent.getsockname()[1]}/repo.git"
         with pytest.raises(GitError) as err:
-            fetch(GitRepository(url=url, timeout_seconds=1))
+            fetch(GitSource(url=url, timeout_seconds=1))
     assert err.value.failure is Failure.TIMEOUT and err.value.retryable
     assert str(err.value) == f"{url}: git fetch after 1 s: timed out"
     # the process group died with it: no git left working on this cache
@@ -213,7 +213,7 @@ def _all_argvs() -> list[bytes]:
 
 
 def test_token_authenticates_over_http(upstream, http_remote, gitops_home):
-    repo = GitRepository(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
+    repo = GitSource(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
     result = fetch(repo)
     assert result.sha == upstream.head()
     assert (result.tree / "README.md").read_text() == "hello\n"
@@ -222,7 +222,7 @@ def test_token_authenticates_over_http(upstream, http_remote, gitops_home):
 @pytest.mark.parametrize("token", ["canary-wrong-9b1c", None])
 def test_wrong_or_missing_token_fails_clearly(token, upstream, http_remote, gitops_home):
     url = http_remote.url(upstream)
-    repo = GitRepository(url=url, token=SecretStr(token) if token else None)
+    repo = GitSource(url=url, token=SecretStr(token) if token else None)
     with pytest.raises(GitError) as err:
         fetch(repo)
     assert err.value.failure is Failure.AUTHENTICATION and not err.value.retryable
@@ -267,8 +267,8 @@ def test_token_never_leaks(upstream, http_remote, gitops_home, caplog, monkeypat
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(http_remote.server, "delay", 0.15)  # keep git busy while watched
     temp_before = set(Path(tempfile.gettempdir()).glob("gitops-git-*"))
-    good = GitRepository(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
-    wrong = GitRepository(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN + "-wrong"))
+    good = GitSource(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN))
+    wrong = GitSource(url=http_remote.url(upstream), token=SecretStr(HTTP_TOKEN + "-wrong"))
 
     with ProcessWatcher(HTTP_TOKEN.encode()) as watcher:
         fetch(good)
@@ -290,7 +290,7 @@ def test_token_never_leaks(upstream, http_remote, gitops_home, caplog, monkeypat
 
 
 def test_ssh_key_authenticates(upstream, ssh_remote, gitops_home):
-    repo = GitRepository(url=ssh_remote.url(upstream), ssh_private_key=SecretStr(ssh_remote.client_key),
+    repo = GitSource(url=ssh_remote.url(upstream), ssh_private_key=SecretStr(ssh_remote.client_key),
                          ssh_known_hosts=ssh_remote.known_hosts)
     result = fetch(repo)
     assert result.sha == upstream.head()
@@ -302,7 +302,7 @@ def test_wrong_ssh_key_or_host_key_fails_clearly(upstream, ssh_remote, gitops_ho
     url = ssh_remote.url(upstream)
 
     with pytest.raises(GitError) as err:
-        fetch(GitRepository(url=url, ssh_private_key=SecretStr(other_key),
+        fetch(GitSource(url=url, ssh_private_key=SecretStr(other_key),
                             ssh_known_hosts=ssh_remote.known_hosts))
     assert err.value.failure is Failure.AUTHENTICATION
     assert str(err.value).startswith(f"{url}: git fetch: authentication failed")
@@ -310,7 +310,7 @@ def test_wrong_ssh_key_or_host_key_fails_clearly(upstream, ssh_remote, gitops_ho
 
     impostor = f"[127.0.0.1]:{ssh_remote.port} {other_pub}"
     with pytest.raises(GitError) as err:
-        fetch(GitRepository(url=url, ssh_private_key=SecretStr(ssh_remote.client_key),
+        fetch(GitSource(url=url, ssh_private_key=SecretStr(ssh_remote.client_key),
                             ssh_known_hosts=impostor))
     assert err.value.failure is Failure.HOST_KEY
     assert "host key is not trusted" in str(err.value)
@@ -321,7 +321,7 @@ def test_wrong_ssh_key_or_host_key_fails_clearly(upstream, ssh_remote, gitops_ho
 
 def test_ssh_signed_commits_are_verified(upstream, gitops_home, ssh_signer_factory):
     alice, mallory = ssh_signer_factory("alice@example.com"), ssh_signer_factory("mallory@example.com")
-    repo = GitRepository(url=file_url(upstream), require_signed_commits=True,
+    repo = GitSource(url=file_url(upstream), require_signed_commits=True,
                          trusted_ssh_signers=[alice.allowed_signers_line])
 
     unsigned = upstream.head()
@@ -339,12 +339,12 @@ def test_ssh_signed_commits_are_verified(upstream, gitops_home, ssh_signer_facto
     with pytest.raises(GitError, match=f"commit {unsigned[:7]} is not signed"):
         checkout(repo, unsigned)
     # the same commits are fine when the block does not ask for signatures
-    assert fetch(GitRepository(url=file_url(upstream))).sha == bad
+    assert fetch(GitSource(url=file_url(upstream))).sha == bad
 
 
 def test_gpg_signed_commits_are_verified(upstream, gitops_home, gpg_signer_factory):
     alice, mallory = gpg_signer_factory("alice@example.com"), gpg_signer_factory("mallory@example.com")
-    repo = GitRepository(url=file_url(upstream), require_signed_commits=True,
+    repo = GitSource(url=file_url(upstream), require_signed_commits=True,
                          trusted_gpg_keys=[alice.public_key])
 
     good = upstream.commit({"a.txt": "1\n"}, sign=alice.sign, env=alice.env)
@@ -353,7 +353,7 @@ def test_gpg_signed_commits_are_verified(upstream, gitops_home, gpg_signer_facto
     bad = upstream.commit({"a.txt": "2\n"}, sign=mallory.sign, env=mallory.env)
     with pytest.raises(GitError, match=f"commit {bad[:7]} is signed by an untrusted key"):
         resolve(repo)
-    ssh_only = GitRepository(url=file_url(upstream), require_signed_commits=True,
+    ssh_only = GitSource(url=file_url(upstream), require_signed_commits=True,
                              trusted_ssh_signers=["alice@example.com ssh-ed25519 AAAA"])
     with pytest.raises(GitError, match="untrusted key .no trusted GPG keys configured"):
         resolve(ssh_only, good)
@@ -371,6 +371,8 @@ def test_block_keeps_secrets_secret():
         assert "canary" not in text
     assert GitRepository._block_type_slug == "gitops-git-repository"
     assert GitRepository(url="x").branch == "main" and GitRepository(url="x").username == "git"
+    source = block.source()  # what the engine takes: the same secrets, still SecretStr
+    assert source.token.get_secret_value() == "canary-token-7f3a" and "canary" not in repr(source)
 
 
 # --- GitPython under the session ------------------------------------------------
@@ -384,7 +386,7 @@ def test_gitpython_runs_git_under_the_session_not_the_callers_environment(upstre
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'user.email'='from-env'")
     monkeypatch.setenv("GIT_DIR", str(upstream.bare))  # would point git at another repository
-    repo = GitRepository(url=file_url(upstream))
+    repo = GitSource(url=file_url(upstream))
     resolve(repo)
     with _session(repo) as s, s.open(s.git_dir) as cached:
         assert cached.git.rev_parse("--absolute-git-dir") == str(s.git_dir)
@@ -399,7 +401,7 @@ def test_gitpython_runs_git_under_the_session_not_the_callers_environment(upstre
 
 
 def test_gitpython_network_commands_time_out_and_kill_the_group(upstream, gitops_home):
-    repo = GitRepository(url=file_url(upstream), timeout_seconds=1)
+    repo = GitSource(url=file_url(upstream), timeout_seconds=1)
     resolve(repo)
     with socket.socket() as silent, _session(repo) as s, s.open(s.git_dir) as cached:
         silent.bind(("127.0.0.1", 0))
@@ -413,7 +415,7 @@ def test_gitpython_network_commands_time_out_and_kill_the_group(upstream, gitops
 
 
 def test_a_redirecting_environment_is_refused(upstream, gitops_home, monkeypatch):
-    repo = GitRepository(url=file_url(upstream))
+    repo = GitSource(url=file_url(upstream))
     resolve(repo)
     monkeypatch.setenv("GIT_WORK_TREE", str(upstream.work))
     with _session(repo) as s, pytest.raises(GitError, match="GIT_WORK_TREE is set"):

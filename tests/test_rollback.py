@@ -6,6 +6,8 @@ follows (flows/rollback.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -53,7 +55,7 @@ def change_web_and_widgets(example_repo) -> tuple[dict[str, str], str, str, str]
 
 
 def test_the_apps_commits_are_reverted_by_one_pushed_commit_and_other_apps_stay(example_repo):
-    block = GitRepository.load(example_repo.block_name)
+    block = GitRepository.load(example_repo.block_name).source()
     first = git("rev-parse", "HEAD", cwd=example_repo.work)
     original, scaled, widgets, greeted = change_web_and_widgets(example_repo)
 
@@ -79,7 +81,7 @@ def test_the_apps_commits_are_reverted_by_one_pushed_commit_and_other_apps_stay(
 
 
 def test_unknown_and_non_ancestor_revisions_and_nothing_to_revert_are_refused(example_repo):
-    block = GitRepository.load(example_repo.block_name)
+    block = GitRepository.load(example_repo.block_name).source()
     head = git("rev-parse", "HEAD", cwd=example_repo.work)
     with pytest.raises(RollbackError, match=r"revision 'f{40}' is unknown"):
         rollback_in_git(block, "web", "f" * 40)
@@ -97,12 +99,12 @@ def test_unknown_and_non_ancestor_revisions_and_nothing_to_revert_are_refused(ex
     with pytest.raises(RollbackError, match=r"no app named 'nope'"):
         rollback_in_git(block, "nope", head)
     with pytest.raises(RollbackError, match=r"requires signed commits"):
-        rollback_in_git(block.model_copy(update={"require_signed_commits": True}), "web", head)
+        rollback_in_git(dataclasses.replace(block, require_signed_commits=True), "web", head)
     assert git("rev-parse", "main", cwd=example_repo.bare) == git("rev-parse", "HEAD", cwd=example_repo.work)
 
 
 def test_a_push_rejected_because_the_branch_moved_is_rebased_and_retried(example_repo):
-    with working_clone(GitRepository.load(example_repo.block_name)) as clone:
+    with working_clone(GitRepository.load(example_repo.block_name).source()) as clone:
         (clone.path / "NOTES.md").write_text("rolled back\n")
         clone.repo.git.add("NOTES.md")
         clone.commit("a note")
