@@ -163,7 +163,6 @@ def phase_main(phase: str, kubeconfig: str, directory: str, default_namespace: s
                profile: str | None) -> None:
     """One of our phases; prints a JSON line with what it measured."""
     started = time.perf_counter()
-    from blocks.kubernetes_cluster import KubernetesCluster
     from engine.apply import apply_changes
     from engine.changeset import Action
     from engine.diff import plan_changes
@@ -172,13 +171,12 @@ def phase_main(phase: str, kubeconfig: str, directory: str, default_namespace: s
     from engine.render import render_plain
     imports_s = time.perf_counter() - started
     baseline_kib = _vm_hwm_kib()
-    block = KubernetesCluster.from_kubeconfig_file(kubeconfig)
     root = Path(directory)
 
     def work() -> dict:
         # Profiled, every request is sent from this thread: cProfile's times are then
         # the client's own work and its waits for the server, not waits for the GIL.
-        kube = KubeClient.from_block(block, max_workers=1) if profile else KubeClient.from_block(block)
+        kube = KubeClient.from_kubeconfig(kubeconfig, max_workers=1) if profile else KubeClient.from_kubeconfig(kubeconfig)
         try:
             loaded = render_plain(root, root)
             assert not loaded.problems, loaded.problems

@@ -14,7 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from engine.kubeconfig import ClusterAccess, load_access, read_kubeconfig
+from engine.kubeconfig import Cluster, ClusterAccess, load_access, read_kubeconfig
 
 # kubeconfig entries that may name a file instead of carrying the data inline.
 _FILE_FIELDS = {
@@ -68,6 +68,10 @@ class KubernetesCluster(Block):
             labels=labels or {},
             require_impersonation=require_impersonation,
         )
+
+    def cluster(self, name: str) -> Cluster:
+        """This cluster as the engine takes it, under the name apps target it by."""
+        return Cluster(name, self.kubeconfig, self.context, dict(self.labels), self.require_impersonation)
 
     def access(self) -> ClusterAccess:
         """How to reach and authenticate to this cluster. The kubeconfig stays in

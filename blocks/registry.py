@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 
 from blocks import BLOCK_TYPES, KubernetesCluster
+from engine.kubeconfig import Cluster
 
 
 def register_block_types() -> None:
@@ -22,6 +23,6 @@ def saved_names(block_type: type[Block]) -> list[str]:
     return sorted(d.name for d in documents if d.name and not d.is_anonymous)
 
 
-def load_clusters(names: list[str] | None = None) -> dict[str, KubernetesCluster]:
-    """Saved clusters by name: the given ones, or all."""
-    return {name: KubernetesCluster.load(name) for name in (names or saved_names(KubernetesCluster))}
+def load_clusters(names: list[str] | None = None) -> dict[str, Cluster]:
+    """Saved clusters by name, as the engine takes them: the given ones, or all."""
+    return {name: KubernetesCluster.load(name).cluster(name) for name in (names or saved_names(KubernetesCluster))}

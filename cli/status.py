@@ -16,14 +16,14 @@ from engine.targets import select_targets
 
 
 def app_statuses(repo: str) -> list[dict]:
-    fetched = fetch(GitRepository.load(repo))
+    fetched = fetch(GitRepository.load(repo).source())
     spec = load_appspec(fetched.tree)
-    blocks = load_clusters()
-    targets, _ = select_targets(spec, {n: b.labels for n, b in blocks.items()}, None, None)
+    clusters = load_clusters()
+    targets, _ = select_targets(spec, {n: c.labels for n, c in clusters.items()}, None, None)
     rows = []
     with contextlib.ExitStack() as stack:
         # One client per cluster: its discovery serves every app there.
-        kubes = {name: stack.enter_context(KubeClient.from_block(blocks[name])) for name in {t.cluster for t in targets}}
+        kubes = {name: stack.enter_context(KubeClient.for_cluster(clusters[name])) for name in {t.cluster for t in targets}}
         for target in targets:
             kube = kubes[target.cluster]
             inventory = read_inventory(kube, target.app.name)

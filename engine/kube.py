@@ -35,15 +35,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from copy import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
-from engine.kubeconfig import ClusterAccess, load_access_file
-
-if TYPE_CHECKING:
-    from blocks.kubernetes_cluster import KubernetesCluster
+from engine.kubeconfig import Cluster, ClusterAccess, load_access_file
 
 FIELD_MANAGER = "prefect-gitops"
 DEFAULT_WORKERS = 16
@@ -597,9 +594,8 @@ class KubeClient:
         self._view = False
 
     @classmethod
-    def from_block(cls, block: "KubernetesCluster", **kwargs: Any) -> "KubeClient":
-        kwargs.setdefault("name", getattr(block, "_block_document_name", None))
-        return cls(block.access(), **kwargs)
+    def for_cluster(cls, cluster: Cluster, **kwargs: Any) -> "KubeClient":
+        return cls(cluster.access(), name=cluster.name, **kwargs)
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike, context: str | None = None, **kwargs: Any) -> "KubeClient":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from pydantic import SecretStr
 
 EXEC_TIMEOUT_S = 60
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
@@ -232,6 +233,23 @@ class ClusterAccess:
 
     def auth_headers(self) -> dict[str, str]:
         return self.credentials.headers(self.ssl_context)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster as the engine takes it (the cluster block turns itself into one):
+    the name apps target it by, its labels, whether every app must impersonate a
+    ServiceAccount there, and its whole kubeconfig (secret) with the context to use."""
+
+    name: str
+    kubeconfig: SecretStr = field(repr=False)
+    context: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    require_impersonation: bool = False
+
+    def access(self) -> ClusterAccess:
+        """How to reach it: the kubeconfig stays in memory (a client key goes into the TLS context)."""
+        return load_access(yaml.safe_load(self.kubeconfig.get_secret_value()), self.context)
 
 
 def load_access_file(path: str | os.PathLike, context: str | None = None) -> ClusterAccess:

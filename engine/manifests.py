@@ -28,6 +28,7 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 # manifest file (4 MiB of YAML is well under a million nodes without aliases).
 MAX_NODES = 1_000_000
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 _BaseLoader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
 _RESOLVED: dict[str, str] = {}  # plain scalar -> tag; manifests repeat the same keys and values
@@ -368,3 +369,8 @@ def load_files(files: Iterable[Path], repo_root: Path) -> Loaded:
     for file in files:
         loaded.extend(load_file(file, repo_root))
     return loaded
+
+
+def kustomization_file(directory: Path) -> Path | None:
+    """The kustomization of a directory, by any of the names kustomize reads."""
+    return next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from engine.appspec import App, RenderMode
-from engine.manifests import Document, parse_documents, read_text, relative_name
+from engine.manifests import Document, kustomization_file, parse_documents, read_text, relative_name
 from engine.objects import Source
 from engine.problems import Problem, ProblemsFound
 
@@ -67,8 +67,6 @@ class _Kustomizations:
         if directory in self.seen or not _inside(directory, self.root):
             return []  # a path leaving the repository is refused by the render itself
         self.seen.add(directory)
-        from engine.render import kustomization_file  # here: render imports this module
-
         found = _first_document(kustomization_file(directory), self.root)
         if found is None:
             return []

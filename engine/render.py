@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from engine.appspec import App, RenderMode
 from engine.children import dying_with_parent
-from engine.manifests import (MANIFEST_SUFFIXES, Loaded, load_file, load_text, parse_documents, read_text,
-                             relative_name)
+from engine.manifests import (KUSTOMIZATION_FILES, MANIFEST_SUFFIXES, Loaded, kustomization_file, load_file,
+                             load_text, parse_documents, read_text, relative_name)
 from engine.objects import Manifest, Source
 from engine.problems import Problem, ProblemsFound
 from engine.remote_sources import is_remote_target, refuse_remote_sources
@@ -33,7 +33,6 @@ from engine.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
 from engine.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
 TOOL_TIMEOUT_S = 120.0
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 # Where `scripts/install-helm.sh` puts helm when it is not installed system-wide.
 GO_BIN = Path.home() / "go" / "bin"
 
@@ -143,10 +142,6 @@ def walk(root: Path, directory: Path) -> _Walk:
 
 
 # -- render modes ----------------------------------------------------------------------
-
-def kustomization_file(directory: Path) -> Path | None:
-    return next((directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()), None)
-
 
 def detect_mode(directory: Path) -> RenderMode:
     if (directory / "Chart.yaml").is_file():

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from blocks import GitRepository, KubernetesCluster
-from blocks.decryption import render_options
 from engine import render_cache
 from engine.appspec import App, AppSpec, load_appspec
+from engine.git import GitSource
 from engine.inventory import Inventory
 from engine.kube import KubeClient, service_account_user
+from engine.kubeconfig import Cluster
 from engine.objects import Manifest
 from engine.problems import Problem, ProblemsFound
-from engine.render import render_app
+from engine.render import RenderOptions, render_app
 from engine.report import TargetResult
 from engine.targets import Target, select_targets
 from engine.validation.impersonation import impersonation_problems
@@ -32,13 +32,15 @@ _CURRENT: ContextVar["Workspace | None"] = ContextVar("gitops_workspace", defaul
 @dataclass
 class Workspace:
     repo_name: str
-    repo: GitRepository
+    repo: GitSource
     revision: str
     tree: Path
     spec: AppSpec
-    clusters: dict[str, KubernetesCluster]
+    clusters: dict[str, Cluster]
     # fetch(revision) -> tree: how another revision is checked out (a revert renders the last healthy one)
     checkout: Callable[[str], Path]
+    # how an app is rendered (its age key, when it decrypts): blocks/decryption.py
+    render_options: Callable[[App], RenderOptions]
     targets: list[Target] = field(default_factory=list)
     results: dict[tuple[str, str], TargetResult] = field(default_factory=dict)
     # The inventory of an app as it was before its sync, for a revert to undo just that sync.
@@ -48,10 +50,10 @@ class Workspace:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, repo_name: str, repo: GitRepository, revision: str, tree: Path,
-             clusters: dict[str, KubernetesCluster], checkout: Callable[[str], Path]) -> "Workspace":
+    def load(cls, repo_name: str, repo: GitSource, revision: str, tree: Path, clusters: dict[str, Cluster],
+             checkout: Callable[[str], Path], render_options: Callable[[App], RenderOptions]) -> "Workspace":
         """Raises ProblemsFound when gitops.yaml is invalid."""
-        return cls(repo_name, repo, revision, tree, load_appspec(tree), clusters, checkout)
+        return cls(repo_name, repo, revision, tree, load_appspec(tree), clusters, checkout, render_options)
 
     def select(self, apps: list[str] | None, clusters: list[str] | None) -> list[Problem]:
         self.targets, problems = select_targets(self.spec, {n: b.labels for n, b in self.clusters.items()},
@@ -69,7 +71,7 @@ class Workspace:
     def kube(self, cluster: str) -> KubeClient:
         with self._lock:
             if cluster not in self._kubes:
-                self._kubes[cluster] = KubeClient.from_block(self.clusters[cluster])
+                self._kubes[cluster] = KubeClient.for_cluster(self.clusters[cluster])
             return self._kubes[cluster]
 
     def kube_for(self, app: App, cluster: str) -> KubeClient:
@@ -107,7 +109,7 @@ class Workspace:
         """The app's manifests for a cluster at a revision: from the render cache,
         or rendered now (offline, unvalidated) and cached. Raises ProblemsFound."""
         return render_cache.rendered(revision, app, cluster,
-                                     lambda: render_app(self.tree_at(revision), app, cluster, render_options(app)))
+                                     lambda: render_app(self.tree_at(revision), app, cluster, self.render_options(app)))
 
     def close(self) -> None:
         for kube in self._kubes.values():

@@ -33,6 +33,7 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from blocks import GitRepository
+from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.appspec import App
 from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
@@ -87,10 +88,11 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         clusters: Only these clusters (all that the apps target when empty).
         heal: Re-apply what drifted: yes, no, or (empty) as each app's syncPolicy.selfHeal says.
     """
-    source = GitRepository.load(repo)
+    source = GitRepository.load(repo).source()
     head = fetch_revision(repo, source)
     workspace = Workspace.load(repo, source, head.sha, head.tree, load_clusters(),
-                               checkout=lambda sha: fetch_revision(repo, source, sha).tree)
+                               checkout=lambda sha: fetch_revision(repo, source, sha).tree,
+                               render_options=render_options)
     with opened(workspace):
         errors = [p for p in workspace.select(apps, clusters) if p.severity is Severity.ERROR]
         if errors:

@@ -19,8 +19,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from blocks import KubernetesCluster
+from blocks.registry import load_clusters
 from engine.kube import NO_RETRY, KubeClient
+from engine.kubeconfig import Cluster
 from engine.report import SyncReport, SyncStatus
 from flows.flow import gitops_flow
 from flows.sync import gitops_sync
@@ -83,7 +84,7 @@ def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
         cluster: The cluster block's name; the cluster may be new and empty.
     """
     started, logger = time.monotonic(), get_run_logger()
-    wait_for_api(cluster, KubernetesCluster.load(cluster))
+    wait_for_api(cluster, load_clusters([cluster])[cluster])
     # The sync pipeline, as a nested run: every app of the cluster at one commit.
     state = gitops_sync(repo=repo, clusters=[cluster], return_state=True)
     sync = state.result(raise_on_failure=False)
@@ -100,13 +101,13 @@ def gitops_recover(repo: str, cluster: str) -> RecoveryReport:
 
 
 @task(name="wait-for-api", task_run_name="wait for {cluster}", cache_policy=NO_CACHE)
-def wait_for_api(cluster: str, block: KubernetesCluster, timeout_s: float = API_WAIT_S) -> str:
+def wait_for_api(cluster: str, target: Cluster, timeout_s: float = API_WAIT_S) -> str:
     """A new cluster may still be starting when its recovery is requested: wait
     until its API server answers (its version), at most timeout_s."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with KubeClient.from_block(block, retry=NO_RETRY) as kube:
+            with KubeClient.for_cluster(target, retry=NO_RETRY) as kube:
                 return kube.server_version()
         except Exception as error:  # refused, TLS, 503 while starting: all worth waiting for
             if time.monotonic() > deadline:

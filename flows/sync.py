@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
 from blocks import GitRepository
+from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.problems import ProblemsFound, Severity
 from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
@@ -50,12 +51,13 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
         dry_run: Only diff every app: write nothing.
         if_changed: The scheduled sync: first check which apps changed or drifted, and stop if none did.
     """
-    source = GitRepository.load(repo)
+    source = GitRepository.load(repo).source()
     fetched = fetch_revision(repo, source, revision)
     _rename_run(f"{'diff' if dry_run else 'sync'} {repo}@{fetched.sha[:7]}")
     try:
         workspace = Workspace.load(repo, source, fetched.sha, fetched.tree, load_clusters(),
-                                   checkout=lambda sha: fetch_revision(repo, source, sha).tree)
+                                   checkout=lambda sha: fetch_revision(repo, source, sha).tree,
+                                   render_options=render_options)
     except ProblemsFound as found:
         return _invalid(found)
     with opened(workspace):

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
 from blocks import GitRepository
+from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.problems import Problem, ProblemsFound, Severity
 from engine.targets import Target, provided_by_dependencies
@@ -56,10 +57,11 @@ def gitops_validate(repo: str, apps: list[str] | None = None, clusters: list[str
         revision: A branch, tag or commit SHA; the block's branch when empty.
         server_dry_run: Also dry-run every object against its cluster's API server.
     """
-    source = GitRepository.load(repo)
+    source = GitRepository.load(repo).source()
     fetched = fetch_revision(repo, source, revision)
     workspace = Workspace.load(repo, source, fetched.sha, fetched.tree, load_clusters(),
-                               checkout=lambda sha: fetch_revision(repo, source, sha).tree)
+                               checkout=lambda sha: fetch_revision(repo, source, sha).tree,
+                               render_options=render_options)
     with opened(workspace):
         problems = workspace.select(apps, clusters)
         state = DesiredState(fetched.sha, workspace.targets, problems)

@@ -8,7 +8,6 @@ import secrets
 
 import pytest
 
-from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.apply import KIND_ORDER, Stage, apply_changes, batches, stage_of, sync_wave
 from engine.changeset import Action, ChangeSet, ChangeSetError, ObjectChange
@@ -22,7 +21,7 @@ needs_cluster = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.changeset import Action, ChangeSet, ObjectChange
 from engine.diff import diff_markdown, field_diff, normalize, plan_changes
@@ -25,7 +24,7 @@ CANARY_B64 = base64.b64encode(CANARY.encode()).decode()
 
 @pytest.fixture(scope="module")
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 

@@ -73,9 +73,9 @@ def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(rep
     from engine.render import render_app
 
     web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
-    with KubeClient.from_block(KubernetesCluster.load("staging")) as kube:
+    with KubeClient.for_cluster(KubernetesCluster.load("staging").cluster("staging")) as kube:
         inventory = read_inventory(kube, "web")
-        tree = fetch(GitRepository.load(repo.block_name), inventory.revision).tree
+        tree = fetch(GitRepository.load(repo.block_name).source(), inventory.revision).tree
         manifests = render_app(tree, load_appspec(tree).app("web"), "staging")
         desired = desired_objects(kube, "web", manifests, "web")  # discovery: once per client
         kube.reset_requests()
@@ -274,7 +274,7 @@ def _served_drift(api: str, parameters: dict) -> dict:
     Its answer, read as the command reads it, says drift was found; the run."""
     from prefect.client.orchestration import get_client
 
-    from cli.serve import DRIFT, deployment
+    from cli.deployments import DRIFT, deployment
     from cli.served import run_deployment_here
     from engine.report import report_from_json
 

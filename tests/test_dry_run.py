@@ -28,7 +28,7 @@ def cluster(local_cluster) -> KubernetesCluster:
 
 @pytest.fixture(scope="module")
 def kube(cluster):
-    with KubeClient.from_block(cluster) as client:
+    with KubeClient.for_cluster(cluster.cluster("test")) as client:
         yield client
 
 

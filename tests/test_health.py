@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.health import (
     Health,
@@ -454,7 +453,7 @@ def test_report_summaries():
 
 @pytest.fixture(scope="module")
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 

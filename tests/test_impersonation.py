@@ -126,9 +126,7 @@ def tenant(local_cluster, namespace) -> str:
 
 
 def test_an_impersonating_client_acts_as_the_service_account(local_cluster, tenant):
-    from blocks import KubernetesCluster
-
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as kube:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as kube:
         user = service_account_user(tenant, ACCOUNT)
         view = kube.impersonating(user)
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
@@ -204,14 +202,12 @@ def test_a_refusal_after_writes_began_leaves_each_object_done_or_failed_or_not_a
     """The dry-run asks the same RBAC as the write (even in a namespace that does not
     exist yet), so a refusal normally stops an app before anything is written. Should
     the account lose a right between plan and apply, each object says what became of it."""
-    from blocks import KubernetesCluster
-
     objects = [configmap("settings", tenant),
                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "password", "namespace": tenant},
                 "stringData": {"password": "hunter2"}},
                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": tenant},
                 "spec": {"ports": [{"port": 80}]}}]
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as admin:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as admin:
         kube = admin.impersonating(service_account_user(tenant, ACCOUNT))
         changeset = plan_changes(kube, "tenant", [Manifest(o, Source("tenant.yaml", 1)) for o in objects], None,
                                  default_namespace=tenant)

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import pytest
 
-from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.apply import apply_changes
 from engine.changeset import Action, ChangeSet, ObjectChange
@@ -26,7 +25,7 @@ SHA1, SHA2 = "a" * 40, "b" * 40
 
 @pytest.fixture(scope="module")
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 

@@ -15,7 +15,6 @@ import time
 import pytest
 import urllib3
 
-from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
 from engine.kube import (FAIL_FAST_S, UNKNOWN_KIND_RECHECK_S, UNRESPONSIVE_READ_S, VERBS, WRITE_GUARD, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
                          RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
@@ -27,7 +26,7 @@ HOST = "https://127.0.0.1:6443"
 
 @pytest.fixture(scope="module")
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from blocks import KubernetesCluster
 from engine import lock
 from engine.kube import NO_RETRY, KubeClient
 from engine.lock import (LEASE_API_VERSION, LOCK_NAMESPACE, LeaseLost, LockTimeout, app_lock, holder_identity,
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def kube(local_cluster):
-    with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig)) as client:
+    with KubeClient.from_kubeconfig(local_cluster.kubeconfig) as client:
         yield client
 
 
@@ -119,9 +118,8 @@ def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplo
     def renewal_failures() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "renewing the Lease" in r.getMessage()]
 
-    block = KubernetesCluster.from_kubeconfig_file(proxied)
     try:
-        with KubeClient.from_block(block, retry=NO_RETRY) as kube, caplog.at_level(logging.WARNING, "engine.lock"):
+        with KubeClient.from_kubeconfig(proxied, retry=NO_RETRY) as kube, caplog.at_level(logging.WARNING, "engine.lock"):
             with app_lock(kube, "lock-unreachable", "run-cut-off"):
                 proxy._shut_all()  # connections reset, new ones refused
                 while not (renewal_failures() or unhandled):
@@ -156,7 +154,7 @@ def test_a_holder_that_cannot_renew_stops_writing_before_another_may_take_the_le
 
     taker = threading.Thread(target=next_run)
     try:
-        with KubeClient.from_block(KubernetesCluster.from_kubeconfig_file(proxied), retry=NO_RETRY) as cut_off:
+        with KubeClient.from_kubeconfig(proxied, retry=NO_RETRY) as cut_off:
             with app_lock(cut_off, "lock-fenced", "run-cut-off"):
                 cut_off.apply(note)  # while the Lease is fresh
                 proxy._shut_all()

@@ -37,7 +37,7 @@ def sync_runner(prefect_api, registered_clusters, tmp_path_factory):
     """The gitops-sync deployment of prefect.yaml, served without its schedule
     (the test starts each tick itself); its id."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    code = ("from cli.runner import serve\nfrom cli.serve import deployment\n"
+    code = ("from cli.runner import serve\nfrom cli.deployments import deployment\n"
             "d = deployment('gitops-sync', repo='fleet')\nd.schedules = []\nserve(d, limit=1)")
     log = tmp_path_factory.mktemp("sync-runner") / "serve.log"
     with open(log, "w") as out:

@@ -145,10 +145,10 @@ def recovery_markdown(api: str, flow_run_id: str) -> str:
 
 @pytest.fixture(scope="class")
 def runner(prefect_api, registered_clusters, tmp_path_factory):
-    """The recovery deployment of prefect.yaml as cli/serve.py builds and serves
+    """The recovery deployment of prefect.yaml as cli/deployments.py builds it and cli/runner.py serves
     it (as the demo does); its id. Stopped after the tests that use it, before the server."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    code = "from cli.serve import deployment\nfrom cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
+    code = "from cli.deployments import deployment\nfrom cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
     log = tmp_path_factory.mktemp("runner") / "serve.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
@@ -214,7 +214,7 @@ def test_a_recovery_asked_for_through_the_api_has_its_name_from_the_start(prefec
     Prefect's random name until a runner starts it."""
     from cli.demo import create_recovery_run
     from cli.recover import start_recovery
-    from cli.serve import deployment
+    from cli.deployments import deployment
 
     deployment_id = str(deployment("gitops-recover", repo="fleet").apply())
     asked = [create_recovery_run(prefect_api, deployment_id, "production")["id"],

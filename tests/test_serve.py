@@ -19,8 +19,8 @@ from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from rich.console import Console
 
-import cli.serve
-from cli.serve import build, deployments
+import cli.deployments
+from cli.deployments import build, deployments
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -48,7 +48,7 @@ def test_prefect_deploy_reads_every_deployment_and_every_key():
 
 
 def test_serve_reads_the_same_file_as_prefect_deploy():
-    assert cli.serve.PREFECT_YAML.read_text() == PREFECT_YAML.read_text()
+    assert cli.deployments.PREFECT_YAML.read_text() == PREFECT_YAML.read_text()
 
 
 def test_serve_builds_what_prefect_deploy_reads():
