@@ -11,6 +11,16 @@ from rich.markup import escape
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
+_verbose = False  # `gitops -v`: Prefect's lines and the tracebacks of bugs shown (cli/logs.py)
+
+
+def is_verbose() -> bool:
+    return _verbose
+
+
+def set_verbose(verbose: bool) -> None:
+    global _verbose
+    _verbose = verbose
 
 
 def error(message: str, label: str = "error") -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import err, out
+from cli.console import err, is_verbose, out
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
 from cli.served import run_served
@@ -43,7 +43,7 @@ def _run_here(parameters: dict, as_json: bool) -> tuple[SyncReport, bool]:
 
     logs.apply()  # prefect is imported by now
     try:
-        with stage_lines(err, shown=not logs.is_verbose()), without_heartbeat():
+        with stage_lines(err, shown=not is_verbose()), without_heartbeat():
             return gitops_drift(**parameters), False
     except DriftCheckFailed as failed:
         return failed.report, True

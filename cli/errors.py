@@ -21,8 +21,7 @@ from typing import NoReturn
 
 import typer
 
-from cli import logs
-from cli.console import error as print_error
+from cli.console import error as print_error, is_verbose
 
 OK, FOUND, ERROR = 0, 1, 2
 
@@ -63,7 +62,7 @@ def exit_with(described: CommandError, as_json: bool = False, document: dict | N
         print(json.dumps({**(document or {}), "message": described.message, "error": described.to_json()}))
     for line in described.lines or [described.message]:
         print_error(line)
-    if failure is not None and described.kind == "internal" and logs.is_verbose():
+    if failure is not None and described.kind == "internal" and is_verbose():
         traceback.print_exception(failure, file=sys.stderr)
     raise typer.Exit(code)
 

@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from cli import console
+
 # Read by Prefect's logging set-up (when prefect is imported, and again when a
 # temporary server starts): the `console` handler of its logging.yml.
 CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
@@ -30,15 +32,12 @@ def quiet_by_default(argv: list[str] | None = None) -> None:
         os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
 
 
-_verbose = False
-
-
 def apply(verbose: bool | None = None) -> None:
     """Once the options are parsed: the console handler as chosen, tracebacks
     kept off it when quiet, and those of expected failures always. Called again (without argument) by commands that
     import prefect only when they run."""
-    global _verbose
-    verbose = _verbose = _verbose if verbose is None else verbose
+    verbose = console.is_verbose() if verbose is None else verbose
+    console.set_verbose(verbose)
     if verbose:
         os.environ[CONSOLE_LEVEL] = "NOTSET"
     wanted = _Verbose if verbose else _Quiet
@@ -82,10 +81,6 @@ class _Verbose(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None and is_expected(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None
         return True
-
-
-def is_verbose() -> bool:
-    return _verbose
 
 
 def _console_handlers() -> list[logging.Handler]:

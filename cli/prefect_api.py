@@ -30,8 +30,7 @@ from typing import Any, Callable
 
 import typer
 
-from cli import logs
-from cli.console import err, error
+from cli.console import err, error, is_verbose
 from cli.local_server import LocalPrefectServer, LocalServerError
 
 # The settings a REST client needs besides the URL, as Prefect names them.
@@ -105,7 +104,7 @@ def use_prefect_api() -> PrefectApi:
         raise typer.Exit(2)
     if api.chosen_by.endswith("local server"):
         err.print(f"{api.describe()} (`gitops server stop` ends it)", style="dim")
-    elif logs.is_verbose():
+    elif is_verbose():
         err.print(api.describe(), style="dim")
     global _chosen
     _chosen = api

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli import logs
-from cli.console import err, out
+from cli.console import err, is_verbose, out
 from cli.diffs import print_diffs
 from cli.errors import ERROR, fail
 from cli.progress import stage_lines
@@ -70,7 +70,7 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
         from flows.sync_app import without_heartbeat
 
         logs.apply()  # prefect is imported by now
-        with stage_lines(err, shown=not logs.is_verbose()), without_heartbeat():
+        with stage_lines(err, shown=not is_verbose()), without_heartbeat():
             state = gitops_sync(**parameters, return_state=True)
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # before the flow ran (the Prefect API unreachable) or a crash

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from cli import logs
-from cli.console import err, out
+from cli.console import err, is_verbose, out
 from cli.errors import FOUND, OK, fail, problem_json
 from cli.progress import stage_lines
 from engine.problems import Problem, ProblemsFound, Severity
@@ -30,7 +30,7 @@ def validate_command(
 
     logs.apply()  # prefect is imported by now
     try:
-        with stage_lines(err, shown=not logs.is_verbose()):
+        with stage_lines(err, shown=not is_verbose()):
             desired = gitops_validate(repo=repo, apps=app or None, clusters=cluster or None,
                                       revision=revision, server_dry_run=not offline)
     except ValidationFailed as failed:
