@@ -279,7 +279,7 @@ def create_recovery_run(api_url: str, deployment_id: str, cluster: str) -> dict:
 
 def start_recovery_runner(workdir: Path) -> subprocess.Popen:
     """The recovery deployment served by a process of its own, as `gitops serve` serves it."""
-    code = f"from cli.serve import deployment; from cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
+    code = f"from cli.deployments import deployment; from cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
     with open(workdir / "runner.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
