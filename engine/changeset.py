@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
-from engine.objects import Source
+from engine.objects import Identified, Source
 
 
 class Action(str, Enum):
@@ -38,7 +38,7 @@ def labels_of(obj: dict | None) -> dict:
 
 
 @dataclass
-class ObjectChange:
+class ObjectChange(Identified):
     """One object of a sync. After the plan, `action` is what will happen; `done`
     says whether it was carried out in the cluster (written or deleted)."""
 
@@ -68,20 +68,6 @@ class ObjectChange:
     transient: bool = False
     # Its write was sent, but the server never answered: it may have been made.
     maybe_done: bool = False
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
-
-    @property
-    def ref(self) -> str:
-        """Kind/namespace/name, or Kind/name when cluster-scoped."""
-        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """Identity in a cluster, whatever the version: (group, kind, namespace, name)."""
-        return (self.group, self.kind, self.namespace, self.name)
 
     @property
     def in_desired_set(self) -> bool:

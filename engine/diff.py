@@ -23,7 +23,8 @@ from engine.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChang
 from engine.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
 from engine.inventory import APP_LABEL, Inventory, ownership_labels
 from engine.kube import ApiError, KubeClient, UnknownKind, dry_run_object
-from engine.objects import Manifest
+from engine.objects import Manifest, ObjectKey
+from engine.report import table_cell
 from engine.scope import crds_by_kind
 from engine.secrets import SecretMasker, scrub
 
@@ -186,8 +187,7 @@ def _list_live(kube: KubeClient, app_name: str, changes: list[ObjectChange]) -> 
         for item in items:
             item.update(apiVersion=api_version, kind=kind)  # a LIST's items name neither
             meta = item.get("metadata") or {}
-            group = api_version.rpartition("/")[0]
-            live[(group, kind, meta.get("namespace") or "", meta.get("name") or "")] = item
+            live[ObjectKey.of(api_version, kind, meta.get("namespace"), meta.get("name") or "")] = item
     return live
 
 
@@ -320,7 +320,7 @@ def diff_markdown(app: "App | str", cluster: str, changeset: ChangeSet) -> str:
     shown = [c for c in changeset if c.action is not Action.UNCHANGED or c.error]
     if shown:
         lines += ["| action | object | source |", "|---|---|---|"]
-        lines += [f"| {c.action.value} | `{_cell(c.ref)}` | {_cell(str(c.source or '-'))} |" for c in shown]
+        lines += [f"| {c.action.value} | `{table_cell(c.ref)}` | {table_cell(str(c.source or '-'))} |" for c in shown]
     for change in shown:
         lines += ["", f"## {change.action.value} `{change.ref}`"]
         if change.error:
@@ -328,7 +328,3 @@ def diff_markdown(app: "App | str", cluster: str, changeset: ChangeSet) -> str:
         if change.diff:
             lines += ["", "```diff", change.diff.replace("```", "'''"), "```"]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")

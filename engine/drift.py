@@ -25,14 +25,13 @@ from typing import Any, Collection, Iterator
 
 from engine.diff import desired_body
 from engine.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
-from engine.hand_edits import HandEdit, find_hand_edits, join_path
+from engine.hand_edits import HandEdit, find_hand_edits
 from engine.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 from engine.kube import FIELD_MANAGER, KubeClient, UnknownKind
-from engine.objects import Manifest, Source
+from engine.objects import Identified, Manifest, ObjectKey, Source, group_of, json_path
 from engine.secrets import SecretMasker, is_secret
 
 MAX_VALUE_CHARS = 120
-Key = tuple[str, str, str, str]  # (group, kind, namespace, name), as Member.key
 Trees = dict[str, dict | None]  # manager name -> its fieldsV1 node at one path (None: owns nothing there)
 
 
@@ -43,7 +42,7 @@ class DriftType(str, Enum):
 
 
 @dataclass(frozen=True)
-class DesiredObject:
+class DesiredObject(Identified):
     """One object of the applied revision, exactly as sync sends it."""
 
     body: dict
@@ -65,13 +64,9 @@ class DesiredObject:
     def name(self) -> str:
         return str((self.body.get("metadata") or {}).get("name") or "")
 
-    @property
-    def key(self) -> Key:
-        return (_group(self.api_version), self.kind, self.namespace, self.name)
-
 
 @dataclass
-class Drift:
+class Drift(Identified):
     """One drifted object. `changes` are `path: desired -> live` lines, Secret
     values masked; `managers` are who now own the fields we set."""
 
@@ -86,14 +81,6 @@ class Drift:
     hand_edits: list[HandEdit] = field(default_factory=list)  # to take over when healing
     healed: bool = False
     error: str | None = None
-
-    @property
-    def ref(self) -> str:
-        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
-
-    @property
-    def key(self) -> Key:
-        return (_group(self.api_version), self.kind, self.namespace, self.name)
 
     @property
     def healable(self) -> bool:
@@ -143,14 +130,14 @@ def detect_drift(kube: KubeClient, app: str, inventory: Inventory, desired: list
 
 
 def _live_objects(kube: KubeClient, app: str, scopes: list[tuple[str, str, str]],
-                  desired: list[DesiredObject]) -> dict[Key, dict]:
+                  desired: list[DesiredObject]) -> dict[ObjectKey, dict]:
     """The app's labelled objects, a LIST per scope; plus, a GET each, desired
     objects those LISTs missed (someone took our label off: compared all the same)."""
-    live: dict[Key, dict] = {}
+    live: dict[ObjectKey, dict] = {}
     for (api_version, kind, _), items in zip(scopes, kube.map(lambda s: _list_labelled(kube, app, *s), scopes)):
         for item in items:
             meta = item.get("metadata") or {}
-            live[(_group(api_version), kind, meta.get("namespace") or "", meta.get("name") or "")] = item
+            live[ObjectKey.of(api_version, kind, meta.get("namespace"), meta.get("name") or "")] = item
     unlisted = [d for d in desired if d.key not in live]
     for d, found in zip(unlisted, kube.map(lambda d: _get(kube, d), unlisted)):
         if found is not None:
@@ -159,7 +146,7 @@ def _live_objects(kube: KubeClient, app: str, scopes: list[tuple[str, str, str]]
 
 
 def _unexpected_objects(app: str, inventory: Inventory, desired: list[DesiredObject],
-                        live: dict[Key, dict]) -> list[Drift]:
+                        live: dict[ObjectKey, dict]) -> list[Drift]:
     """Labelled as the app's, and neither in its inventory nor desired (nor the
     inventory itself, nor on its way out)."""
     expected = inventory.member_keys() | {d.key for d in desired}
@@ -174,7 +161,7 @@ def _scopes(desired: list[DesiredObject], inventory: Inventory) -> list[tuple[st
     versions: dict[tuple[str, str], str] = {}
     for api_version, kind in [(d.api_version, d.kind) for d in desired] + \
                              [(m.api_version, m.kind) for m in inventory.members]:
-        versions.setdefault((_group(api_version), kind), api_version)
+        versions.setdefault((group_of(api_version), kind), api_version)
     pairs = {(d.key[0], d.kind, d.namespace) for d in desired} | {(m.group, m.kind, m.namespace)
                                                                  for m in inventory.members}
     return sorted((versions[(g, k)], k, ns) for g, k, ns in pairs)
@@ -278,7 +265,7 @@ def _walk(desired: Any, live: Any, trees: Trees, path: str) -> Iterator[FieldCha
     """Down the desired value, beside the live one and every manager's field set."""
     if isinstance(desired, dict) and desired and isinstance(live, dict) and not _atomic(trees):
         for key, value in desired.items():
-            yield from _walk(value, live.get(key, ABSENT), _children(trees, f"f:{key}"), join_path(path, key))
+            yield from _walk(value, live.get(key, ABSENT), _children(trees, f"f:{key}"), json_path([key], path))
     elif isinstance(desired, list) and desired and isinstance(live, list) and _list_form(trees) == "k":
         yield from _walk_keyed(desired, live, trees, path)
     elif isinstance(desired, list) and desired and isinstance(live, list) and _list_form(trees) == "v":
@@ -393,9 +380,3 @@ def _show(value: Any) -> str:
         return "(absent)"
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"
-
-
-def _group(api_version: str) -> str:
-    return api_version.rpartition("/")[0] if "/" in api_version else ""
-
-

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -37,6 +36,7 @@ from engine.appspec import App
 from engine.changeset import Action, ChangeSet, ObjectChange
 from engine.fieldsets import ABSENT, BUILTIN_DEFAULTED_KEYS, applied_part, merge_fields
 from engine.kube import FIELD_MANAGER, ApiError, KubeClient, is_retryable
+from engine.objects import json_path
 from engine.secrets import SecretMasker, is_secret, scrub
 
 DEFAULT_DRIFT_MANAGERS = (
@@ -128,7 +128,7 @@ def _step(name: str, desired: Any, live: Any, path: str) -> tuple[Any, Any, str]
     """The desired and live values under one fieldsV1 name, and its path."""
     kind, text = name[:2], name[2:]
     if kind == "f:":
-        return _field(desired, text), _field(live, text), join_path(path, text)
+        return _field(desired, text), _field(live, text), json_path([text], path)
     try:
         key = json.loads(text)
     except ValueError:
@@ -162,16 +162,6 @@ def _value(items: Any, value: Any) -> Any:
 
 def _index(items: Any, index: int) -> Any:
     return items[index] if isinstance(items, list) and 0 <= index < len(items) else ABSENT
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-def join_path(path: str, key: str) -> str:
-    """`a.b`, or `a["b.c/d"]` for a key with dots or slashes (a label's)."""
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 # ---- taking them over ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from engine.kube import ApiError, KubeClient, UnknownKind, is_retryable
+from engine.objects import ObjectKey, group_of
 
 
 # -- the vocabulary --------------------------------------------------------------------
@@ -103,10 +104,6 @@ def _int(section: dict, key: str, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _group(api_version: str) -> str:
-    return api_version.rpartition("/")[0] if "/" in api_version else ""
-
-
 def _parse_time(value: Any) -> datetime | None:
     try:
         return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
@@ -144,7 +141,7 @@ def compute_health(obj: dict | None, now: datetime | None = None) -> Health:
     if _is_true(conditions, "Stalled"):
         c = conditions["Stalled"]
         return _failed(c.reason or "Stalled", c.message)
-    rule = KIND_RULES.get((_group(str(obj.get("apiVersion", ""))), str(obj.get("kind", ""))))
+    rule = KIND_RULES.get((group_of(str(obj.get("apiVersion", ""))), str(obj.get("kind", ""))))
     if rule is not None:
         return rule(obj, now)
     return generic_health(obj, now)
@@ -543,8 +540,12 @@ class ObjectRef(NamedTuple):
     namespace: str | None
     name: str
 
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey.of(self.api_version, self.kind, self.namespace, self.name)
+
     def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+        return self.key.ref
 
 
 def refs_of(objects: Iterable[Any]) -> list[ObjectRef]:
@@ -684,7 +685,7 @@ def _may_have_failing_pods(obj: Read, health: Health, api_version: str) -> bool:
     current pods known (workload_pod_failure), so only then are they listed."""
     if not isinstance(obj, dict) or health.status is not HealthStatus.IN_PROGRESS:
         return False
-    if (_group(api_version), obj.get("kind")) not in POD_OWNERS:
+    if (group_of(api_version), obj.get("kind")) not in POD_OWNERS:
         return False
     return _spec_observed(obj)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from engine.changeset import Action, ChangeSet
 from engine.kube import ApiError, KubeClient
+from engine.objects import Identified
 
 if TYPE_CHECKING:
     from engine.appspec import App
@@ -58,21 +59,13 @@ def ownership_labels(app_name: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True, order=True)
-class Member:
+class Member(Identified):
     """One object of the set, as kubectl would name it."""
 
     api_version: str
     kind: str
     namespace: str
     name: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.group, self.kind, self.namespace, self.name)
 
     @property
     def group_kind(self) -> str:

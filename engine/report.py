@@ -8,6 +8,8 @@ from collections import UserList
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
+from engine.objects import Identified
+
 VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
 CHANGING_ACTIONS = ("created", "configured", "pruned")
 
@@ -32,7 +34,7 @@ class SyncStatus(str, Enum):
 
 
 @dataclass
-class ObjectResult:
+class ObjectResult(Identified):
     apiVersion: str
     kind: str
     namespace: str
@@ -47,8 +49,8 @@ class ObjectResult:
     outcome: str = ""
 
     @property
-    def ref(self) -> str:
-        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
+    def api_version(self) -> str:  # the field is named as the JSON document names it
+        return self.apiVersion
 
 
 class ObjectResults(UserList):
@@ -148,9 +150,10 @@ def summary_markdown(title: str, results: list[TargetResult]) -> str:
     lines = [f"# {title}", "", "| app | cluster | status | revision | changed | health | time | message |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.app} | {r.cluster} | **{r.status.value}** | `{r.revision[:7] or '-'}` | {r.changed} | "
-              f"{_cell(r.health or '-')} | {r.seconds:.1f} s | {_cell(r.message)} |" for r in results]
+              f"{table_cell(r.health or '-')} | {r.seconds:.1f} s | {table_cell(r.message)} |" for r in results]
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str) -> str:
+def table_cell(text: str) -> str:
+    """Text as one cell of a markdown table: its pipes escaped, on one line."""
     return text.replace("|", "\\|").replace("\n", " ")

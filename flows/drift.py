@@ -42,7 +42,8 @@ from engine.inventory import read_inventory
 from engine.kube import KubeClient, run_bounded
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
-from engine.report import DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line
+from engine.report import (DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line,
+                           table_cell)
 from engine.secrets import scrub
 from engine.workspace import Workspace, opened
 from flows.flow import gitops_flow
@@ -322,19 +323,16 @@ def drift_markdown(result: DriftTargetResult) -> str:
     """The Prefect artifact: a summary, a table of drifted objects, then what changed in each."""
     lines = [f"# Drift: app `{result.app}` on cluster `{result.cluster}`", "",
              f"Compared with `{result.revision[:12] or '-'}`, the revision last synced: "
-             f"**{result.status.value}**: {_cell(result.message)}", ""]
+             f"**{result.status.value}**: {table_cell(result.message)}", ""]
     drifted = [o for o in result.objects if o.action != "unchanged"]
     if drifted:
         lines += ["| action | object | reason |", "|---|---|---|"]
-        lines += [f"| {o.action} | `{_cell(o.ref)}` | {_cell(o.reason)} |" for o in drifted]
+        lines += [f"| {o.action} | `{table_cell(o.ref)}` | {table_cell(o.reason)} |" for o in drifted]
     for obj in drifted:
         if getattr(obj, "changes", None):
             lines += ["", f"## `{obj.ref}`", "", "```", *obj.changes, "```"]
     return "\n".join(lines)
 
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _publish(result: DriftTargetResult, check: DriftTarget) -> None:

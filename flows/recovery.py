@@ -22,7 +22,7 @@ from prefect.events import emit_event
 from blocks.registry import load_clusters
 from engine.kube import NO_RETRY, KubeClient
 from engine.kubeconfig import Cluster
-from engine.report import SyncReport, SyncStatus
+from engine.report import SyncReport, SyncStatus, table_cell
 from flows.flow import gitops_flow
 from flows.sync import gitops_sync
 
@@ -58,7 +58,7 @@ class RecoveryReport:
     def markdown(self) -> str:
         lines = [f"# Recovery of `{self.cluster}` at `{self.revision[:12]}`", "",
                  "| app | result | time | objects changed | message |", "|---|---|---|---|---|"]
-        lines += [f"| {a.app} | {a.status.value} | {a.seconds:.1f} s | {a.changed} | {_cell(a.message)} |"
+        lines += [f"| {a.app} | {a.status.value} | {a.seconds:.1f} s | {a.changed} | {table_cell(a.message)} |"
                   for a in self.apps]
         outcome = "recovered" if self.ok else f"{sum(_not_recovered(a) for a in self.apps)} app(s) not recovered"
         lines += ["", f"**{outcome}** in **{self.seconds:.1f} s** ({len(self.apps)} apps, "
@@ -133,7 +133,3 @@ def request_recovery(cluster: str, reason: str = "") -> None:
 
 def _not_recovered(app: AppRecovery) -> bool:
     return app.status is not SyncStatus.SUCCEEDED
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -16,6 +16,7 @@ from blocks import GitRepository
 from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.problems import Problem, ProblemsFound, Severity
+from engine.report import table_cell
 from engine.targets import Target, provided_by_dependencies
 from engine.workspace import Workspace, opened
 from flows.flow import gitops_flow
@@ -104,9 +105,5 @@ def problems_markdown(state: DesiredState) -> str:
     problems = state.all_problems()
     if problems:
         lines += ["", "| where | object | rule | problem |", "|---|---|---|---|"]
-        lines += [f"| `{p.source}` | {p.object_ref} | `{p.rule}` | {_cell(p.message)} |" for p in problems]
+        lines += [f"| `{p.source}` | {p.object_ref} | `{p.rule}` | {table_cell(p.message)} |" for p in problems]
     return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

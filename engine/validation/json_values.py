@@ -1,10 +1,9 @@
-"""JSON values, their types and their paths, as problem messages name them."""
+"""JSON values and their types, as problem messages name them (their paths: engine.objects.json_path)."""
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Iterable
+from typing import Any
 
 
 def _dicts(value: Any) -> list[dict]:
@@ -28,19 +27,3 @@ def _describe_value(value: Any) -> str:
 
 def _missing_or_type(value: Any, wanted: str = "non-empty string") -> str:
     return "is missing" if value in (None, "") else f"must be a {wanted}, got {_json_type(value)}"
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+")
-
-
-def _json_path(parts: Iterable[Any]) -> str:
-    """spec.template.spec.containers[0].image; keys with dots or slashes quoted."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(str(part)):
-            out += f".{part}" if out else str(part)
-        else:
-            out += f"[{json.dumps(str(part))}]"
-    return out

@@ -7,12 +7,12 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from engine.objects import Manifest
+from engine.objects import Manifest, json_path
 from engine.policy_settings import Enforcement
 from engine.problems import Problem
 from engine.scope import RBAC_GROUP
 from engine.validation.context import ERROR, WARNING, Context, _is_cluster_scoped, _problem
-from engine.validation.json_values import _dicts, _json_path
+from engine.validation.json_values import _dicts
 
 # Where each workload kind keeps its pod spec.
 _POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -74,7 +74,7 @@ def policy_privileged(m: Manifest, ctx: Context) -> Iterator[Problem]:
         security = container.get("securityContext")
         if isinstance(security, dict) and security.get("privileged") is True:
             yield _problem(m, "policy.privileged",
-                           f"{_json_path(path)}.securityContext.privileged: container "
+                           f"{json_path(path)}.securityContext.privileged: container "
                            f"{container.get('name')!r} may not be privileged")
 
 
@@ -86,7 +86,7 @@ def policy_host_path(m: Manifest, ctx: Context) -> Iterator[Problem]:
         for i, volume in enumerate(_dicts(spec.get("volumes"))):
             if "hostPath" in volume:
                 yield _problem(m, "policy.host-path",
-                               f"{_json_path(path + ['volumes', i])}.hostPath: volume "
+                               f"{json_path(path + ['volumes', i])}.hostPath: volume "
                                f"{volume.get('name')!r} may not mount a path of the node")
     if (m.group, m.kind) == ("", "PersistentVolume") and "hostPath" in (m.obj.get("spec") or {}):
         yield _problem(m, "policy.host-path", "spec.hostPath: a PersistentVolume may not use a path of the node")
@@ -100,7 +100,7 @@ def policy_host_namespaces(m: Manifest, ctx: Context) -> Iterator[Problem]:
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(key) is True:
             yield _problem(m, "policy.host-network",
-                           f"{_json_path(path + [key])}: pods may not share the node's namespaces")
+                           f"{json_path(path + [key])}: pods may not share the node's namespaces")
 
 
 def policy_image_tag(m: Manifest, ctx: Context) -> Iterator[Problem]:
@@ -115,7 +115,7 @@ def policy_image_tag(m: Manifest, ctx: Context) -> Iterator[Problem]:
         if not ref.digest and ref.tag in ("", "latest"):
             why = "has no tag" if not ref.tag else "uses the tag latest"
             yield _problem(m, "policy.image-tag",
-                           f"{_json_path(path)}.image: {image!r} {why}; pin a version tag or a digest")
+                           f"{json_path(path)}.image: {image!r} {why}; pin a version tag or a digest")
 
 
 def policy_image_registry(m: Manifest, ctx: Context) -> Iterator[Problem]:
@@ -126,7 +126,7 @@ def policy_image_registry(m: Manifest, ctx: Context) -> Iterator[Problem]:
         image = container.get("image")
         if isinstance(image, str) and image and not parse_image(image).allowed_by(allowed):
             yield _problem(m, "policy.image-registry",
-                           f"{_json_path(path)}.image: {image!r} is from registry {parse_image(image).registry!r} "
+                           f"{json_path(path)}.image: {image!r} is from registry {parse_image(image).registry!r} "
                            f"(allowed: {', '.join(allowed)})")
 
 
@@ -143,7 +143,7 @@ def policy_resource_limits(m: Manifest, ctx: Context) -> Iterator[Problem]:
         limits = pod_limits | _limits(container)
         if missing := [r for r in _LIMITED_RESOURCES if r not in limits]:
             yield _problem(m, "policy.resource-limits",
-                           f"{_json_path(path)}.resources.limits: container {container.get('name')!r} "
+                           f"{json_path(path)}.resources.limits: container {container.get('name')!r} "
                            f"has no {' or '.join(missing)} limit", severity)
 
 

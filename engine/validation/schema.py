@@ -19,12 +19,12 @@ from kubernetes_validate import utils as kv
 from packaging.version import Version
 from referencing import Registry, Resource
 
-from engine.objects import Manifest, Source
+from engine.home import gitops_home
+from engine.objects import Manifest, Source, json_path
 from engine.problems import Problem
 from engine.secrets import scrub
 from engine.validation.context import WARNING, Context, _problem
-from engine.validation.json_values import _describe_value, _dicts, _json_path
-from engine.home import gitops_home
+from engine.validation.json_values import _describe_value, _dicts
 
 # kubernetes_validate.validate() reads its 1.8 MB definitions file and builds a new
 # registry and validator on every call. The schemas are the same; here they are
@@ -111,7 +111,7 @@ def schema_object(m: Manifest, ctx: Context) -> Iterator[Problem]:
         if tuple(error.absolute_path)[:2] in _CHECKED_BY_STRUCTURE:
             continue
         for path, rule, message in _describe(error):
-            text = f"{_json_path(path)}: {message}" if path else message
+            text = f"{json_path(path)}: {message}" if path else message
             yield _problem(m, rule, scrub(text, [m.obj]))  # a Secret's values (decrypted ones too) never shown
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
-from engine.objects import Manifest
+from engine.objects import Manifest, json_path
 from engine.problems import Problem
 from engine.scope import RBAC_GROUP
 from engine.validation.context import Context, _effective_namespace, _problem
-from engine.validation.json_values import _json_path, _json_type, _missing_or_type
+from engine.validation.json_values import _json_type, _missing_or_type
 from engine.validation.names import (
     _dns_1035_label_error,
     _dns_label_error,
@@ -84,7 +84,7 @@ def structure_labels(m: Manifest, ctx: Context) -> Iterator[Problem]:
         yield _problem(m, "structure.labels", f"metadata.labels must be a mapping, got {_json_type(labels)}")
         return
     for key, value in labels.items():
-        path = _json_path(["metadata", "labels", key])
+        path = json_path(["metadata", "labels", key])
         if error := _qualified_name_error(str(key)):
             yield _problem(m, "structure.labels", f"{path}: key {key!r} {error}")
         if not isinstance(value, str):
@@ -105,7 +105,7 @@ def structure_annotations(m: Manifest, ctx: Context) -> Iterator[Problem]:
         return
     size = 0
     for key, value in annotations.items():
-        path = _json_path(["metadata", "annotations", key])
+        path = json_path(["metadata", "annotations", key])
         # The API server checks annotation keys lower-cased.
         if error := _qualified_name_error(str(key).lower()):
             yield _problem(m, "structure.annotations", f"{path}: key {key!r} {error}")
