@@ -303,8 +303,8 @@ def profile_gitops(directory: str) -> None:
 
     import httpx
     from bench_sync import _profiled
-    from engine import kube as kube_module
-    from engine.kube import KubeClient
+    from engine.cluster import kube as kube_module
+    from engine.cluster.kube import KubeClient
 
     requests: collections.Counter = collections.Counter()
     clients: list[KubeClient] = []

@@ -1,8 +1,8 @@
-"""Benchmark: an incremental fetch of an unchanged remote, ours (engine.git.fetch:
+"""Benchmark: an incremental fetch of an unchanged remote, ours (engine.source.git.fetch:
 fetch + resolve + reuse of the checked-out tree) against plain `git fetch` of a
 mirror clone of the same remote, in the same run, over file:// and git daemon.
 
-Both sides are whole processes (ours: Python running engine.git.fetch, its
+Both sides are whole processes (ours: Python running engine.source.git.fetch, its
 start-up and imports included - GitPython's, not Prefect's: the engine takes a
 plain GitSource - and the git processes it runs; the peer: `git fetch`), compared by
 wall time and CPU (user+sys, children included), each ratio git ÷ ours. Both
@@ -34,7 +34,7 @@ from compare import Row, table  # noqa: E402
 from homes import own_homes  # noqa: E402
 from measure import Run, run_measured  # noqa: E402
 
-from engine.git import GitSource, fetch  # noqa: E402
+from engine.source.git import GitSource, fetch  # noqa: E402
 
 
 def clean_env() -> dict[str, str]:
@@ -113,7 +113,7 @@ def compare(label: str, url: str, work: Path, rounds: int) -> Row:
     mirror = work / f"mirror-{label.replace('/', '').replace(' ', '-')}.git"
     git("clone", "--quiet", "--mirror", url, mirror)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from engine.git import GitSource, fetch\n"
+            "from engine.source.git import GitSource, fetch\n"
             f"fetch(GitSource(url={url!r}))")
     ours = median_run([sys.executable, "-c", code], rounds)
     plain = median_run(["git", "--git-dir", str(mirror), "fetch", "--quiet", "--prune", "origin"], rounds)

@@ -115,7 +115,7 @@ def kubectl_requests(log: str) -> tuple[dict[str, int], dict[str, int]]:
     them) and the writes among them (dry-runs excluded) from a -v=6 log."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from engine.kube import request_verb
+    from engine.cluster.kube import request_verb
 
     counts = {verb: 0 for verb in VERBS}
     writes = {verb: 0 for verb in WRITE_VERBS}
@@ -163,12 +163,12 @@ def phase_main(phase: str, kubeconfig: str, directory: str, default_namespace: s
                profile: str | None) -> None:
     """One of our phases; prints a JSON line with what it measured."""
     started = time.perf_counter()
-    from engine.apply import apply_changes
-    from engine.changeset import Action
-    from engine.diff import plan_changes
-    from engine.inventory import read_inventory, updated_inventory, write_inventory
-    from engine.kube import KubeClient
-    from engine.render import render_plain
+    from engine.changes.apply import apply_changes
+    from engine.changes.changeset import Action
+    from engine.changes.diff import plan_changes
+    from engine.cluster.kube import KubeClient
+    from engine.source.render import render_plain
+    from engine.state.inventory import read_inventory, updated_inventory, write_inventory
     imports_s = time.perf_counter() - started
     baseline_kib = _vm_hwm_kib()
     root = Path(directory)

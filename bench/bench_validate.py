@@ -32,8 +32,8 @@ from homes import own_homes  # noqa: E402
 from measure import Run  # noqa: E402
 
 from engine.objects import Manifest, Source  # noqa: E402
-from engine.validate import Context, _schema_dir, schema_object  # noqa: E402
-from engine.policy_settings import PolicySettings  # noqa: E402
+from engine.spec.policy_settings import PolicySettings  # noqa: E402
+from engine.validation.validate import Context, _schema_dir, schema_object  # noqa: E402
 
 KUBERNETES_VERSION = "1.37"
 TARGET_SECONDS = 0.5

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from engine.appspec import App
 from engine.problems import Problem, ProblemsFound
-from engine.render import RenderOptions
+from engine.source.render import RenderOptions
+from engine.spec.appspec import App
 
 
 def render_options(app: App) -> RenderOptions:

@@ -8,7 +8,7 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 
 from blocks import BLOCK_TYPES, KubernetesCluster
-from engine.kubeconfig import Cluster
+from engine.cluster.kubeconfig import Cluster
 
 
 def register_block_types() -> None:

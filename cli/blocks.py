@@ -97,7 +97,7 @@ def cluster_list() -> None:
 def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None,
                  require_impersonation: bool = False):
     from blocks import KubernetesCluster
-    from engine.kubeconfig import KubeconfigError
+    from engine.cluster.kubeconfig import KubeconfigError
 
     try:  # refused before anything is saved; no request is sent
         block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},

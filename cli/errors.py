@@ -110,11 +110,11 @@ def _kind(failure: BaseException) -> str | None:
 
 
 _EXPECTED = [
-    ("engine.git", "GitError", "git"),
-    ("engine.kube", "ClusterUnreachable", "cluster"),
-    ("engine.kube", "ApiError", "cluster"),
+    ("engine.source.git", "GitError", "git"),
+    ("engine.cluster.kube", "ClusterUnreachable", "cluster"),
+    ("engine.cluster.kube", "ApiError", "cluster"),
     ("engine.problems", "ProblemsFound", "spec"),
-    ("engine.rollback", "RollbackError", "rollback"),
+    ("engine.source.rollback", "RollbackError", "rollback"),
     ("cli.local_server", "LocalServerError", "prefect"),
     ("httpx", "ConnectError", "prefect"),
     ("prefect.exceptions", "PrefectHTTPStatusError", "prefect"),
@@ -154,7 +154,7 @@ def problem_json(p) -> dict:
 
 
 def git_line(text: str) -> str:
-    """engine.git's message is `<url>: <what>: <failure>` and then git's last
+    """engine.source.git's message is `<url>: <what>: <failure>` and then git's last
     stderr lines: the first line, and git's most telling reason in brackets
     (a corrupt object, else its first fatal line, else its last line)."""
     head, *detail = _CONTROL.sub("", text).splitlines() or [""]

@@ -59,7 +59,7 @@ class _Quiet(logging.Filter):
     RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
     WORKERS = ("EventsWorker", "APILogWorker")
     # A request retried: whether it then failed is the command's own line.
-    RETRY_NOTES = ("engine.kube",)
+    RETRY_NOTES = ("engine.cluster.kube",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(self.RUN_LOGGERS):

@@ -15,9 +15,9 @@ import functools  # noqa: E402
 import typer  # noqa: E402
 
 from cli.blocks import cluster_app, repo_app  # noqa: E402
+from cli.drift import drift_command  # noqa: E402
 from cli.localcluster import localcluster_app  # noqa: E402
 from cli.prefect_api import use_prefect_api  # noqa: E402
-from cli.drift import drift_command  # noqa: E402
 from cli.recover import recover_command  # noqa: E402
 from cli.rollback import rollback_command  # noqa: E402
 from cli.secret import secret_app, secret_key  # noqa: E402

@@ -18,7 +18,7 @@ def rollback_command(
     to: str = typer.Option(..., "--to", help="The revision (SHA, tag) to roll the app back to."),
 ) -> None:
     """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
-    from engine.rollback import RollbackError  # these import Prefect: only when the command runs
+    from engine.source.rollback import RollbackError  # these import Prefect: only when the command runs
     from flows.rollback import RollbackIncomplete, gitops_rollback
 
     logs.apply()

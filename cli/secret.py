@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from cli.console import err, error
-from engine.sops import SECRET_FIELDS_REGEX, Sops, SopsError, find_sops, looks_encrypted  # small: no pydantic
+from engine.source.sops import SECRET_FIELDS_REGEX, Sops, SopsError, find_sops, looks_encrypted  # small: no pydantic
 
 secret_app = typer.Typer(help="Secrets encrypted in Git with SOPS and age.", no_args_is_help=True)
 

@@ -221,8 +221,8 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     from prefect.settings import PREFECT_UI_URL
     from prefect.states import Pending
 
-    from cli.errors import describe
     from cli.deployments import definitions, load_flow
+    from cli.errors import describe
     from flows.sync_app import without_heartbeat
 
     name = DEPLOYMENTS[command]

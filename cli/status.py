@@ -7,12 +7,13 @@ import contextlib
 
 from blocks import GitRepository
 from blocks.registry import load_clusters
-from engine.appspec import load_appspec
-from engine.git import fetch
-from engine.health import HealthStatus, refs_of, wait_for_health
-from engine.inventory import read_inventory
-from engine.kube import KubeClient
-from engine.targets import select_targets
+from engine.cluster.kube import KubeClient
+from engine.health.rules import HealthStatus
+from engine.health.wait import refs_of, wait_for_health
+from engine.source.git import fetch
+from engine.spec.appspec import load_appspec
+from engine.spec.targets import select_targets
+from engine.state.inventory import read_inventory
 
 
 def app_statuses(repo: str) -> list[dict]:

@@ -18,8 +18,8 @@ def error_line(error: BaseException) -> str:
     """An error as a result's message says it: an unreachable cluster or a lost
     Lease already say so in words; other errors are named by their type."""
     # Here, not at the top: the CLI imports this module at start-up, without the Kubernetes client.
-    from engine.kube import ClusterUnreachable
-    from engine.lock import LeaseLost
+    from engine.cluster.kube import ClusterUnreachable
+    from engine.state.lock import LeaseLost
 
     if isinstance(error, (ClusterUnreachable, LeaseLost)):
         return str(error)

@@ -10,7 +10,7 @@ import copy
 import json
 from typing import Iterable
 
-from engine.changeset import annotations_of
+from engine.changes.changeset import annotations_of
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

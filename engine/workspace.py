@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine import render_cache
-from engine.appspec import App, AppSpec, load_appspec
-from engine.git import GitSource
-from engine.inventory import Inventory
-from engine.kube import KubeClient, service_account_user
-from engine.kubeconfig import Cluster
+from engine.cluster.kube import KubeClient, service_account_user
+from engine.cluster.kubeconfig import Cluster
 from engine.objects import Manifest
 from engine.problems import Problem, ProblemsFound
-from engine.render import RenderOptions, render_app
 from engine.report import TargetResult
-from engine.targets import Target, select_targets
+from engine.source import render_cache
+from engine.source.git import GitSource
+from engine.source.render import RenderOptions, render_app
+from engine.spec.appspec import App, AppSpec, load_appspec
+from engine.spec.targets import Target, select_targets
+from engine.state.inventory import Inventory
 from engine.validation.impersonation import impersonation_problems
 
 _CURRENT: ContextVar["Workspace | None"] = ContextVar("gitops_workspace", default=None)

@@ -35,13 +35,13 @@ from prefect.utilities.annotations import quote
 from blocks import GitRepository
 from blocks.decryption import render_options
 from blocks.registry import load_clusters
-from engine.appspec import App
-from engine.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
-from engine.hand_edits import drift_managers, take_over
-from engine.inventory import read_inventory
-from engine.kube import KubeClient, run_bounded
+from engine.cluster.kube import KubeClient, run_bounded
 from engine.objects import Manifest
 from engine.problems import ProblemsFound, Severity
+from engine.spec.appspec import App
+from engine.state.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
+from engine.state.hand_edits import drift_managers, take_over
+from engine.state.inventory import read_inventory
 from engine.report import (DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line,
                            table_cell)
 from engine.secrets import scrub

@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from blocks.registry import load_clusters
-from engine.kube import NO_RETRY, KubeClient
-from engine.kubeconfig import Cluster
+from engine.cluster.kube import NO_RETRY, KubeClient
+from engine.cluster.kubeconfig import Cluster
 from engine.report import SyncReport, SyncStatus, table_cell
 from flows.flow import gitops_flow
 from flows.sync import gitops_sync

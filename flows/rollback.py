@@ -1,5 +1,5 @@
 """`gitops_rollback`: put one app back as it was at an earlier revision, the GitOps
-way - in Git first (engine/rollback.py: the commits after that revision that
+way - in Git first (engine/source/rollback.py: the commits after that revision that
 changed the app are reverted by one pushed commit), then the app is synced at
 that commit as a nested `gitops-sync` flow run, visible under this one."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 from prefect.artifacts import create_markdown_artifact
 
 from blocks import GitRepository
-from engine import rollback
 from engine.report import SyncFailed
+from engine.source import rollback
 from flows.flow import gitops_flow
 from flows.sync import gitops_sync
 from tasks.rollback import git_rollback

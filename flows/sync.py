@@ -30,7 +30,7 @@ from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.problems import ProblemsFound, Severity
 from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
-from engine.targets import Target, dependencies
+from engine.spec.targets import Target, dependencies
 from engine.workspace import Workspace, opened
 from flows.flow import gitops_flow
 from flows.sync_app import run_app

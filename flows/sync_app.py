@@ -30,17 +30,17 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from engine.appspec import RevertMode
-from engine.changeset import Action, ChangeSet, ChangeSetError
-from engine.health import HealthReport
-from engine.inventory import Inventory, read_inventory, write_intent
-from engine.kube import ClusterUnreachable
-from engine.lock import LeaseLost, app_lock, holder_identity
+from engine.changes.changeset import Action, ChangeSet, ChangeSetError
+from engine.changes.prune import EmptyDesiredState
+from engine.cluster.kube import ClusterUnreachable
+from engine.health.wait import HealthReport
 from engine.problems import ProblemsFound
-from engine.prune import EmptyDesiredState
 from engine.report import ObjectResult, SyncStatus, TargetResult, error_line
 from engine.secrets import scrub
-from engine.targets import Target, provided_by_dependencies
+from engine.spec.appspec import RevertMode
+from engine.spec.targets import Target, provided_by_dependencies
+from engine.state.inventory import Inventory, read_inventory, write_intent
+from engine.state.lock import LeaseLost, app_lock, holder_identity
 from engine.workspace import Workspace, current
 from flows.flow import gitops_flow
 from tasks.apply import apply_target

@@ -17,7 +17,7 @@ from blocks.decryption import render_options
 from blocks.registry import load_clusters
 from engine.problems import Problem, ProblemsFound, Severity
 from engine.report import table_cell
-from engine.targets import Target, provided_by_dependencies
+from engine.spec.targets import Target, provided_by_dependencies
 from engine.workspace import Workspace, opened
 from flows.flow import gitops_flow
 from tasks.fetch import fetch_revision

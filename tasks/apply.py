@@ -1,16 +1,16 @@
 """The apply stage: server-side apply of what the plan found created or
-configured, staged (engine/apply.py). A retried attempt goes on where the last
+configured, staged (engine/changes/apply.py). A retried attempt goes on where the last
 one stopped: objects already written are not written again."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.appspec import App
-from engine.apply import apply_changes
-from engine.changeset import ChangeSet, ChangeSetError
-from engine.hand_edits import drift_managers, take_over_planned
-from engine.kube import KubeClient
+from engine.changes.apply import apply_changes
+from engine.changes.changeset import ChangeSet, ChangeSetError
+from engine.cluster.kube import KubeClient
+from engine.spec.appspec import App
+from engine.state.hand_edits import drift_managers, take_over_planned
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES, TransientError
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.drift import desired_objects, detect_drift
-from engine.hand_edits import drift_managers
-from engine.inventory import read_inventory
 from engine.problems import ProblemsFound
-from engine.targets import Target
+from engine.spec.targets import Target
+from engine.state.drift import desired_objects, detect_drift
+from engine.state.hand_edits import drift_managers
+from engine.state.inventory import read_inventory
 from engine.workspace import Workspace
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES

@@ -1,5 +1,5 @@
 """The diff stage: what a sync would do to each object, from a server-side
-dry-run against the live object (engine/diff.py). When something would change,
+dry-run against the live object (engine/changes/diff.py). When something would change,
 the diff is published as a markdown artifact: `-`/`+` lines, Secret values masked."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from engine.appspec import App
-from engine.changeset import ChangeSet
-from engine.diff import diff_markdown, plan_changes
-from engine.hand_edits import drift_managers, plan_removals
-from engine.inventory import Inventory
-from engine.kube import KubeClient
+from engine.changes.changeset import ChangeSet
+from engine.changes.diff import diff_markdown, plan_changes
+from engine.cluster.kube import KubeClient
 from engine.objects import Manifest
+from engine.spec.appspec import App
+from engine.state.hand_edits import drift_managers, plan_removals
+from engine.state.inventory import Inventory
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 
@@ -24,7 +24,7 @@ def diff_target(kube: KubeClient, app: App, cluster: str, revision: str, manifes
     """The plan; objects the server refuses carry their error (the caller decides)."""
     changeset = plan_changes(kube, app.name, manifests, previous, default_namespace=app.namespace,
                              provided=provided)
-    if app.sync_policy.self_heal:  # hand edits go too (engine/hand_edits.py)
+    if app.sync_policy.self_heal:  # hand edits go too (engine/state/hand_edits.py)
         plan_removals(changeset, drift_managers(app))
     get_run_logger().info("%s@%s: plan: %s", app.name, cluster, changeset.summary())
     if changeset.changed() or changeset.errors():

@@ -1,11 +1,11 @@
 """The fetch stage: one revision of the GitOps repository, resolved to a commit
-and checked out read-only (engine/git.py)."""
+and checked out read-only (engine/source/git.py)."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
 
-from engine.git import FetchResult, GitSource, fetch
+from engine.source.git import FetchResult, GitSource, fetch
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

@@ -1,14 +1,15 @@
 """The health stage: wait until what was applied is Current (kstatus rules,
-engine/health.py); fail as soon as one object Failed or the time is up."""
+engine/health/); fail as soon as one object Failed or the time is up."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.appspec import App
-from engine.changeset import Action, ChangeSet
-from engine.health import HealthReport, HealthStatus, ObjectHealth, refs_of, wait_for_health
-from engine.kube import KubeClient
+from engine.changes.changeset import Action, ChangeSet
+from engine.cluster.kube import KubeClient
+from engine.health.rules import HealthStatus
+from engine.health.wait import HealthReport, ObjectHealth, refs_of, wait_for_health
+from engine.spec.appspec import App
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

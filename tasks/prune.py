@@ -1,14 +1,14 @@
 """The prune stage: delete what the previous inventory has and the desired
-state no longer does (engine/prune.py), only objects still the app's."""
+state no longer does (engine/changes/prune.py), only objects still the app's."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.appspec import App
-from engine.changeset import Action, ChangeSet, ChangeSetError
-from engine.kube import KubeClient
-from engine.prune import prune_objects
+from engine.changes.changeset import Action, ChangeSet, ChangeSetError
+from engine.changes.prune import prune_objects
+from engine.cluster.kube import KubeClient
+from engine.spec.appspec import App
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

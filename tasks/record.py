@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from prefect import task
 
-from engine.appspec import App
-from engine.changeset import ChangeSet
-from engine.inventory import Inventory, updated_inventory, write_inventory
-from engine.kube import KubeClient
+from engine.changes.changeset import ChangeSet
+from engine.cluster.kube import KubeClient
+from engine.spec.appspec import App
+from engine.state.inventory import Inventory, updated_inventory, write_inventory
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

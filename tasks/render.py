@@ -1,5 +1,5 @@
 """The render stage: an app's manifests for one cluster at one revision, each
-with its file and line. What was rendered is kept (engine/render_cache.py) so an
+with its file and line. What was rendered is kept (engine/source/render_cache.py) so an
 idle scheduled sync can compare the cluster with Git, and a sync of the same
 revision can go on, without rendering again;
 apps with SOPS-encrypted files are decrypted here with the age key of their
@@ -12,10 +12,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from blocks.decryption import render_options
-from engine import render_cache
-from engine.appspec import App
 from engine.objects import Manifest
-from engine.render import render_app
+from engine.source import render_cache
+from engine.source.render import render_app
+from engine.spec.appspec import App
 from tasks.options import STAGE
 
 

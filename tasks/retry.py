@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import urllib3
 
-from engine.git import GitError
-from engine.kube import is_retryable
+from engine.cluster.kube import is_retryable
+from engine.source.git import GitError
 
 
 class TransientError(Exception):

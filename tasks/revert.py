@@ -1,15 +1,15 @@
 """The Git half of an auto-revert in mode `git`: one commit on the tracked
 branch that reverts what the bad revision changed in the app, naming app,
-cluster, run and reason (engine/rollback.py makes and pushes it). The cluster
+cluster, run and reason (engine/source/rollback.py makes and pushes it). The cluster
 half is the sync pipeline itself, run at the last healthy revision."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from engine.appspec import App
-from engine.git import GitSource
-from engine.rollback import RollbackError, rollback_in_git
+from engine.source.git import GitSource
+from engine.source.rollback import RollbackError, rollback_in_git
+from engine.spec.appspec import App
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

@@ -1,12 +1,12 @@
 """The Git half of a rollback: one pushed commit that reverts what changed an
-app after a revision (engine/rollback.py)."""
+app after a revision (engine/source/rollback.py)."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from engine.git import GitSource
-from engine.rollback import RollbackResult, rollback_in_git
+from engine.source.git import GitSource
+from engine.source.rollback import RollbackResult, rollback_in_git
 from tasks.options import STAGE
 
 

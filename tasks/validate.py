@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.appspec import App
-from engine.kube import KubeClient
+from engine.cluster.kube import KubeClient
 from engine.objects import Manifest
 from engine.problems import Problem, ProblemsFound, Severity
-from engine.validate import check_desired_state
+from engine.spec.appspec import App
+from engine.validation.validate import check_desired_state
 from tasks.options import STAGE
 from tasks.retry import TRANSIENT_RETRIES
 

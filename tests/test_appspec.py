@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
 from engine.objects import Source
-from engine.policy_settings import Enforcement
 from engine.problems import ProblemsFound, Severity
+from engine.spec.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
+from engine.spec.policy_settings import Enforcement
 
 CLUSTERS = {"staging": {"env": "staging"}, "production": {"env": "prod", "region": "eu"},
             "production-us": {"env": "prod", "region": "us"}}

@@ -261,7 +261,7 @@ def test_an_unreachable_cluster_fails_the_sync_of_its_apps(unreachable_runs):
 def test_verbose_console_keeps_the_traceback_of_a_bug_only():
     from cli import logs
     from cli.errors import describe
-    from engine.git import GitError
+    from engine.source.git import GitError
 
     def record(error: Exception) -> logging.LogRecord:
         try:

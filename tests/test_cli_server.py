@@ -91,7 +91,7 @@ def test_a_command_starts_the_kept_server_the_next_reuses_it_and_stop_ends_it(us
     assert gitops(user_env, "server", "status").returncode == 1
 
 
-FORBIDDEN = ("prefect", "kubernetes", "engine.kube", "flows", "blocks")
+FORBIDDEN = ("prefect", "kubernetes", "engine.cluster.kube", "flows", "blocks")
 STARTUP_PROBE = """
 import json, sys
 sys.argv = ["gitops", *sys.argv[1:]]

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from conftest import kubectl
 from example_repo import ExampleRepo, synced_example_repo
 from test_recovery import api_get, api_post
-from flows.drift import DriftCheckFailed, gitops_drift
 from cli.drift import drift_command
 from engine.report import SyncStatus
+from engine.state.drift import desired_objects, detect_drift
+from engine.state.inventory import read_inventory
+from flows.drift import DriftCheckFailed, gitops_drift
 from flows.sync import gitops_sync
-from engine.drift import desired_objects, detect_drift
-from engine.inventory import read_inventory
 
 pytestmark = pytest.mark.cluster
 
@@ -67,10 +67,10 @@ def test_no_drift_right_after_a_sync_nor_from_server_defaults(repo, registered_c
 
 def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(repo):
     from blocks import GitRepository, KubernetesCluster
-    from engine.appspec import load_appspec
-    from engine.git import fetch
-    from engine.kube import KubeClient
-    from engine.render import render_app
+    from engine.cluster.kube import KubeClient
+    from engine.source.git import fetch
+    from engine.source.render import render_app
+    from engine.spec.appspec import load_appspec
 
     web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
     with KubeClient.for_cluster(KubernetesCluster.load("staging").cluster("staging")) as kube:

@@ -12,11 +12,11 @@ import pytest
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from engine.kube import KubeClient
+from engine.cluster.kube import KubeClient
 from engine.objects import Manifest, Source
-from engine.policy_settings import PolicySettings
 from engine.problems import Severity
-from engine.validate import check_desired_state, dry_run
+from engine.spec.policy_settings import PolicySettings
+from engine.validation.validate import check_desired_state, dry_run
 
 pytestmark = pytest.mark.cluster
 

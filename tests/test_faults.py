@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from example_repo import git
-from engine import lock
-from engine.health import wait_for_health
-from engine.inventory import APPLYSET_PART_OF_LABEL, app_applyset_id, read_inventory
-from engine.kube import UNRESPONSIVE_READ_S, KubeClient, RequestTimeout, RetryPolicy
+from engine.cluster.kube import UNRESPONSIVE_READ_S, KubeClient, RequestTimeout, RetryPolicy
+from engine.health.wait import wait_for_health
+from engine.state import lock
+from engine.state.inventory import APPLYSET_PART_OF_LABEL, app_applyset_id, read_inventory
 from localcluster import LocalCluster
 from tasks.retry import TRANSIENT_RETRIES
 

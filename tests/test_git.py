@@ -20,7 +20,7 @@ from git_remotes import (  # noqa: F401  (fixtures)
     HTTP_TOKEN, free_port, git_base, git_daemon, gitops_home, gpg_signer_factory, http_remote,
     run, ssh_keygen, ssh_remote, ssh_signer_factory, upstream,
 )
-from engine.git import (CommandFailed, Failure, GitError, GitSource, _session, checkout, fetch, public_url,
+from engine.source.git import (CommandFailed, Failure, GitError, GitSource, _session, checkout, fetch, public_url,
                         remote_location, resolve)
 
 pytestmark = pytest.mark.timeout(60)

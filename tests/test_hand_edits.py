@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from cli.drift import drift_command
 from conftest import KUBECTL, KUBECTL_TIMEOUT_S, kubectl
-from engine.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager, take_over, taken_over
-from engine.kube import FIELD_MANAGER, KubeClient
+from engine.cluster.kube import FIELD_MANAGER, KubeClient
 from engine.report import SyncStatus
+from engine.state.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager, take_over, taken_over
 from example_repo import ExampleRepo, synced_example_repo
 from flows.drift import gitops_drift
 from flows.sync import gitops_sync

@@ -11,18 +11,9 @@ import pytest
 import yaml
 
 from conftest import kubectl
-from engine.health import (
-    Health,
-    HealthReport,
-    HealthStatus,
-    ObjectHealth,
-    ObjectRef,
-    compute_health,
-    label_selector,
-    wait_for_health,
-    workload_pod_failure,
-)
-from engine.kube import KubeClient
+from engine.cluster.kube import KubeClient
+from engine.health.rules import Health, HealthStatus, compute_health, label_selector, workload_pod_failure
+from engine.health.wait import HealthReport, ObjectHealth, ObjectRef, wait_for_health
 
 FIXTURES = Path(__file__).parent / "fixtures" / "health"
 

@@ -15,10 +15,10 @@ import yaml
 
 from conftest import kubectl
 from example_repo import ExampleRepo, git
-from engine.apply import apply_changes
-from engine.changeset import Action
-from engine.diff import plan_changes
-from engine.kube import KubeClient, service_account_user
+from engine.changes.apply import apply_changes
+from engine.changes.changeset import Action
+from engine.changes.diff import plan_changes
+from engine.cluster.kube import KubeClient, service_account_user
 from engine.objects import Manifest, Source
 from engine.report import SyncStatus
 from flows.drift import DriftCheckFailed, gitops_drift

@@ -9,14 +9,14 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import kubectl
-from engine.apply import apply_changes
-from engine.changeset import Action, ChangeSet, ObjectChange
-from engine.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
+from engine.changes.apply import apply_changes
+from engine.changes.changeset import Action, ChangeSet, ObjectChange
+from engine.state.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
                              HISTORY_LIMIT, INVENTORY_NAMESPACE, HistoryEntry, Inventory, Member, applyset_id,
                              next_members, ownership_labels, read_inventory, updated_inventory, with_intent,
                              write_inventory)
-from engine.diff import plan_changes
-from engine.kube import KubeClient
+from engine.changes.diff import plan_changes
+from engine.cluster.kube import KubeClient
 from engine.objects import Manifest, Source
 
 needs_cluster = pytest.mark.cluster

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kubectl
-from engine.kube import FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient, RequestTimeout
+from engine.cluster.kube import FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient, RequestTimeout
 from localcluster import LocalCluster
 from test_localcluster_lifecycle import processes_mentioning
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import urllib3
 
-from engine import render_cache
-from engine.appspec import App
-from engine.changeset import Action, ChangeSet, ObjectChange
-from engine.git import Failure, GitError
-from engine.inventory import Inventory, Member
-from engine.kube import ApiError
+from engine.changes.changeset import Action, ChangeSet, ObjectChange
+from engine.cluster.kube import ApiError
 from engine.objects import Manifest, Source
 from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult
+from engine.source import render_cache
+from engine.source.git import Failure, GitError
+from engine.spec.appspec import App
+from engine.state.inventory import Inventory, Member
 from flows.sync import final_state
 from flows.sync_app import _limit_prunes, outcome_state
 from tasks.retry import TransientError, is_transient

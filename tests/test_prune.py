@@ -9,13 +9,13 @@ import secrets
 import pytest
 
 from conftest import kubectl
-from engine.apply import apply_changes
-from engine.changeset import Action, ChangeSet, ObjectChange
-from engine.diff import plan_changes
-from engine.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
-from engine.kube import KubeClient
+from engine.changes.apply import apply_changes
+from engine.changes.changeset import Action, ChangeSet, ObjectChange
+from engine.changes.diff import plan_changes
+from engine.changes.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
+from engine.cluster.kube import KubeClient
 from engine.objects import Manifest, Source
-from engine.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
+from engine.state.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
 
 needs_cluster = pytest.mark.cluster
 

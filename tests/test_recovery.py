@@ -20,8 +20,8 @@ import pytest
 
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
-from flows.recovery import RecoveryReport, gitops_recover, request_recovery
 from engine.report import SyncStatus
+from flows.recovery import RecoveryReport, gitops_recover, request_recovery
 from flows.sync import gitops_sync
 from test_sync import clean_clusters, resource_versions  # noqa: F401  (fixture)
 
@@ -213,8 +213,8 @@ def test_a_recovery_asked_for_through_the_api_has_its_name_from_the_start(prefec
     named as the flow names its runs while it waits to be started, not with
     Prefect's random name until a runner starts it."""
     from cli.demo import create_recovery_run
-    from cli.recover import start_recovery
     from cli.deployments import deployment
+    from cli.recover import start_recovery
 
     deployment_id = str(deployment("gitops-recover", repo="fleet").apply())
     asked = [create_recovery_run(prefect_api, deployment_id, "production")["id"],

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.appspec import App, RenderMode
 from engine.problems import ProblemsFound
-from engine.remote_sources import RULE, is_remote_target, remote_sources
-from engine.render import render_app
+from engine.source.remote_sources import RULE, is_remote_target, remote_sources
+from engine.source.render import render_app
+from engine.spec.appspec import App, RenderMode
 from git_remotes import git_base, upstream  # noqa: F401,F811  (fixtures)
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"

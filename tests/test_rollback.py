@@ -1,6 +1,6 @@
 """Rollback against a real Git remote: the app's commits after a revision are
 reverted in Git by one pushed commit naming the app, other apps' changes stay,
-bad revisions are refused (engine/rollback.py); with real clusters, the
+bad revisions are refused (engine/source/rollback.py); with real clusters, the
 gitops-rollback flow then syncs the app in a nested flow run and the cluster
 follows (flows/rollback.py)."""
 
@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from blocks import GitRepository
 from cli.rollback import rollback_command
 from conftest import kubectl
-from engine.rollback import RollbackError, rollback_in_git, working_clone
+from engine.source.rollback import RollbackError, rollback_in_git, working_clone
 from example_repo import example_repo, git, remove_sample_apps  # noqa: F401  (fixture)
 
 REPLICAS = "apps/web/overlays/staging/replicas.yaml"

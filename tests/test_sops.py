@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from engine import render_cache
-from engine.appspec import App, Decryption
 from engine.problems import ProblemsFound
-from engine.render import RenderOptions, render_app
-from engine.sops import GO_BIN, find_sops, is_encrypted
+from engine.source import render_cache
+from engine.source.render import RenderOptions, render_app
+from engine.source.sops import GO_BIN, find_sops, is_encrypted
+from engine.spec.appspec import App, Decryption
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 TOOLS = os.pathsep.join([os.environ.get("PATH", ""), str(GO_BIN)])
@@ -195,8 +195,8 @@ def test_an_object_still_encrypted_after_rendering_is_refused_not_applied(encryp
 
 
 def test_a_decrypted_value_never_shows_in_a_validation_message(tmp_path):
-    from engine.policy_settings import PolicySettings
-    from engine.validate import validate
+    from engine.spec.policy_settings import PolicySettings
+    from engine.validation.validate import validate
 
     private, public = age_identity()
     secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: pin}\nstringData:\n  pin: 90210731\n"  # not a string

@@ -17,10 +17,10 @@ import yaml
 
 from blocks.kubernetes_cluster import KubernetesCluster
 from engine.objects import Manifest, Source
-from engine.policy_settings import Enforcement, PolicySettings
 from engine.problems import Severity
-from engine.validate import builtin_validator, parse_image, validate
+from engine.spec.policy_settings import Enforcement, PolicySettings
 from engine.validation import schema
+from engine.validation.validate import builtin_validator, parse_image, validate
 from localcluster.pki import write_pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,9 +302,9 @@ def test_an_object_found_valid_is_not_checked_again_until_it_changes():
 _REMEMBERING_COMMAND = """
 import json, sys
 from engine.objects import Manifest, Source
-from engine.policy_settings import PolicySettings
-from engine.validate import validate
+from engine.spec.policy_settings import PolicySettings
 from engine.validation import schema
+from engine.validation.validate import validate
 objects = json.loads(sys.argv[1])
 manifests = [Manifest(obj, Source("x.yaml", n + 1)) for n, obj in enumerate(objects)]
 keys = [schema._ValidBuiltins.key("v1.37.0-local-strict", m) for m in manifests]

@@ -66,7 +66,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_written(example_repo, 
 
 
 def test_an_unknown_revision_is_a_clear_error(example_repo, registered_clusters):
-    from engine.git import GitError
+    from engine.source.git import GitError
 
     with pytest.raises(GitError, match="no-such-branch"):
         gitops_validate(repo=example_repo.block_name, revision="no-such-branch")

@@ -1,1 +1,3 @@
-"""The rules of the validate stage (engine.validate), one concept a module."""
+"""Validation of rendered objects, every problem at once (validate): structure,
+schema, policy, the server-side dry-run and the impersonation fence, one concept
+a module."""

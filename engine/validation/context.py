@@ -9,10 +9,10 @@ from typing import Callable, Iterable
 
 import jsonschema
 
+from engine.cluster.scope import CLUSTER_SCOPED
 from engine.objects import Manifest
-from engine.policy_settings import PolicySettings
 from engine.problems import Problem, Severity
-from engine.scope import CLUSTER_SCOPED
+from engine.spec.policy_settings import PolicySettings
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 

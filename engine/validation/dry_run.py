@@ -1,5 +1,5 @@
 """The server-side dry-run of validation: every object sent through the engine's
-one dry-run (engine.kube.dry_run_object, the same request diff makes), and what
+one dry-run (engine.cluster.kube.dry_run_object, the same request diff makes), and what
 the server refuses reported as Problems."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterator
 
-from engine.kube import ApiError, KubeClient, dry_run_object, is_immutable_message
+from engine.cluster.kube import ApiError, KubeClient, dry_run_object, is_immutable_message
+from engine.cluster.scope import crds_by_kind
 from engine.objects import Manifest
 from engine.problems import Problem
-from engine.scope import crds_by_kind
 from engine.secrets import scrub
 from engine.validation.context import WARNING, _problem
 

@@ -7,10 +7,10 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from engine.cluster.scope import RBAC_GROUP
 from engine.objects import Manifest, json_path
-from engine.policy_settings import Enforcement
 from engine.problems import Problem
-from engine.scope import RBAC_GROUP
+from engine.spec.policy_settings import Enforcement
 from engine.validation.context import ERROR, WARNING, Context, _is_cluster_scoped, _problem
 from engine.validation.json_values import _dicts
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
+from engine.cluster.scope import RBAC_GROUP
 from engine.objects import Manifest, json_path
 from engine.problems import Problem
-from engine.scope import RBAC_GROUP
 from engine.validation.context import Context, _effective_namespace, _problem
 from engine.validation.json_values import _json_type, _missing_or_type
 from engine.validation.names import (

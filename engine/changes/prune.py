@@ -9,10 +9,10 @@ import logging
 from itertools import groupby
 
 
-from engine.apply import order_key
-from engine.changeset import Action, ChangeSet, ObjectChange, annotations_of, labels_of
-from engine.inventory import APP_LABEL
-from engine.kube import ApiError, KubeClient, UnknownKind
+from engine.changes.apply import order_key
+from engine.changes.changeset import Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from engine.cluster.kube import ApiError, KubeClient, UnknownKind
+from engine.state.inventory import APP_LABEL
 
 PRUNE_ANNOTATION = "gitops.prefect.io/prune"
 ARGO_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"

@@ -23,7 +23,7 @@ def _enforcement(value: object) -> object:
     `true` says nothing of which of require or warn is meant, and stays refused."""
     if value is False:
         return Enforcement.OFF
-    if isinstance(value, str):  # gitops.yaml passes the word as written (engine/appspec.py)
+    if isinstance(value, str):  # gitops.yaml passes the word as written (engine/spec/appspec.py)
         return "off" if value.lower() in _FALSE_WORDS else value.lower()
     return value
 

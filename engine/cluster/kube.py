@@ -2,7 +2,7 @@
 discovery cached for the run, bounded concurrency, a time limit on every request,
 quick retries on fast transient failures only, and every request counted by verb.
 Requests are plain JSON over urllib3, with the TLS context and credentials that
-engine/kubeconfig.py builds: the kubernetes package's clients are not used (just
+engine/cluster/kubeconfig.py builds: the kubernetes package's clients are not used (just
 importing them costs a command 0.3 s; they also load the CA again per connection).
 
 Time limits: every request has a connect limit (5 s: also the TLS handshake of a new
@@ -40,7 +40,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
-from engine.kubeconfig import Cluster, ClusterAccess, load_access_file
+from engine.cluster.kubeconfig import Cluster, ClusterAccess, load_access_file
 
 FIELD_MANAGER = "prefect-gitops"
 DEFAULT_WORKERS = 16
@@ -69,7 +69,7 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int = DEF
 # ---- write fencing ---------------------------------------------------------------
 
 # Called before every request that writes (not dry-run) in this context; raises to
-# refuse it. The app's Lease sets it (engine/lock.py): a holder that may have lost
+# refuse it. The app's Lease sets it (engine/state/lock.py): a holder that may have lost
 # its Lease writes nothing more.
 WRITE_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "gitops_write_guard", default=None)
@@ -252,7 +252,7 @@ class _Transport:
     counted, time-limited and retried when transient. A failure to reach the
     server leaves it as a ClusterUnreachable, a refusal as an ApiError.
 
-    The TLS context is built once from the kubeconfig (engine/kubeconfig.py), so a
+    The TLS context is built once from the kubeconfig (engine/cluster/kubeconfig.py), so a
     new connection does not load the CA again; there are enough pooled
     connections for the client's workers, and urllib3's own retries are off
     (they would multiply the time limit): the loop here retries what is worth it."""

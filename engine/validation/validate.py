@@ -11,11 +11,11 @@ structure, schema, policy and dry_run, sharing engine.validation.context.
 
 from __future__ import annotations
 
-from engine.kube import FIELD_MANAGER, KubeClient
+from engine.cluster.kube import FIELD_MANAGER, KubeClient
+from engine.cluster.scope import crds_by_kind
 from engine.objects import Manifest
-from engine.policy_settings import PolicySettings
 from engine.problems import Problem
-from engine.scope import crds_by_kind
+from engine.spec.policy_settings import PolicySettings
 from engine.validation.context import ERROR, WARNING, Context, Rule
 from engine.validation.dry_run import DRY_RUN_WORKERS, dry_run
 from engine.validation.json_values import _json_type

@@ -22,15 +22,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from pydantic import SecretStr
 
-from engine.appspec import App, RenderMode
-from engine.children import dying_with_parent
-from engine.manifests import (KUSTOMIZATION_FILES, MANIFEST_SUFFIXES, Loaded, kustomization_file, load_file,
+from engine.source.children import dying_with_parent
+from engine.spec.appspec import App, RenderMode
+from engine.source.manifests import (KUSTOMIZATION_FILES, MANIFEST_SUFFIXES, Loaded, kustomization_file, load_file,
                              load_text, parse_documents, read_text, relative_name)
+from engine.cluster.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
 from engine.objects import Manifest, Source
 from engine.problems import Problem, ProblemsFound
-from engine.remote_sources import is_remote_target, refuse_remote_sources
-from engine.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
-from engine.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
+from engine.source.remote_sources import is_remote_target, refuse_remote_sources
+from engine.source.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
 TOOL_TIMEOUT_S = 120.0
 # Where `scripts/install-helm.sh` puts helm when it is not installed system-wide.
@@ -167,7 +167,7 @@ def render_plain(root: Path, directory: Path, decrypter: Decrypter | None = None
 @dataclass
 class Decrypter:
     """An app's SOPS-encrypted files, decrypted in memory with the age key of
-    its `decryption.secretRef` (engine/sops.py); refused, naming the file and
+    its `decryption.secretRef` (engine/source/sops.py); refused, naming the file and
     the reason, when the app has no key or the key does not open them."""
 
     root: Path

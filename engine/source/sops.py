@@ -5,7 +5,7 @@ Where plaintext lives: only in memory. The age key goes to sops in its
 environment (SOPS_AGE_KEY, never a file or an argument), the ciphertext on its
 stdin and the plaintext comes back on its stdout; nothing decrypted is ever
 written to disk by this module. Its callers keep it that way: the render cache
-skips apps with decryption (engine/render_cache.py) and stage results are not
+skips apps with decryption (engine/source/render_cache.py) and stage results are not
 persisted (tasks/options.py), so decrypted values exist only in the process and
 in the apply request to the Kubernetes API. Errors name the file and a reason
 made from sops' message, never a value or the key.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.children import dying_with_parent
+from engine.source.children import dying_with_parent
 
 if TYPE_CHECKING:  # the CLI imports this module and must start fast
     from pydantic import SecretStr

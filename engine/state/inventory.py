@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 
-from engine.changeset import Action, ChangeSet
-from engine.kube import ApiError, KubeClient
+from engine.changes.changeset import Action, ChangeSet
+from engine.cluster.kube import ApiError, KubeClient
 from engine.objects import Identified
 
 if TYPE_CHECKING:
-    from engine.appspec import App
+    from engine.spec.appspec import App
 
 INVENTORY_NAMESPACE = "gitops-system"
 TOOLING = "prefect-gitops/v1"

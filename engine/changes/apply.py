@@ -20,12 +20,12 @@ from itertools import groupby
 from typing import Iterable
 
 
-from engine.changeset import Action, ChangeSet, ObjectChange, annotations_of
-from engine.diff import immutable_message, plan_object, recreate_allowed
-from engine.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
-from engine.lock import LeaseLost
-from engine.scope import RBAC_GROUP
+from engine.changes.changeset import Action, ChangeSet, ObjectChange, annotations_of
+from engine.changes.diff import immutable_message, plan_object, recreate_allowed
+from engine.cluster.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
+from engine.cluster.scope import RBAC_GROUP
 from engine.secrets import scrub
+from engine.state.lock import LeaseLost
 
 SYNC_WAVE_ANNOTATIONS = ("gitops.prefect.io/sync-wave", "argocd.argoproj.io/sync-wave")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 import yaml
 from deepdiff import DeepDiff
 
-from engine.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
-from engine.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
-from engine.inventory import APP_LABEL, Inventory, ownership_labels
-from engine.kube import ApiError, KubeClient, UnknownKind, dry_run_object
+from engine.changes.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
+from engine.cluster.kube import ApiError, KubeClient, UnknownKind, dry_run_object
+from engine.cluster.scope import crds_by_kind
 from engine.objects import Manifest, ObjectKey
 from engine.report import table_cell
-from engine.scope import crds_by_kind
 from engine.secrets import SecretMasker, scrub
+from engine.state.inventory import APP_LABEL, Inventory, ownership_labels
 
 if TYPE_CHECKING:
-    from engine.appspec import App
+    from engine.spec.appspec import App
 
 # Fields the server owns and changes on its own: never a difference to show.
 IGNORED_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",

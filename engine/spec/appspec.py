@@ -27,10 +27,10 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 from pydantic.alias_generators import to_camel
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.manifests import Document, parse_documents, read_text
 from engine.objects import Source
-from engine.policy_settings import PolicySettings
 from engine.problems import Problem, ProblemsFound, Severity
+from engine.source.manifests import Document, parse_documents, read_text
+from engine.spec.policy_settings import PolicySettings
 
 APPSPEC_FILE = "gitops.yaml"
 CLUSTER_PLACEHOLDER = "{cluster}"
@@ -185,10 +185,10 @@ class App(_Model):
     # so the cluster's RBAC decides what the app may write.
     service_account_name: DnsLabel | None = None
     # Field managers whose fields in the app's objects are hand edits, hence drift
-    # (None: kubectl's, engine.hand_edits.DEFAULT_DRIFT_MANAGERS; []: none).
+    # (None: kubectl's, engine.state.hand_edits.DEFAULT_DRIFT_MANAGERS; []: none).
     drift_managers: list[str] | None = None
     # Kustomize bases and Helm charts fetched from the network at render time
-    # (unpinned content): refused unless allowed (engine/remote_sources.py).
+    # (unpinned content): refused unless allowed (engine/source/remote_sources.py).
     allow_remote_resources: bool = False
 
     # Where in gitops.yaml the app is written, for problems about it.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.appspec import App, AppSpec
 from engine.objects import Manifest, Source
 from engine.problems import Problem, Severity
+from engine.spec.appspec import App, AppSpec
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Three kinds: an object of that revision is missing; a field we applied was
 changed, or taken over, by another field manager, or a person's tool holds a
-field Git does not set (a hand edit, engine/hand_edits.py); an object carries
+field Git does not set (a hand edit, engine/state/hand_edits.py); an object carries
 the app's ownership label and is not in its inventory.
 
 Cheap by construction: one LIST per kind and namespace (with the app's label
@@ -23,13 +23,13 @@ from enum import Enum
 from typing import Any, Collection, Iterator
 
 
-from engine.diff import desired_body
-from engine.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
-from engine.hand_edits import HandEdit, find_hand_edits
-from engine.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
-from engine.kube import FIELD_MANAGER, KubeClient, UnknownKind
+from engine.changes.diff import desired_body
+from engine.changes.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
+from engine.cluster.kube import FIELD_MANAGER, KubeClient, UnknownKind
 from engine.objects import Identified, Manifest, ObjectKey, Source, group_of, json_path
 from engine.secrets import SecretMasker, is_secret
+from engine.state.hand_edits import HandEdit, find_hand_edits
+from engine.state.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 
 MAX_VALUE_CHARS = 120
 Trees = dict[str, dict | None]  # manager name -> its fieldsV1 node at one path (None: owns nothing there)

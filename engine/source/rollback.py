@@ -6,7 +6,7 @@ undoing the rollback. Only the app's files change: what the reverted commits
 changed elsewhere is kept as it is at the branch head.
 
 The clone is a GitPython repository driven through the block's credentials by
-engine.git's session runner (environment, timeouts, process-group kill); the
+engine.source.git's session runner (environment, timeouts, process-group kill); the
 clone and the push are git commands, as every network operation is there."""
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Iterator
 
 from git import Repo
 
-from engine.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
-from engine.git import CommandFailed, GitSource, _classify, _session, _Session, remote_location
-from engine.manifests import relative_name
 from engine.problems import ProblemsFound
-from engine.render import _KustomizeIndex
+from engine.source.git import CommandFailed, GitSource, _classify, _session, _Session, remote_location
+from engine.source.manifests import relative_name
+from engine.source.render import _KustomizeIndex
+from engine.spec.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
 
 if TYPE_CHECKING:
     from engine.report import SyncReport
 
 PUSH_ATTEMPTS = 3
-# Who the rollback commit is by; git's user config is deliberately not read (engine/git.py).
+# Who the rollback commit is by; git's user config is deliberately not read (engine/source/git.py).
 IDENTITY = {"GIT_AUTHOR_NAME": "prefect-gitops", "GIT_AUTHOR_EMAIL": "prefect-gitops@localhost",
             "GIT_COMMITTER_NAME": "prefect-gitops", "GIT_COMMITTER_EMAIL": "prefect-gitops@localhost"}
 
@@ -233,7 +233,7 @@ class WorkingClone:
         raise RollbackError(f"{self.branch} kept moving: the push was rejected {attempts} times")
 
     def _error(self, what: str, failed: CommandFailed) -> Exception:
-        """A network failure as engine.git reports it: classified, URL named, scrubbed."""
+        """A network failure as engine.source.git reports it: classified, URL named, scrubbed."""
         return self.session.error(what, _classify(failed.output), failed.output)
 
 

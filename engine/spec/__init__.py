@@ -1,0 +1,2 @@
+"""The app spec: gitops.yaml's apps, their policy settings, and which app goes to
+which cluster."""
