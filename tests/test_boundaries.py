@@ -1,6 +1,7 @@
 """The house's boundaries: the engine is Prefect-free (it takes plain values; the
-blocks turn themselves into them at the edge), and no modules of ours import
-each other in a loop, counting imports inside functions and under TYPE_CHECKING."""
+blocks turn themselves into them at the edge), imports go down the layers
+(engine, localcluster, blocks, tasks, flows, cli) and never in a loop, counting
+imports inside functions and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("blocks", "cli", "engine", "flows", "localcluster", "tasks")
+# The layers, from the bottom: a module imports only from its layer or those below.
+LAYERS = ("engine", "localcluster", "blocks", "tasks", "flows", "cli")
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -91,6 +94,22 @@ def import_graph() -> dict[str, set[str]]:
     files = {name: path for package in PACKAGES for name, path in modules(package).items()}
     ours = set(files)
     return {name: imports_of(path, name, ours) for name, path in files.items()}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    def layer(module: str) -> int:
+        return LAYERS.index(module.split(".")[0])
+    return sorted((a, b) for a, imported in graph.items() for b in imported if layer(a) < layer(b))
+
+
+def test_imports_go_downwards_only():
+    assert upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_found_when_there_is_one():
+    graph = import_graph()
+    graph["blocks.registry"].add("flows.sync")
+    assert upward_imports(graph) == [("blocks.registry", "flows.sync")]
 
 
 def test_no_modules_of_ours_import_each_other_in_a_loop():
