@@ -10,7 +10,7 @@ import pytest
 
 from conftest import kubectl
 from engine.changes.apply import apply_changes
-from engine.changes.changeset import Action, ChangeSet, ObjectChange
+from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange
 from engine.state.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
                              HISTORY_LIMIT, INVENTORY_NAMESPACE, HistoryEntry, Inventory, Member, applyset_id,
                              next_members, ownership_labels, read_inventory, updated_inventory, with_intent,
@@ -95,7 +95,8 @@ def test_next_members_keep_what_exists_and_what_failed_to_prune():
     def change(name: str, action: Action, desired: bool = True, done: bool = False, error: str | None = None,
                released: bool = False):
         return ObjectChange("v1", "ConfigMap", "ns", name, Source("x.yaml") if desired else None, action,
-                            desired={} if desired else None, done=done, error=error, released=released)
+                            desired={} if desired else None, fate=Fate.DONE if done else Fate.NOT_ATTEMPTED,
+                            error=error, released=released)
 
     changeset = ChangeSet([
         change("kept", Action.UNCHANGED), change("new", Action.CREATED, done=True),
@@ -135,11 +136,10 @@ def test_a_write_that_may_have_landed_stays_a_member_and_a_partial_apply_is_told
         return ObjectChange("v1", "ConfigMap", "web", name, Source("x.yaml"), Action.CREATED, desired={}, **state)
 
     unknown = created("sent")
-    unknown.fail("apply", "cluster c (https://c) is unreachable: no answer within the time limit")
-    unknown.maybe_done = True
+    unknown.fail("apply", "cluster c (https://c) is unreachable: no answer within the time limit", maybe_done=True)
     refused = created("refused")
     refused.fail("apply", "422 Invalid")
-    changeset = ChangeSet([created("done", done=True), unknown, refused, created("later")])
+    changeset = ChangeSet([created("done", fate=Fate.DONE), unknown, refused, created("later")])
     assert [m.name for m in next_members(changeset, None)] == ["done", "sent"]
     assert [c.outcome for c in changeset] == ["done", "unknown", "failed", "not attempted"]
     assert changeset.failure_text() == (

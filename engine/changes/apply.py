@@ -20,7 +20,7 @@ from itertools import groupby
 from typing import Iterable
 
 
-from engine.changes.changeset import Action, ChangeSet, ObjectChange, annotations_of
+from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of
 from engine.changes.diff import immutable_message, plan_object, recreate_allowed
 from engine.cluster.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
 from engine.cluster.scope import RBAC_GROUP
@@ -147,8 +147,8 @@ def apply_object(kube: KubeClient, change: ObjectChange, allow_recreate: bool = 
     try:
         _apply_or_recreate(kube, change, allow_recreate, timeout)
     except (ClusterUnreachable, LeaseLost) as error:
-        change.fail("apply", str(error), transient=is_retryable(error))
-        change.maybe_done = isinstance(error, ClusterUnreachable) and error.may_have_landed
+        change.fail("apply", str(error), transient=is_retryable(error),
+                    maybe_done=isinstance(error, ClusterUnreachable) and error.may_have_landed)
         if halt is not None:
             halt.set()
     except ApiError as error:
@@ -175,7 +175,7 @@ def _apply_or_recreate(kube: KubeClient, change: ObjectChange, allow_recreate: b
             return
         _recreate(kube, change, allow_recreate, timeout)
         return
-    change.done = True
+    change.fate = Fate.DONE
 
 
 def _recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, timeout: float) -> None:
@@ -191,7 +191,7 @@ def _recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, time
             change.fail("recreate", f"still present {timeout:.0f}s after its deletion")
             return
     kube.apply(change.desired or {})
-    change.done = True
+    change.fate = Fate.DONE
 
 
 def _wait_gone(kube: KubeClient, change: ObjectChange, timeout: float) -> bool:

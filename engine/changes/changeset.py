@@ -18,6 +18,15 @@ class Action(str, Enum):
     SKIPPED = "skipped"
 
 
+class Fate(str, Enum):
+    """What became of a change in the cluster."""
+
+    NOT_ATTEMPTED = "not attempted"
+    DONE = "done"  # written or deleted
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # its write was sent and never answered: it may have been made
+
+
 # The actions that write to (or delete from) the cluster.
 CHANGING = (Action.CREATED, Action.CONFIGURED, Action.PRUNED)
 
@@ -39,8 +48,8 @@ def labels_of(obj: dict | None) -> dict:
 
 @dataclass
 class ObjectChange(Identified):
-    """One object of a sync. After the plan, `action` is what will happen; `done`
-    says whether it was carried out in the cluster (written or deleted)."""
+    """One object of a sync. After the plan, `action` is what will happen; `fate`
+    what became of it in the cluster."""
 
     api_version: str
     kind: str
@@ -54,7 +63,7 @@ class ObjectChange(Identified):
     # the desired body cannot be: it is what gets applied).
     dry_run_result: dict | None = field(default=None, repr=False)
     desired: dict | None = field(default=None, repr=False)
-    done: bool = False
+    fate: Fate = Fate.NOT_ATTEMPTED
     # Not dry-run yet: its CRD or Namespace is applied earlier in the same sync.
     deferred: bool = False
     # Deferred because its namespace does not exist yet: neither can the object,
@@ -66,32 +75,32 @@ class ObjectChange(Identified):
     released: bool = False
     # The error may pass if tried again (connection lost, 429, 5xx): the stage is retried.
     transient: bool = False
-    # Its write was sent, but the server never answered: it may have been made.
-    maybe_done: bool = False
 
     @property
     def in_desired_set(self) -> bool:
         return self.desired is not None
 
-    def fail(self, verb: str, message: str, transient: bool = False) -> None:
-        """Record an error, wrapped with the object it is about."""
+    @property
+    def done(self) -> bool:
+        return self.fate is Fate.DONE
+
+    def fail(self, verb: str, message: str, transient: bool = False, maybe_done: bool = False) -> None:
+        """Record an error, wrapped with the object it is about; `maybe_done`: the
+        write was sent and never answered. A change already done stays done (what
+        failed came after its write: waiting for a CRD to be Established)."""
         self.error = f"{self.ref}: {verb} failed: {message}"
         self.transient = transient
+        if self.fate is not Fate.DONE:
+            self.fate = Fate.UNKNOWN if maybe_done else Fate.FAILED
 
     def clear_error(self) -> None:
-        self.error, self.transient, self.maybe_done = None, False, False
+        """Before another attempt: the error forgotten, the change not attempted yet."""
+        self.error, self.transient, self.fate = None, False, Fate.NOT_ATTEMPTED
 
     @property
     def outcome(self) -> str:
-        """What happened to a change in the cluster: done, failed, unknown (sent,
-        never answered), not attempted; "" when there was nothing to do."""
-        if self.action not in CHANGING:
-            return ""
-        if self.done:
-            return "done"
-        if self.error:
-            return "unknown" if self.maybe_done else "failed"
-        return "not attempted"
+        """Its fate as the report says it; "" when there was nothing to do."""
+        return self.fate.value if self.action in CHANGING else ""
 
 
 @dataclass
@@ -159,7 +168,8 @@ class ChangeSet:
         errors = self.errors()
         first = errors[0].error if errors else "no error"
         counts = Counter(c.outcome for c in self.changed())
-        tally = ", ".join(f"{counts[o]} {o}" for o in ("done", "failed", "unknown", "not attempted") if counts[o])
+        order = (Fate.DONE, Fate.FAILED, Fate.UNKNOWN, Fate.NOT_ATTEMPTED)
+        tally = ", ".join(f"{counts[f.value]} {f.value}" for f in order if counts[f.value])
         return f"{first} (of {len(self.changed())} changes: {tally})"
 
     def raise_for_errors(self) -> None:

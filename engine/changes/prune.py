@@ -10,7 +10,7 @@ from itertools import groupby
 
 
 from engine.changes.apply import order_key
-from engine.changes.changeset import Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of, labels_of
 from engine.cluster.kube import ApiError, KubeClient, UnknownKind
 from engine.state.inventory import APP_LABEL
 
@@ -87,7 +87,7 @@ def _deletable(kube: KubeClient, app_name: str, change: ObjectChange) -> dict | 
         change.fail("prune", f"{type(error).__name__}: {error}")
         return None
     if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):
-        change.done, change.diff = True, "- (already gone)"
+        change.fate, change.diff = Fate.DONE, "- (already gone)"
         return None
     owner = labels_of(live).get(APP_LABEL)
     if owner != app_name:
@@ -113,4 +113,4 @@ def _delete(kube: KubeClient, change: ObjectChange, live: dict) -> None:
     except Exception as error:
         change.fail("prune", f"{type(error).__name__}: {error}")
         return
-    change.done, change.diff = True, "- (deleted)"
+    change.fate, change.diff = Fate.DONE, "- (deleted)"

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 
-from engine.changes.changeset import Action, ChangeSet
+from engine.changes.changeset import Action, ChangeSet, Fate
 from engine.cluster.kube import ApiError, KubeClient
 from engine.objects import Identified
 
@@ -210,7 +210,7 @@ def next_members(changeset: ChangeSet, previous: Inventory | None) -> list[Membe
     for change in changeset:
         member = Member(change.api_version, change.kind, change.namespace, change.name)
         if change.in_desired_set:
-            exists = change.done or change.maybe_done or change.action in (Action.UNCHANGED, Action.CONFIGURED)
+            exists = change.fate in (Fate.DONE, Fate.UNKNOWN) or change.action in (Action.UNCHANGED, Action.CONFIGURED)
             keep = exists or change.key in before
         else:
             keep = not (change.done or change.released)
