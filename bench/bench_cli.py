@@ -67,12 +67,13 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from bench_sync import settle, write_manifests  # noqa: E402
+from checkout import Checkout  # noqa: E402
 from compare import Row, table  # noqa: E402
 from homes import KUBECTL, own_homes, warm_kubectl_cache  # noqa: E402
 from measure import Run, in_a_row, process_cpu_s, run_measured  # noqa: E402
 
-from cli.local_server import LocalPrefectServer  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
+from prefect_gitops.cli.local_server import LocalPrefectServer  # noqa: E402
+from prefect_gitops.localcluster import LocalCluster  # noqa: E402
 
 REPO, CLUSTER, APP = "bench-fleet", "bench", "bench"
 RUNS = 3  # every row but the first sync: the median of this many processes, ours and kubectl's
@@ -187,16 +188,13 @@ class Gitops:
     server of the user's)."""
 
     def __init__(self, root: Path, home: Path, api_url: str):
-        self.root, self.home, self.api_url = root, home, api_url
+        self.checkout, self.home, self.api_url = Checkout.of(root), home, api_url
         self.env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                     # an older checkout starts Prefect's temporary server: 20 s is too short on a busy machine
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         self.env.pop("PREFECT_API_URL", None)
-        # what bin/gitops runs: cli.entry.main, or cli.main's app in a checkout from before it
-        start = "from cli.entry import main; main()" if (root / "cli" / "entry.py").exists() else \
-            "from cli.main import app; app()"
-        self.argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'gitops'; "
-                                           + start]
+        self.argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {self.checkout.path!r}); "
+                                           f"sys.argv[0] = 'gitops'; {self.checkout.entry()}"]
         self.serve_pid: int | None = None  # while `gitops serve` is up: its work is the commands' too
 
     def run(self, *args: str, api: bool = True) -> Run:
@@ -285,7 +283,7 @@ class Gitops:
         """A no-op `gitops sync` under cProfile in every thread, counting the
         requests its Prefect client (httpx) and its Kubernetes clients send."""
         directory.mkdir(parents=True, exist_ok=True)
-        code = (f"import sys; sys.path[:0] = [{str(self.root)!r}, {str(HERE)!r}]; sys.argv[0] = 'gitops'\n"
+        code = (f"import sys; sys.path[:0] = [{self.checkout.path!r}, {str(HERE)!r}]; sys.argv[0] = 'gitops'\n"
                 f"import bench_cli; bench_cli.profile_gitops({str(directory)!r})")
         run = run_measured([sys.executable, "-c", code, "sync", "--repo", REPO, "--json"],
                            env={**self.env, "PREFECT_API_URL": self.api_url})
@@ -303,8 +301,8 @@ def profile_gitops(directory: str) -> None:
 
     import httpx
     from bench_sync import _profiled
-    from engine.cluster import kube as kube_module
-    from engine.cluster.kube import KubeClient
+    from prefect_gitops.engine.cluster import kube as kube_module
+    from prefect_gitops.engine.cluster.kube import KubeClient
 
     requests: collections.Counter = collections.Counter()
     clients: list[KubeClient] = []
@@ -336,7 +334,7 @@ def profile_gitops(directory: str) -> None:
     httpx.AsyncClient.send = counting(httpx.AsyncClient.send)
 
     def cli() -> None:
-        from cli.main import app
+        from prefect_gitops.cli.main import app
 
         try:
             app()

@@ -41,13 +41,13 @@ from compare import Row, table  # noqa: E402
 from homes import KUBECTL, own_homes  # noqa: E402
 from measure import run_measured  # noqa: E402
 
-from engine.changes.apply import apply_changes  # noqa: E402
-from engine.changes.changeset import Action, ChangeSet, ObjectChange  # noqa: E402
-from engine.cluster.kube import KubeClient  # noqa: E402
-from engine.objects import Manifest, Source  # noqa: E402
-from engine.state.drift import DesiredObject, desired_objects, detect_drift  # noqa: E402
-from engine.state.inventory import read_inventory, updated_inventory, write_inventory  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
+from prefect_gitops.engine.changes.apply import apply_changes  # noqa: E402
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ObjectChange  # noqa: E402
+from prefect_gitops.engine.cluster.kube import KubeClient  # noqa: E402
+from prefect_gitops.engine.objects import Manifest, Source  # noqa: E402
+from prefect_gitops.engine.state.drift import DesiredObject, desired_objects, detect_drift  # noqa: E402
+from prefect_gitops.engine.state.inventory import read_inventory, updated_inventory, write_inventory  # noqa: E402
+from prefect_gitops.localcluster import LocalCluster  # noqa: E402
 
 APP = "bench"
 NAMESPACES = 10

@@ -34,7 +34,7 @@ from compare import Row, table  # noqa: E402
 from homes import own_homes  # noqa: E402
 from measure import Run, run_measured  # noqa: E402
 
-from engine.source.git import GitSource, fetch  # noqa: E402
+from prefect_gitops.engine.source.git import GitSource, fetch  # noqa: E402
 
 
 def clean_env() -> dict[str, str]:
@@ -113,7 +113,7 @@ def compare(label: str, url: str, work: Path, rounds: int) -> Row:
     mirror = work / f"mirror-{label.replace('/', '').replace(' ', '-')}.git"
     git("clone", "--quiet", "--mirror", url, mirror)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from engine.source.git import GitSource, fetch\n"
+            "from prefect_gitops.engine.source.git import GitSource, fetch\n"
             f"fetch(GitSource(url={url!r}))")
     ours = median_run([sys.executable, "-c", code], rounds)
     plain = median_run(["git", "--git-dir", str(mirror), "fetch", "--quiet", "--prune", "origin"], rounds)

@@ -39,10 +39,10 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 from bench_pipeline import make_repository  # noqa: E402
 from homes import own_homes  # noqa: E402
-from cli.local_server import LocalPrefectServer  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
+from prefect_gitops.cli.local_server import LocalPrefectServer  # noqa: E402
+from prefect_gitops.localcluster import LocalCluster  # noqa: E402
 
-GITOPS = [sys.executable, "-c", "import sys; sys.argv[0] = 'gitops'; from cli.entry import main; main()"]
+GITOPS = [sys.executable, "-c", "import sys; sys.argv[0] = 'gitops'; from prefect_gitops.cli.entry import main; main()"]
 REPO = "fleet"
 ACCESS = re.compile(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?"]*)')
 IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

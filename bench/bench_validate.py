@@ -31,9 +31,9 @@ from compare import Row, table  # noqa: E402
 from homes import own_homes  # noqa: E402
 from measure import Run  # noqa: E402
 
-from engine.objects import Manifest, Source  # noqa: E402
-from engine.spec.policy_settings import PolicySettings  # noqa: E402
-from engine.validation.validate import Context, _schema_dir, schema_object  # noqa: E402
+from prefect_gitops.engine.objects import Manifest, Source  # noqa: E402
+from prefect_gitops.engine.spec.policy_settings import PolicySettings  # noqa: E402
+from prefect_gitops.engine.validation.validate import Context, _schema_dir, schema_object  # noqa: E402
 
 KUBERNETES_VERSION = "1.37"
 TARGET_SECONDS = 0.5

@@ -55,7 +55,7 @@ def own_homes(work: Path, local_clusters: bool = True) -> Iterator[Homes]:
 
 
 def _link_cluster_binary(home: Path) -> None:
-    from localcluster import build
+    from prefect_gitops.localcluster import build
 
     binary = build.ensure_binary()  # in the user's GITOPS_HOME, before it is replaced
     link = home / "bin" / binary.name

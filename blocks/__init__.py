@@ -1,7 +1,7 @@
 """Prefect Block types that prefect-gitops is configured with."""
 
-from blocks.git_repository import GitRepository
-from blocks.kubernetes_cluster import KubernetesCluster
+from prefect_gitops.blocks.git_repository import GitRepository
+from prefect_gitops.blocks.kubernetes_cluster import KubernetesCluster
 
 BLOCK_TYPES = (GitRepository, KubernetesCluster)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from engine.problems import Problem, ProblemsFound
-from engine.source.render import RenderOptions
-from engine.spec.appspec import App
+from prefect_gitops.engine.problems import Problem, ProblemsFound
+from prefect_gitops.engine.source.render import RenderOptions
+from prefect_gitops.engine.spec.appspec import App
 
 
 def render_options(app: App) -> RenderOptions:

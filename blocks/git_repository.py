@@ -12,7 +12,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 if TYPE_CHECKING:
-    from engine.source.git import GitSource
+    from prefect_gitops.engine.source.git import GitSource
 
 
 class GitRepository(Block):
@@ -47,7 +47,7 @@ class GitRepository(Block):
 
     def source(self) -> GitSource:
         """This repository as the engine takes it."""
-        from engine.source.git import GitSource  # GitPython, only when Git is used
+        from prefect_gitops.engine.source.git import GitSource  # GitPython, only when Git is used
 
         return GitSource(url=self.url, branch=self.branch, username=self.username, token=self.token,
                          ssh_private_key=self.ssh_private_key, ssh_known_hosts=self.ssh_known_hosts,

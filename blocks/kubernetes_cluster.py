@@ -14,7 +14,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from engine.cluster.kubeconfig import Cluster, ClusterAccess, load_access, read_kubeconfig
+from prefect_gitops.engine.cluster.kubeconfig import Cluster, ClusterAccess, load_access, read_kubeconfig
 
 # kubeconfig entries that may name a file instead of carrying the data inline.
 _FILE_FIELDS = {
@@ -80,7 +80,7 @@ class KubernetesCluster(Block):
 
     def server_version(self) -> str:
         """The server's version as it reports it, e.g. "v1.37.2"."""
-        from engine.cluster.kube import KubeClient  # the client, only when a cluster is asked
+        from prefect_gitops.engine.cluster.kube import KubeClient  # the client, only when a cluster is asked
 
         with KubeClient(self.access()) as kube:
             return kube.server_version()

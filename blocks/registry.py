@@ -7,8 +7,8 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 
-from blocks import BLOCK_TYPES, KubernetesCluster
-from engine.cluster.kubeconfig import Cluster
+from prefect_gitops.blocks import BLOCK_TYPES, KubernetesCluster
+from prefect_gitops.engine.cluster.kubeconfig import Cluster
 
 
 def register_block_types() -> None:

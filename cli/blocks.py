@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.console import err, error
-from cli.tables import print_table
+from prefect_gitops.cli.console import err, error
+from prefect_gitops.cli.tables import print_table
 
 # The slugs of blocks/ (a test keeps them equal): the lists read the blocks
 # through the REST API, without importing Prefect (2-3 s) nor fetching secrets.
@@ -35,7 +35,7 @@ def repo_add(
     """Save a Git repository block. Secrets are read from a variable or a file, never from the command line."""
     from pydantic import SecretStr
 
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     if token_env and ssh_key:
         _fail("give either --token-env or --ssh-key, not both")
@@ -96,8 +96,8 @@ def cluster_list() -> None:
 
 def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels: dict[str, str] | None = None,
                  require_impersonation: bool = False):
-    from blocks import KubernetesCluster
-    from engine.cluster.kubeconfig import KubeconfigError
+    from prefect_gitops.blocks import KubernetesCluster
+    from prefect_gitops.engine.cluster.kubeconfig import KubeconfigError
 
     try:  # refused before anything is saved; no request is sent
         block = KubernetesCluster.from_kubeconfig_file(kubeconfig, context=context, labels=labels or {},
@@ -110,7 +110,7 @@ def save_cluster(name: str, kubeconfig: Path, context: str | None = None, labels
 
 
 def _saved(block_type_slug: str) -> list[dict]:
-    from cli.prefect_api import PrefectApiError, prefect_api
+    from prefect_gitops.cli.prefect_api import PrefectApiError, prefect_api
 
     try:
         return prefect_api().block_documents(block_type_slug)

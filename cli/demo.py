@@ -23,10 +23,10 @@ from typing import Iterator
 
 from rich.console import Console
 
-from cli.blocks import CLUSTER_SLUG
-from cli.local_server import LocalPrefectServer, LocalServerError
-from cli.prefect_api import PrefectApi, PrefectApiError
-from localcluster import LocalCluster
+from prefect_gitops.cli.blocks import CLUSTER_SLUG
+from prefect_gitops.cli.local_server import LocalPrefectServer, LocalServerError
+from prefect_gitops.cli.prefect_api import PrefectApi, PrefectApiError
+from prefect_gitops.localcluster import LocalCluster
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
@@ -105,7 +105,7 @@ def prefect_for_the_demo() -> PrefectApi:
     """The Prefect API every command would use (cli/prefect_api.py): the one in
     PREFECT_API_URL, else the local server kept in $GITOPS_HOME, started if needed
     and left running, so that its UI can be opened after the demo."""
-    from cli.prefect_api import prefect_api
+    from prefect_gitops.cli.prefect_api import prefect_api
 
     step(0, "Prefect's server (the runs, logs, diffs and events of this demo land there)")
     try:
@@ -271,7 +271,7 @@ def recover_through_the_api(cleanup: contextlib.ExitStack, workdir: Path, api_ur
 def create_recovery_run(api_url: str, deployment_id: str, cluster: str) -> dict:
     """A run of the recovery deployment, asked for through the REST API with the
     name the flow gives its runs (else it has a random one until it starts)."""
-    from flows.recovery import run_name
+    from prefect_gitops.flows.recovery import run_name
 
     return _http_json(f"{api_url}/deployments/{deployment_id}/create_flow_run",
                       {"name": run_name(cluster), "parameters": {"repo": REPO_BLOCK, "cluster": cluster}})
@@ -279,7 +279,7 @@ def create_recovery_run(api_url: str, deployment_id: str, cluster: str) -> dict:
 
 def start_recovery_runner(workdir: Path) -> subprocess.Popen:
     """The recovery deployment served by a process of its own, as `gitops serve` serves it."""
-    code = f"from cli.deployments import deployment; from cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
+    code = f"from prefect_gitops.cli.deployments import deployment; from prefect_gitops.cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
     with open(workdir / "runner.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=Path(__file__).resolve().parent.parent, start_new_session=True)

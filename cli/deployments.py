@@ -85,10 +85,10 @@ def build(spec: dict[str, Any], repo: str | None = None,
 
 
 def load_flow(entrypoint: str) -> Flow:
-    """`flows/sync.py:gitops_sync` -> the flow, imported as a module of the package
+    """`flows/sync.py:gitops_sync` -> the flow, imported as prefect_gitops.flows.sync
     (so an installed copy works from any directory)."""
     file, _, name = entrypoint.partition(":")
-    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    module = importlib.import_module("prefect_gitops." + file.removesuffix(".py").replace("/", "."))
     return getattr(module, name)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from engine.report import CHANGING_ACTIONS, ObjectResult, SyncReport, TargetResult
+from prefect_gitops.engine.report import CHANGING_ACTIONS, ObjectResult, SyncReport, TargetResult
 
 _STYLES = {"+": "green", "-": "red"}
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from cli import logs
-from cli.console import err, is_verbose, out
-from cli.errors import ERROR, fail
-from cli.progress import stage_lines
-from cli.served import run_served
-from cli.tables import print_result
-from engine.report import SyncReport, SyncStatus
+from prefect_gitops.cli import logs
+from prefect_gitops.cli.console import err, is_verbose, out
+from prefect_gitops.cli.errors import ERROR, fail
+from prefect_gitops.cli.progress import stage_lines
+from prefect_gitops.cli.served import run_served
+from prefect_gitops.cli.tables import print_result
+from prefect_gitops.engine.report import SyncReport, SyncStatus
 
 NO_DRIFT, DRIFT = 0, 1
 EMPTY = {"revision": None, "results": []}  # the --json document when nothing could run
@@ -38,8 +38,8 @@ def drift_command(
 
 def _run_here(parameters: dict, as_json: bool) -> tuple[SyncReport, bool]:
     """The drift check run in this process: its report, and whether some app could not be checked."""
-    from flows.drift import DriftCheckFailed, gitops_drift
-    from flows.sync_app import without_heartbeat
+    from prefect_gitops.flows.drift import DriftCheckFailed, gitops_drift
+    from prefect_gitops.flows.sync_app import without_heartbeat
 
     logs.apply()  # prefect is imported by now
     try:

@@ -20,7 +20,7 @@ _exit_code = 1  # an uncaught exception (Python has printed its traceback)
 
 def main() -> None:
     def app() -> None:
-        from cli.main import app
+        from prefect_gitops.cli.main import app
 
         app()
 

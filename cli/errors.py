@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import typer
 
-from cli.console import error as print_error, is_verbose
+from prefect_gitops.cli.console import error as print_error, is_verbose
 
 OK, FOUND, ERROR = 0, 1, 2
 
@@ -110,12 +110,12 @@ def _kind(failure: BaseException) -> str | None:
 
 
 _EXPECTED = [
-    ("engine.source.git", "GitError", "git"),
-    ("engine.cluster.kube", "ClusterUnreachable", "cluster"),
-    ("engine.cluster.kube", "ApiError", "cluster"),
-    ("engine.problems", "ProblemsFound", "spec"),
-    ("engine.source.rollback", "RollbackError", "rollback"),
-    ("cli.local_server", "LocalServerError", "prefect"),
+    ("prefect_gitops.engine.source.git", "GitError", "git"),
+    ("prefect_gitops.engine.cluster.kube", "ClusterUnreachable", "cluster"),
+    ("prefect_gitops.engine.cluster.kube", "ApiError", "cluster"),
+    ("prefect_gitops.engine.problems", "ProblemsFound", "spec"),
+    ("prefect_gitops.engine.source.rollback", "RollbackError", "rollback"),
+    ("prefect_gitops.cli.local_server", "LocalServerError", "prefect"),
     ("httpx", "ConnectError", "prefect"),
     ("prefect.exceptions", "PrefectHTTPStatusError", "prefect"),
 ]
@@ -138,7 +138,7 @@ def _describe_expected(failure: BaseException) -> CommandError:
 def _spec_error(found) -> CommandError:
     """gitops.yaml (or the selection) is wrong: a line per problem, each with
     its file:line and rule."""
-    from engine.problems import Severity
+    from prefect_gitops.engine.problems import Severity
 
     errors = [p for p in found.problems if p.severity is Severity.ERROR]
     message = f"invalid desired state: {errors[0] if errors else found}"
@@ -154,7 +154,7 @@ def problem_json(p) -> dict:
 
 
 def git_line(text: str) -> str:
-    """engine.source.git's message is `<url>: <what>: <failure>` and then git's last
+    """prefect_gitops.engine.source.git's message is `<url>: <what>: <failure>` and then git's last
     stderr lines: the first line, and git's most telling reason in brackets
     (a corrupt object, else its first fatal line, else its last line)."""
     head, *detail = _CONTROL.sub("", text).splitlines() or [""]

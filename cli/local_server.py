@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 HOST = "127.0.0.1"
-SERVER_MODULE = "cli.local_server_main"  # Prefect's server, SQLite transactions begun IMMEDIATE
+SERVER_MODULE = "prefect_gitops.cli.local_server_main"  # Prefect's server, SQLite transactions begun IMMEDIATE
 START_TIMEOUT_S = 120  # a new database is migrated first: 10 s on an idle machine, much more on a busy one
 STOP_TIMEOUT_S = 30
 
@@ -55,7 +55,7 @@ class LocalPrefectServer:
 
     def __init__(self, home: Path | None = None):
         if home is None:
-            from engine.home import gitops_home
+            from prefect_gitops.engine.home import gitops_home
 
             home = gitops_home() / "prefect-server"
         self.home = home

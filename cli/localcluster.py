@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.tables import print_table
+from prefect_gitops.cli.tables import print_table
 
 # The localcluster package (with cryptography) is imported by the commands that use it, not at start-up.
 
@@ -25,7 +25,7 @@ def up(
     label: list[str] = typer.Option([], "--label", help="k=v label of the cluster block (with --register)."),
 ) -> None:
     """Build the binary if needed, start a cluster and print its kubeconfig path (last line)."""
-    from localcluster import AlreadyRunningError, LocalCluster, LocalClusterError
+    from prefect_gitops.localcluster import AlreadyRunningError, LocalCluster, LocalClusterError
 
     try:
         cluster = LocalCluster(name)
@@ -41,8 +41,8 @@ def up(
     record = cluster.record()
     err.print(f"[green]local cluster {name} is up[/green] at {record.api_url}")
     if register:
-        from cli.blocks import parse_labels, save_cluster
-        from cli.prefect_api import use_prefect_api
+        from prefect_gitops.cli.blocks import parse_labels, save_cluster
+        from prefect_gitops.cli.prefect_api import use_prefect_api
 
         use_prefect_api()
         save_cluster(name, kubeconfig, labels={"localcluster": "true", **parse_labels(label)})
@@ -55,8 +55,8 @@ def up(
 @localcluster_app.command()
 def build() -> None:
     """Build the local cluster binary if its Go sources changed; print its path."""
-    from localcluster import LocalClusterError
-    from localcluster.build import ensure_binary
+    from prefect_gitops.localcluster import LocalClusterError
+    from prefect_gitops.localcluster.build import ensure_binary
 
     try:
         with err.status("local cluster binary: checking") as status:
@@ -70,7 +70,7 @@ def build() -> None:
 @localcluster_app.command()
 def down(name: str = typer.Argument(..., help="Cluster name.")) -> None:
     """Stop every process of a cluster and remove its state."""
-    from localcluster import LocalCluster, LocalClusterError
+    from prefect_gitops.localcluster import LocalCluster, LocalClusterError
 
     try:
         cluster = LocalCluster(name)
@@ -85,7 +85,7 @@ def down(name: str = typer.Argument(..., help="Cluster name.")) -> None:
 @localcluster_app.command("list")
 def list_command() -> None:
     """Show local clusters with their API URLs, state and memory."""
-    from localcluster import list_clusters
+    from prefect_gitops.localcluster import list_clusters
 
     table = Table("name", "API", "state", "memory", "kubeconfig")
     for cluster in list_clusters():
@@ -129,7 +129,7 @@ def start_component(name: str = typer.Argument(..., help="Cluster name."),
 
 
 def _fault(name: str, component: str, done: str, act) -> None:
-    from localcluster import LocalCluster, LocalClusterError
+    from prefect_gitops.localcluster import LocalCluster, LocalClusterError
 
     try:
         cluster = LocalCluster(name)

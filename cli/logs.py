@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from cli import console
+from prefect_gitops.cli import console
 
 # Read by Prefect's logging set-up (when prefect is imported, and again when a
 # temporary server starts): the `console` handler of its logging.yml.
@@ -59,7 +59,7 @@ class _Quiet(logging.Filter):
     RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
     WORKERS = ("EventsWorker", "APILogWorker")
     # A request retried: whether it then failed is the command's own line.
-    RETRY_NOTES = ("engine.cluster.kube",)
+    RETRY_NOTES = ("prefect_gitops.engine.cluster.kube",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(self.RUN_LOGGERS):
@@ -76,7 +76,7 @@ class _Verbose(logging.Filter):
     which says it all, without Prefect's traceback of it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from cli.errors import is_expected
+        from prefect_gitops.cli.errors import is_expected
 
         if record.exc_info and record.exc_info[1] is not None and is_expected(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None

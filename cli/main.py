@@ -6,7 +6,7 @@ client when it runs, so `gitops --help` or `gitops repo list` answer in well
 under a second. Commands that talk to Prefect first choose its API
 (cli/prefect_api.py); the others (localcluster, server, demo) never do."""
 
-from cli import logs
+from prefect_gitops.cli import logs
 
 logs.quiet_by_default()  # before anything below imports prefect
 
@@ -14,17 +14,17 @@ import functools  # noqa: E402
 
 import typer  # noqa: E402
 
-from cli.blocks import cluster_app, repo_app  # noqa: E402
-from cli.drift import drift_command  # noqa: E402
-from cli.localcluster import localcluster_app  # noqa: E402
-from cli.prefect_api import use_prefect_api  # noqa: E402
-from cli.recover import recover_command  # noqa: E402
-from cli.rollback import rollback_command  # noqa: E402
-from cli.secret import secret_app, secret_key  # noqa: E402
-from cli.serve import serve_command  # noqa: E402
-from cli.server import server_app  # noqa: E402
-from cli.sync import diff_command, status_command, sync_command  # noqa: E402
-from cli.validate import validate_command  # noqa: E402
+from prefect_gitops.cli.blocks import cluster_app, repo_app  # noqa: E402
+from prefect_gitops.cli.drift import drift_command  # noqa: E402
+from prefect_gitops.cli.localcluster import localcluster_app  # noqa: E402
+from prefect_gitops.cli.prefect_api import use_prefect_api  # noqa: E402
+from prefect_gitops.cli.recover import recover_command  # noqa: E402
+from prefect_gitops.cli.rollback import rollback_command  # noqa: E402
+from prefect_gitops.cli.secret import secret_app, secret_key  # noqa: E402
+from prefect_gitops.cli.serve import serve_command  # noqa: E402
+from prefect_gitops.cli.server import server_app  # noqa: E402
+from prefect_gitops.cli.sync import diff_command, status_command, sync_command  # noqa: E402
+from prefect_gitops.cli.validate import validate_command  # noqa: E402
 
 app = typer.Typer(
     name="gitops",
@@ -93,7 +93,7 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the demo cluster running afterwards."),
 ) -> None:
     """Run the demo end to end on a local cluster (the README's main command)."""
-    from cli.demo import run_demo
+    from prefect_gitops.cli.demo import run_demo
 
     run_demo(keep=keep)
 

@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import typer
 
-from cli.console import err, error, is_verbose
-from cli.local_server import LocalPrefectServer, LocalServerError
+from prefect_gitops.cli.console import err, error, is_verbose
+from prefect_gitops.cli.local_server import LocalPrefectServer, LocalServerError
 
 # The settings a REST client needs besides the URL, as Prefect names them.
 AUTH_STRING, API_KEY = "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY"

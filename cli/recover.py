@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from cli import logs
-from cli.console import out
-from cli.errors import FOUND, OK, fail
+from prefect_gitops.cli import logs
+from prefect_gitops.cli.console import out
+from prefect_gitops.cli.errors import FOUND, OK, fail
 
 DEPLOYMENT = "gitops-recover/gitops-recover"
 RUN_TIMEOUT_S = 900
@@ -23,7 +23,7 @@ def recover_command(
     if via_api:
         _via_api(repo, cluster)
         return
-    from flows.recovery import RecoveryFailed, gitops_recover
+    from prefect_gitops.flows.recovery import RecoveryFailed, gitops_recover
 
     logs.apply()
     try:
@@ -52,7 +52,7 @@ def start_recovery(repo: str, cluster: str, timeout_s: float = RUN_TIMEOUT_S):
     from the start; returned once it has ended, or after timeout_s."""
     from prefect.deployments import run_deployment
 
-    from flows.recovery import run_name
+    from prefect_gitops.flows.recovery import run_name
 
     return run_deployment(DEPLOYMENT, parameters={"repo": repo, "cluster": cluster}, flow_run_name=run_name(cluster),
                           timeout=timeout_s, poll_interval=1)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import typer
 
-from cli import logs
-from cli.console import error, out
-from cli.errors import FOUND, fail, one_line
+from prefect_gitops.cli import logs
+from prefect_gitops.cli.console import error, out
+from prefect_gitops.cli.errors import FOUND, fail, one_line
 
 
 def rollback_command(
@@ -18,8 +18,8 @@ def rollback_command(
     to: str = typer.Option(..., "--to", help="The revision (SHA, tag) to roll the app back to."),
 ) -> None:
     """Roll an app back: revert in Git the commits after a revision that changed it, push, sync it."""
-    from engine.source.rollback import RollbackError  # these import Prefect: only when the command runs
-    from flows.rollback import RollbackIncomplete, gitops_rollback
+    from prefect_gitops.engine.source.rollback import RollbackError  # these import Prefect: only when the command runs
+    from prefect_gitops.flows.rollback import RollbackIncomplete, gitops_rollback
 
     logs.apply()
     try:

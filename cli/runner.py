@@ -29,7 +29,7 @@ def serve(*served: RunnerDeployment, limit: int | None) -> None:
     from prefect.settings import PREFECT_UI_URL
     from rich.markup import escape
 
-    from cli.console import out
+    from prefect_gitops.cli.console import out
 
     runner = _runner_type()(limit=limit, query_seconds=POLL_S)
     for d in served:

@@ -16,9 +16,9 @@ def serve_all(repo: str, limit: int = DEFAULT_LIMIT, sync_interval_s: float | No
     default of prefect.serve is unlimited, which a burst of events could exhaust)."""
     from prefect.settings import PREFECT_API_URL
 
-    from cli.deployments import deployments
-    from cli.runner import serve
-    from cli.served import listening
+    from prefect_gitops.cli.deployments import deployments
+    from prefect_gitops.cli.runner import serve
+    from prefect_gitops.cli.served import listening
 
     served = deployments(repo, sync_interval_s, drift_cron)
     with listening(PREFECT_API_URL.value()):  # `gitops sync`, `diff` and `drift` ask this process to run them

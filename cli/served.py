@@ -27,10 +27,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
-from cli.deployments import DRIFT, SYNC
+from prefect_gitops.cli.deployments import DRIFT, SYNC
 
 if TYPE_CHECKING:
-    from engine.report import SyncReport
+    from prefect_gitops.engine.report import SyncReport
 
 # The deployment of prefect.yaml each command runs as.
 DEPLOYMENTS = {"sync": SYNC, "drift": DRIFT}
@@ -38,7 +38,7 @@ CONNECT_TIMEOUT_S = 2
 
 
 def socket_path() -> Path:
-    from engine.home import gitops_home
+    from prefect_gitops.engine.home import gitops_home
 
     return gitops_home() / "serve.sock"
 
@@ -75,11 +75,11 @@ def run_served(command: str, parameters: dict[str, Any], as_json: bool,
     """The report of `command` run by the serve process, and whether the run
     could not finish checking; None when nothing serves it. An error is
     reported as the command reports its own (cli/errors.py) and ends it."""
-    from cli.console import err, is_verbose
-    from cli.errors import CommandError, exit_with
-    from cli.prefect_api import chosen_api
-    from cli.progress import stage_lines
-    from engine.report import report_from_json
+    from prefect_gitops.cli.console import err, is_verbose
+    from prefect_gitops.cli.errors import CommandError, exit_with
+    from prefect_gitops.cli.prefect_api import chosen_api
+    from prefect_gitops.cli.progress import stage_lines
+    from prefect_gitops.engine.report import report_from_json
     from rich.markup import escape
 
     api = chosen_api()
@@ -221,9 +221,9 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
     from prefect.settings import PREFECT_UI_URL
     from prefect.states import Pending
 
-    from cli.deployments import definitions, load_flow
-    from cli.errors import describe
-    from flows.sync_app import without_heartbeat
+    from prefect_gitops.cli.deployments import definitions, load_flow
+    from prefect_gitops.cli.errors import describe
+    from prefect_gitops.flows.sync_app import without_heartbeat
 
     name = DEPLOYMENTS[command]
     [spec] = [d for d in definitions() if d["name"] == name]
@@ -251,9 +251,9 @@ def run_deployment_here(command: str, parameters: dict[str, Any], tell: Callable
 def _outcome_message(outcome: Any, state: Any) -> dict:
     """A report (the sync's or drift's, also of a failed run) or the error that
     kept the run from making one."""
-    from cli.errors import describe
-    from engine.report import SyncReport
-    from flows.drift import DriftCheckFailed
+    from prefect_gitops.cli.errors import describe
+    from prefect_gitops.engine.report import SyncReport
+    from prefect_gitops.flows.drift import DriftCheckFailed
 
     report = getattr(outcome, "report", outcome)  # SyncFailed and DriftCheckFailed carry it
     if isinstance(report, SyncReport):

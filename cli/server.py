@@ -9,8 +9,8 @@ import time
 
 import typer
 
-from cli.console import err, error, out
-from cli.local_server import LocalPrefectServer, LocalServerError
+from prefect_gitops.cli.console import err, error, out
+from prefect_gitops.cli.local_server import LocalPrefectServer, LocalServerError
 
 server_app = typer.Typer(help="The local Prefect server kept in $GITOPS_HOME (when no PREFECT_API_URL is set).",
                          no_args_is_help=True)

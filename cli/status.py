@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import contextlib
 
-from blocks import GitRepository
-from blocks.registry import load_clusters
-from engine.cluster.kube import KubeClient
-from engine.health.rules import HealthStatus
-from engine.health.wait import refs_of, wait_for_health
-from engine.source.git import fetch
-from engine.spec.appspec import load_appspec
-from engine.spec.targets import select_targets
-from engine.state.inventory import read_inventory
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.health.rules import HealthStatus
+from prefect_gitops.engine.health.wait import refs_of, wait_for_health
+from prefect_gitops.engine.source.git import fetch
+from prefect_gitops.engine.spec.appspec import load_appspec
+from prefect_gitops.engine.spec.targets import select_targets
+from prefect_gitops.engine.state.inventory import read_inventory
 
 
 def app_statuses(repo: str) -> list[dict]:

@@ -12,14 +12,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli import logs
-from cli.console import err, is_verbose, out
-from cli.diffs import print_diffs
-from cli.errors import ERROR, fail
-from cli.progress import stage_lines
-from cli.served import run_served
-from cli.tables import print_result, print_table
-from engine.report import SyncFailed, SyncReport
+from prefect_gitops.cli import logs
+from prefect_gitops.cli.console import err, is_verbose, out
+from prefect_gitops.cli.diffs import print_diffs
+from prefect_gitops.cli.errors import ERROR, fail
+from prefect_gitops.cli.progress import stage_lines
+from prefect_gitops.cli.served import run_served
+from prefect_gitops.cli.tables import print_result, print_table
+from prefect_gitops.engine.report import SyncFailed, SyncReport
 
 REPO = typer.Option(..., "--repo", help="Git repository block name.")
 REVISION = typer.Option(None, "--revision", help="Branch, tag or SHA; the block's branch by default.")
@@ -66,8 +66,8 @@ def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], 
     if served is not None:
         return served[0]
     try:
-        from flows.sync import gitops_sync
-        from flows.sync_app import without_heartbeat
+        from prefect_gitops.flows.sync import gitops_sync
+        from prefect_gitops.flows.sync_app import without_heartbeat
 
         logs.apply()  # prefect is imported by now
         with stage_lines(err, shown=not is_verbose()), without_heartbeat():
@@ -113,7 +113,7 @@ def _print_diff_summary(report: SyncReport, changed: int) -> None:
 def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:
     """Per app and cluster: the revision applied, whether it is the branch head, health, last run.
     Exit code 0: all in sync and healthy, 1: not, 2: error."""
-    from cli.status import app_statuses
+    from prefect_gitops.cli.status import app_statuses
 
     try:
         rows = app_statuses(repo)

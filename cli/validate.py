@@ -10,11 +10,11 @@ import json
 import typer
 from rich.markup import escape
 
-from cli import logs
-from cli.console import err, is_verbose, out
-from cli.errors import FOUND, OK, fail, problem_json
-from cli.progress import stage_lines
-from engine.problems import Problem, ProblemsFound, Severity
+from prefect_gitops.cli import logs
+from prefect_gitops.cli.console import err, is_verbose, out
+from prefect_gitops.cli.errors import FOUND, OK, fail, problem_json
+from prefect_gitops.cli.progress import stage_lines
+from prefect_gitops.engine.problems import Problem, ProblemsFound, Severity
 
 
 def validate_command(
@@ -26,7 +26,7 @@ def validate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Validate the desired state of a revision without writing to any cluster."""
-    from flows.validate import ValidationFailed, gitops_validate
+    from prefect_gitops.flows.validate import ValidationFailed, gitops_validate
 
     logs.apply()  # prefect is imported by now
     try:

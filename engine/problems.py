@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from engine.objects import Source
+from prefect_gitops.engine.objects import Source
 
 
 class Severity(str, Enum):

@@ -8,7 +8,7 @@ from collections import UserList
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
-from engine.objects import Identified
+from prefect_gitops.engine.objects import Identified
 
 VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
 CHANGING_ACTIONS = ("created", "configured", "pruned")
@@ -18,8 +18,8 @@ def error_line(error: BaseException) -> str:
     """An error as a result's message says it: an unreachable cluster or a lost
     Lease already say so in words; other errors are named by their type."""
     # Here, not at the top: the CLI imports this module at start-up, without the Kubernetes client.
-    from engine.cluster.kube import ClusterUnreachable
-    from engine.state.lock import LeaseLost
+    from prefect_gitops.engine.cluster.kube import ClusterUnreachable
+    from prefect_gitops.engine.state.lock import LeaseLost
 
     if isinstance(error, (ClusterUnreachable, LeaseLost)):
         return str(error)

@@ -10,7 +10,7 @@ import copy
 import json
 from typing import Iterable
 
-from engine.changes.changeset import annotations_of
+from prefect_gitops.engine.changes.changeset import annotations_of
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

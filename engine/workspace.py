@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.cluster.kube import KubeClient, service_account_user
-from engine.cluster.kubeconfig import Cluster
-from engine.objects import Manifest
-from engine.problems import Problem, ProblemsFound
-from engine.report import TargetResult
-from engine.source import render_cache
-from engine.source.git import GitSource
-from engine.source.render import RenderOptions, render_app
-from engine.spec.appspec import App, AppSpec, load_appspec
-from engine.spec.targets import Target, select_targets
-from engine.state.inventory import Inventory
-from engine.validation.impersonation import impersonation_problems
+from prefect_gitops.engine.cluster.kube import KubeClient, service_account_user
+from prefect_gitops.engine.cluster.kubeconfig import Cluster
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import Problem, ProblemsFound
+from prefect_gitops.engine.report import TargetResult
+from prefect_gitops.engine.source import render_cache
+from prefect_gitops.engine.source.git import GitSource
+from prefect_gitops.engine.source.render import RenderOptions, render_app
+from prefect_gitops.engine.spec.appspec import App, AppSpec, load_appspec
+from prefect_gitops.engine.spec.targets import Target, select_targets
+from prefect_gitops.engine.state.inventory import Inventory
+from prefect_gitops.engine.validation.impersonation import impersonation_problems
 
 _CURRENT: ContextVar["Workspace | None"] = ContextVar("gitops_workspace", default=None)
 

@@ -32,24 +32,24 @@ from prefect.events import emit_event
 from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
-from blocks import GitRepository
-from blocks.decryption import render_options
-from blocks.registry import load_clusters
-from engine.cluster.kube import KubeClient, run_bounded
-from engine.objects import Manifest
-from engine.problems import ProblemsFound, Severity
-from engine.spec.appspec import App
-from engine.state.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
-from engine.state.hand_edits import drift_managers, take_over
-from engine.state.inventory import read_inventory
-from engine.report import (DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line,
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.blocks.decryption import render_options
+from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.cluster.kube import KubeClient, run_bounded
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import ProblemsFound, Severity
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.state.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
+from prefect_gitops.engine.state.hand_edits import drift_managers, take_over
+from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.engine.report import (DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line,
                            table_cell)
-from engine.secrets import scrub
-from engine.workspace import Workspace, opened
-from flows.flow import gitops_flow
-from flows.sync_app import run_app
-from tasks.fetch import fetch_revision
-from tasks.options import STAGE
+from prefect_gitops.engine.secrets import scrub
+from prefect_gitops.engine.workspace import Workspace, opened
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.flows.sync_app import run_app
+from prefect_gitops.tasks.fetch import fetch_revision
+from prefect_gitops.tasks.options import STAGE
 
 
 class DriftCheckFailed(Exception):

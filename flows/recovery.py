@@ -19,12 +19,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from blocks.registry import load_clusters
-from engine.cluster.kube import NO_RETRY, KubeClient
-from engine.cluster.kubeconfig import Cluster
-from engine.report import SyncReport, SyncStatus, table_cell
-from flows.flow import gitops_flow
-from flows.sync import gitops_sync
+from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.cluster.kube import NO_RETRY, KubeClient
+from prefect_gitops.engine.cluster.kubeconfig import Cluster
+from prefect_gitops.engine.report import SyncReport, SyncStatus, table_cell
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.flows.sync import gitops_sync
 
 RECOVER_EVENT = "gitops.recover.requested"
 API_WAIT_S = 120

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact
 
-from blocks import GitRepository
-from engine.report import SyncFailed
-from engine.source import rollback
-from flows.flow import gitops_flow
-from flows.sync import gitops_sync
-from tasks.rollback import git_rollback
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.engine.report import SyncFailed
+from prefect_gitops.engine.source import rollback
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.flows.sync import gitops_sync
+from prefect_gitops.tasks.rollback import git_rollback
 
 
 class RollbackIncomplete(Exception):

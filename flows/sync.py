@@ -25,17 +25,17 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
-from blocks import GitRepository
-from blocks.decryption import render_options
-from blocks.registry import load_clusters
-from engine.problems import ProblemsFound, Severity
-from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
-from engine.spec.targets import Target, dependencies
-from engine.workspace import Workspace, opened
-from flows.flow import gitops_flow
-from flows.sync_app import run_app
-from tasks.check import find_pending
-from tasks.fetch import fetch_revision
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.blocks.decryption import render_options
+from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.problems import ProblemsFound, Severity
+from prefect_gitops.engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
+from prefect_gitops.engine.spec.targets import Target, dependencies
+from prefect_gitops.engine.workspace import Workspace, opened
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.flows.sync_app import run_app
+from prefect_gitops.tasks.check import find_pending
+from prefect_gitops.tasks.fetch import fetch_revision
 
 
 @gitops_flow(name="gitops-sync", flow_run_name="sync {repo}")

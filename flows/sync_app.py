@@ -30,28 +30,28 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from engine.changes.changeset import Action, ChangeSet, ChangeSetError
-from engine.changes.prune import EmptyDesiredState
-from engine.cluster.kube import ClusterUnreachable
-from engine.health.wait import HealthReport
-from engine.problems import ProblemsFound
-from engine.report import ObjectResult, SyncStatus, TargetResult, error_line
-from engine.secrets import scrub
-from engine.spec.appspec import RevertMode
-from engine.spec.targets import Target, provided_by_dependencies
-from engine.state.inventory import Inventory, read_inventory, write_intent
-from engine.state.lock import LeaseLost, app_lock, holder_identity
-from engine.workspace import Workspace, current
-from flows.flow import gitops_flow
-from tasks.apply import apply_target
-from tasks.diff import diff_target
-from tasks.health import Unhealthy, health_target
-from tasks.prune import prune_target
-from tasks.record import record_target
-from tasks.render import render_target
-from tasks.retry import TransientError
-from tasks.revert import revert_in_git
-from tasks.validate import validate_target
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ChangeSetError
+from prefect_gitops.engine.changes.prune import EmptyDesiredState
+from prefect_gitops.engine.cluster.kube import ClusterUnreachable
+from prefect_gitops.engine.health.wait import HealthReport
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.report import ObjectResult, SyncStatus, TargetResult, error_line
+from prefect_gitops.engine.secrets import scrub
+from prefect_gitops.engine.spec.appspec import RevertMode
+from prefect_gitops.engine.spec.targets import Target, provided_by_dependencies
+from prefect_gitops.engine.state.inventory import Inventory, read_inventory, write_intent
+from prefect_gitops.engine.state.lock import LeaseLost, app_lock, holder_identity
+from prefect_gitops.engine.workspace import Workspace, current
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.tasks.apply import apply_target
+from prefect_gitops.tasks.diff import diff_target
+from prefect_gitops.tasks.health import Unhealthy, health_target
+from prefect_gitops.tasks.prune import prune_target
+from prefect_gitops.tasks.record import record_target
+from prefect_gitops.tasks.render import render_target
+from prefect_gitops.tasks.retry import TransientError
+from prefect_gitops.tasks.revert import revert_in_git
+from prefect_gitops.tasks.validate import validate_target
 
 _GIT_REVERTS = threading.Lock()  # two clusters failing at once revert Git once
 

@@ -12,17 +12,17 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
-from blocks import GitRepository
-from blocks.decryption import render_options
-from blocks.registry import load_clusters
-from engine.problems import Problem, ProblemsFound, Severity
-from engine.report import table_cell
-from engine.spec.targets import Target, provided_by_dependencies
-from engine.workspace import Workspace, opened
-from flows.flow import gitops_flow
-from tasks.fetch import fetch_revision
-from tasks.render import render_target
-from tasks.validate import validate_target
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.blocks.decryption import render_options
+from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.problems import Problem, ProblemsFound, Severity
+from prefect_gitops.engine.report import table_cell
+from prefect_gitops.engine.spec.targets import Target, provided_by_dependencies
+from prefect_gitops.engine.workspace import Workspace, opened
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.tasks.fetch import fetch_revision
+from prefect_gitops.tasks.render import render_target
+from prefect_gitops.tasks.validate import validate_target
 
 
 @dataclass

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from engine.home import gitops_home
-from localcluster.errors import LocalClusterError
+from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.localcluster.errors import LocalClusterError
 
 SOURCE_DIR = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "v1.37.2"

@@ -22,10 +22,10 @@ from typing import Callable
 
 import yaml
 
-from engine.home import gitops_home
-from localcluster import build, pki
-from localcluster.components import COMPONENTS, Layout, Ports, component_args, component_name
-from localcluster.errors import LocalClusterError
+from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.localcluster import build, pki
+from prefect_gitops.localcluster.components import COMPONENTS, Layout, Ports, component_args, component_name
+from prefect_gitops.localcluster.errors import LocalClusterError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 START_TIMEOUT_S = 180

@@ -35,8 +35,8 @@ from typing import Iterator
 os.environ.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
 os.environ.pop("PREFECT_API_URL", None)  # always a fresh server of our own: only these runs on the pages
 
-from cli import demo  # noqa: E402
-from localcluster import build  # noqa: E402
+from prefect_gitops.cli import demo  # noqa: E402
+from prefect_gitops.localcluster import build  # noqa: E402
 
 WIDTH, HEIGHT = 1400, 900
 PAGE_TIMEOUT_S = 90

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.changes.apply import apply_changes
-from engine.changes.changeset import ChangeSet, ChangeSetError
-from engine.cluster.kube import KubeClient
-from engine.spec.appspec import App
-from engine.state.hand_edits import drift_managers, take_over_planned
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES, TransientError
+from prefect_gitops.engine.changes.apply import apply_changes
+from prefect_gitops.engine.changes.changeset import ChangeSet, ChangeSetError
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.state.hand_edits import drift_managers, take_over_planned
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES, TransientError
 
 
 @task(name="apply", task_run_name="apply {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)

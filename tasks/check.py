@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.problems import ProblemsFound
-from engine.spec.targets import Target
-from engine.state.drift import desired_objects, detect_drift
-from engine.state.hand_edits import drift_managers
-from engine.state.inventory import read_inventory
-from engine.workspace import Workspace
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.spec.targets import Target
+from prefect_gitops.engine.state.drift import desired_objects, detect_drift
+from prefect_gitops.engine.state.hand_edits import drift_managers
+from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.engine.workspace import Workspace
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="check", task_run_name="check {repo}@{revision:.7}", **STAGE, **TRANSIENT_RETRIES)

@@ -7,15 +7,15 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from engine.changes.changeset import ChangeSet
-from engine.changes.diff import diff_markdown, plan_changes
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest
-from engine.spec.appspec import App
-from engine.state.hand_edits import drift_managers, plan_removals
-from engine.state.inventory import Inventory
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.changes.changeset import ChangeSet
+from prefect_gitops.engine.changes.diff import diff_markdown, plan_changes
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.state.hand_edits import drift_managers, plan_removals
+from prefect_gitops.engine.state.inventory import Inventory
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="diff", task_run_name="diff {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
 
-from engine.source.git import FetchResult, GitSource, fetch
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.source.git import FetchResult, GitSource, fetch
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 def _run_name() -> str:

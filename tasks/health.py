@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.changes.changeset import Action, ChangeSet
-from engine.cluster.kube import KubeClient
-from engine.health.rules import HealthStatus
-from engine.health.wait import HealthReport, ObjectHealth, refs_of, wait_for_health
-from engine.spec.appspec import App
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.health.rules import HealthStatus
+from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, refs_of, wait_for_health
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 class Unhealthy(Exception):

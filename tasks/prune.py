@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.changes.changeset import Action, ChangeSet, ChangeSetError
-from engine.changes.prune import prune_objects
-from engine.cluster.kube import KubeClient
-from engine.spec.appspec import App
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ChangeSetError
+from prefect_gitops.engine.changes.prune import prune_objects
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="prune", task_run_name="prune {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)

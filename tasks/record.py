@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from prefect import task
 
-from engine.changes.changeset import ChangeSet
-from engine.cluster.kube import KubeClient
-from engine.spec.appspec import App
-from engine.state.inventory import Inventory, updated_inventory, write_inventory
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.changes.changeset import ChangeSet
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.state.inventory import Inventory, updated_inventory, write_inventory
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="record", task_run_name="record {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)

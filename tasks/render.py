@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from blocks.decryption import render_options
-from engine.objects import Manifest
-from engine.source import render_cache
-from engine.source.render import render_app
-from engine.spec.appspec import App
-from tasks.options import STAGE
+from prefect_gitops.blocks.decryption import render_options
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.source import render_cache
+from prefect_gitops.engine.source.render import render_app
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.tasks.options import STAGE
 
 
 @task(name="render", task_run_name="render {app.name}@{cluster}", **STAGE)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import urllib3
 
-from engine.cluster.kube import is_retryable
-from engine.source.git import GitError
+from prefect_gitops.engine.cluster.kube import is_retryable
+from prefect_gitops.engine.source.git import GitError
 
 
 class TransientError(Exception):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from prefect import task
 
-from engine.source.git import GitSource
-from engine.source.rollback import RollbackError, rollback_in_git
-from engine.spec.appspec import App
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.source.git import GitSource
+from prefect_gitops.engine.source.rollback import RollbackError, rollback_in_git
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="revert", task_run_name="revert {app.name}@{cluster} in Git", **STAGE, **TRANSIENT_RETRIES)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prefect import task
 
-from engine.source.git import GitSource
-from engine.source.rollback import RollbackResult, rollback_in_git
-from tasks.options import STAGE
+from prefect_gitops.engine.source.git import GitSource
+from prefect_gitops.engine.source.rollback import RollbackResult, rollback_in_git
+from prefect_gitops.tasks.options import STAGE
 
 
 @task(name="git-rollback", task_run_name="roll {app} back to {to}", **STAGE)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest
-from engine.problems import Problem, ProblemsFound, Severity
-from engine.spec.appspec import App
-from engine.validation.validate import check_desired_state
-from tasks.options import STAGE
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import Problem, ProblemsFound, Severity
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.validation.validate import check_desired_state
+from prefect_gitops.tasks.options import STAGE
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 
 @task(name="validate", task_run_name="validate {app.name}@{cluster}", **STAGE, **TRANSIENT_RETRIES)

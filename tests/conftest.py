@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localcluster import LocalCluster
+from prefect_gitops.localcluster import LocalCluster
 from session_home import SessionHome
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -113,7 +113,7 @@ def prefect_api() -> str:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
-        from blocks.registry import register_block_types
+        from prefect_gitops.blocks.registry import register_block_types
 
         register_block_types()
         yield PREFECT_API_URL.value()
@@ -123,7 +123,7 @@ def prefect_api() -> str:
 def registered_clusters(cluster_pool, prefect_api) -> dict[str, LocalCluster]:
     """Two local clusters saved as the blocks `staging` and `production`, the
     names the sample repository targets."""
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     staging, production = cluster_pool.get(2)
     for name, cluster in (("staging", staging), ("production", production)):

@@ -56,7 +56,7 @@ class ExampleRepo:
 
 def make_example_repo(root: Path, name_prefix: str) -> ExampleRepo:
     """examples/ committed to a bare repository under root, saved as a Git repository block."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     bare, work = root / "examples.git", root / "work"
     git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
@@ -72,7 +72,7 @@ def make_example_repo(root: Path, name_prefix: str) -> ExampleRepo:
 def synced_example_repo(root: Path, name_prefix: str, clusters: dict):
     """make_example_repo, synced once to every cluster; yields it, then removes
     what the sync created (for module fixtures)."""
-    from flows.sync import gitops_sync
+    from prefect_gitops.flows.sync import gitops_sync
 
     repo = make_example_repo(root, name_prefix)
     report = gitops_sync(repo=repo.block_name)

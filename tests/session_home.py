@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.home import gitops_home
+from prefect_gitops.engine.home import gitops_home
 
 SHARED = "bin"  # the local-cluster binaries, one per version of its sources
 LIVE = ("clusters", "prefect-server")  # written by the user's own running processes

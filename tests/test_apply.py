@@ -9,12 +9,12 @@ import secrets
 import pytest
 
 from conftest import kubectl
-from engine.changes.apply import KIND_ORDER, Stage, apply_changes, batches, stage_of, sync_wave
-from engine.changes.changeset import Action, ChangeSet, ChangeSetError, ObjectChange
-from engine.changes.diff import plan_changes
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest, Source
-from engine.state.inventory import APP_LABEL, APPLYSET_PART_OF_LABEL, MANAGED_BY_LABEL, app_applyset_id
+from prefect_gitops.engine.changes.apply import KIND_ORDER, Stage, apply_changes, batches, stage_of, sync_wave
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ChangeSetError, ObjectChange
+from prefect_gitops.engine.changes.diff import plan_changes
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.state.inventory import APP_LABEL, APPLYSET_PART_OF_LABEL, MANAGED_BY_LABEL, app_applyset_id
 
 needs_cluster = pytest.mark.cluster
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.objects import Source
-from engine.problems import ProblemsFound, Severity
-from engine.spec.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
-from engine.spec.policy_settings import Enforcement
+from prefect_gitops.engine.objects import Source
+from prefect_gitops.engine.problems import ProblemsFound, Severity
+from prefect_gitops.engine.spec.appspec import AppSpec, RenderMode, RevertMode, load_appspec, parse_appspec
+from prefect_gitops.engine.spec.policy_settings import Enforcement
 
 CLUSTERS = {"staging": {"env": "staging"}, "production": {"env": "prod", "region": "eu"},
             "production-us": {"env": "prod", "region": "us"}}

@@ -18,10 +18,10 @@ LAYERS = ("engine", "localcluster", "blocks", "tasks", "flows", "cli")
 
 
 def modules(package: str) -> dict[str, Path]:
-    """Every module of one of our packages, by dotted name."""
+    """Every module of one of our packages (a folder), by its installed dotted name."""
     found = {}
     for path in sorted((ROOT / package).rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
+        parts = ("prefect_gitops", *path.relative_to(ROOT).with_suffix("").parts)
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
@@ -33,14 +33,14 @@ def test_importing_every_engine_module_loads_nothing_of_prefect_nor_of_the_layer
               "print(json.dumps(sorted(sys.modules)))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                                        check=True).stdout)
-    outside = sorted(m for m in loaded if m.split(".")[0] in ("prefect", "kubernetes", "blocks", "cli", "flows",
-                                                              "localcluster", "tasks"))
+    above = tuple(f"prefect_gitops.{p}" for p in PACKAGES if p != "engine")
+    outside = sorted(m for m in loaded if m.split(".")[0] in ("prefect", "kubernetes") or m.startswith(above))
     assert outside == []
 
 
 def imports_of(path: Path, name: str, ours: set[str]) -> set[str]:
     """Our modules that the module `name` at `path` imports, anywhere in it."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]  # for relative imports
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -98,7 +98,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     def layer(module: str) -> int:
-        return LAYERS.index(module.split(".")[0])
+        return LAYERS.index(module.split(".")[1])
     return sorted((a, b) for a, imported in graph.items() for b in imported if layer(a) < layer(b))
 
 
@@ -108,8 +108,8 @@ def test_imports_go_downwards_only():
 
 def test_an_upward_import_is_found_when_there_is_one():
     graph = import_graph()
-    graph["blocks.registry"].add("flows.sync")
-    assert upward_imports(graph) == [("blocks.registry", "flows.sync")]
+    graph["prefect_gitops.blocks.registry"].add("prefect_gitops.flows.sync")
+    assert upward_imports(graph) == [("prefect_gitops.blocks.registry", "prefect_gitops.flows.sync")]
 
 
 def test_no_modules_of_ours_import_each_other_in_a_loop():
@@ -118,5 +118,6 @@ def test_no_modules_of_ours_import_each_other_in_a_loop():
 
 def test_a_loop_is_found_when_there_is_one():
     graph = import_graph()
-    graph["engine.cluster.kube"].add("flows.sync")  # flows.sync imports the engine, which now imports it back
-    assert any({"engine.cluster.kube", "flows.sync"} <= set(group) for group in loops(graph))
+    # flows.sync imports the engine, which now imports it back
+    graph["prefect_gitops.engine.cluster.kube"].add("prefect_gitops.flows.sync")
+    assert any({"prefect_gitops.engine.cluster.kube", "prefect_gitops.flows.sync"} <= set(group) for group in loops(graph))

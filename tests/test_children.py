@@ -29,7 +29,7 @@ def command(pid: int) -> str:
 def test_a_child_dies_with_its_sigkilled_parent():
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys
-        from engine.source.children import dying_with_parent
+        from prefect_gitops.engine.source.children import dying_with_parent
         child = subprocess.Popen(dying_with_parent(["sleep", "300"]))
         print(child.pid, flush=True)
         child.wait()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 COMMAND = """
 import sys
-from cli import entry  # imports nothing that registers an exit handler, as in bin/gitops
+from prefect_gitops.cli import entry  # imports nothing that registers an exit handler, as in bin/gitops
 
 class Noisy:
     def __del__(self):

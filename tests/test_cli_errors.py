@@ -69,7 +69,7 @@ def assert_error_document(run: subprocess.CompletedProcess, kind: str, line: str
 
 
 def save_repo(url: str, token: str | None = None) -> str:
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     name = f"errors-{secrets.token_hex(3)}"
     GitRepository(url=url, branch="main", token=SecretStr(token) if token else None).save(name, overwrite=True)
@@ -207,7 +207,7 @@ def test_a_kubeconfig_that_cannot_give_access_is_refused_and_not_saved(prefect_a
 
 def save_unreachable_cluster(folder: Path) -> tuple[str, str]:
     """A cluster block whose API server address refuses connections: (name, URL)."""
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     name, server = f"gone-{secrets.token_hex(3)}", f"https://127.0.0.1:{free_port()}"
     kubeconfig = folder / "kubeconfig"
@@ -259,9 +259,9 @@ def test_an_unreachable_cluster_fails_the_sync_of_its_apps(unreachable_runs):
 
 
 def test_verbose_console_keeps_the_traceback_of_a_bug_only():
-    from cli import logs
-    from cli.errors import describe
-    from engine.source.git import GitError
+    from prefect_gitops.cli import logs
+    from prefect_gitops.cli.errors import describe
+    from prefect_gitops.engine.source.git import GitError
 
     def record(error: Exception) -> logging.LogRecord:
         try:

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cli.diffs import print_diffs
-from cli.progress import StageLines, stage_lines
+from prefect_gitops.cli.diffs import print_diffs
+from prefect_gitops.cli.progress import StageLines, stage_lines
 from example_repo import example_repo, remove_sample_apps  # noqa: F401  (fixture)
-from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
+from prefect_gitops.engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 ANSI = re.compile(r"\x1b\[")
@@ -102,7 +102,7 @@ data:
 
 @pytest.mark.cluster
 def test_diff_prints_field_changes_secrets_masked_and_exits_0_or_1(example_repo, registered_clusters, prefect_api):
-    from flows.sync import gitops_sync
+    from prefect_gitops.flows.sync import gitops_sync
 
     kustomization = example_repo.read("apps/web/base/kustomization.yaml") + "  - secret.yaml\n"
     example_repo.commit({"apps/web/base/secret.yaml": SECRET.format(base64.b64encode(b"old-pw-41d7").decode()),

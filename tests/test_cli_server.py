@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks import GitRepository, KubernetesCluster
-from cli.blocks import CLUSTER_SLUG, REPO_SLUG
+from prefect_gitops.blocks import GitRepository, KubernetesCluster
+from prefect_gitops.cli.blocks import CLUSTER_SLUG, REPO_SLUG
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 
@@ -91,18 +91,20 @@ def test_a_command_starts_the_kept_server_the_next_reuses_it_and_stop_ends_it(us
     assert gitops(user_env, "server", "status").returncode == 1
 
 
-FORBIDDEN = ("prefect", "kubernetes", "engine.cluster.kube", "flows", "blocks")
+FORBIDDEN = ("prefect", "kubernetes", "prefect_gitops.engine.cluster.kube", "prefect_gitops.flows",
+             "prefect_gitops.blocks")
 STARTUP_PROBE = """
 import json, sys
 sys.argv = ["gitops", *sys.argv[1:]]
-from cli.main import app
+from prefect_gitops.cli.main import app
 code = None
 try:
     app()
 except SystemExit as exit:
     code = exit.code
-print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN
-                                                 or m.startswith(FORBIDDEN))}), file=sys.stderr)
+print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules
+                                                 if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))}),
+      file=sys.stderr)
 """
 
 
@@ -129,7 +131,7 @@ def test_the_lists_read_the_block_types_of_blocks():
     assert (REPO_SLUG, CLUSTER_SLUG) == (GitRepository.get_block_type_slug(), KubernetesCluster.get_block_type_slug())
 
 
-@pytest.mark.parametrize("module", ["prefect", "cli.local_server_main"])
+@pytest.mark.parametrize("module", ["prefect", "prefect_gitops.cli.local_server_main"])
 def test_the_kept_server_waits_for_a_concurrent_sqlite_writer_instead_of_answering_503(module, tmp_path, monkeypatch):
     """Prefect's own server begins its SQLite transactions DEFERRED: one that has
     read before another connection commits cannot write any more and is answered
@@ -137,7 +139,7 @@ def test_the_kept_server_waits_for_a_concurrent_sqlite_writer_instead_of_answeri
     import sqlite3
     import threading
 
-    from cli import local_server
+    from prefect_gitops.cli import local_server
 
     monkeypatch.setattr(local_server, "SERVER_MODULE", module)
     server = local_server.LocalPrefectServer(tmp_path / "server")

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.demo import where_to_look
-from cli.prefect_api import PrefectApi
+from prefect_gitops.cli.demo import where_to_look
+from prefect_gitops.cli.prefect_api import PrefectApi
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 DEMO_TIMEOUT_S = 1500
@@ -33,7 +33,7 @@ current-context: theirs
 def private_env(tmp_path: Path) -> dict[str, str]:
     """A GITOPS_HOME and a PREFECT_HOME of the test's own (the kept server, the
     clusters), the cluster binary linked from the cached one, no PREFECT_API_URL."""
-    from localcluster import build
+    from prefect_gitops.localcluster import build
 
     binary = build.ensure_binary()
     (tmp_path / "gitops" / "bin").mkdir(parents=True)

@@ -9,13 +9,13 @@ import json
 import pytest
 
 from conftest import kubectl
-from engine.changes.changeset import Action, ChangeSet, ObjectChange
-from engine.changes.diff import diff_markdown, field_diff, normalize, plan_changes
-from engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, reapply_changes_nothing
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest, Source
-from engine.secrets import SecretMasker, scrub
-from engine.state.inventory import Inventory, Member
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ObjectChange
+from prefect_gitops.engine.changes.diff import diff_markdown, field_diff, normalize, plan_changes
+from prefect_gitops.engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, reapply_changes_nothing
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.secrets import SecretMasker, scrub
+from prefect_gitops.engine.state.inventory import Inventory, Member
 
 needs_cluster = pytest.mark.cluster
 CANARY = "canary-7d1e5b-do-not-leak"

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from conftest import kubectl
 from example_repo import ExampleRepo, synced_example_repo
 from test_recovery import api_get, api_post
-from cli.drift import drift_command
-from engine.report import SyncStatus
-from engine.state.drift import desired_objects, detect_drift
-from engine.state.inventory import read_inventory
-from flows.drift import DriftCheckFailed, gitops_drift
-from flows.sync import gitops_sync
+from prefect_gitops.cli.drift import drift_command
+from prefect_gitops.engine.report import SyncStatus
+from prefect_gitops.engine.state.drift import desired_objects, detect_drift
+from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.flows.drift import DriftCheckFailed, gitops_drift
+from prefect_gitops.flows.sync import gitops_sync
 
 pytestmark = pytest.mark.cluster
 
@@ -66,11 +66,11 @@ def test_no_drift_right_after_a_sync_nor_from_server_defaults(repo, registered_c
 
 
 def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(repo):
-    from blocks import GitRepository, KubernetesCluster
-    from engine.cluster.kube import KubeClient
-    from engine.source.git import fetch
-    from engine.source.render import render_app
-    from engine.spec.appspec import load_appspec
+    from prefect_gitops.blocks import GitRepository, KubernetesCluster
+    from prefect_gitops.engine.cluster.kube import KubeClient
+    from prefect_gitops.engine.source.git import fetch
+    from prefect_gitops.engine.source.render import render_app
+    from prefect_gitops.engine.spec.appspec import load_appspec
 
     web = only(gitops_drift(repo=repo.block_name, **WEB, heal=False))
     with KubeClient.for_cluster(KubernetesCluster.load("staging").cluster("staging")) as kube:
@@ -274,9 +274,9 @@ def _served_drift(api: str, parameters: dict) -> dict:
     Its answer, read as the command reads it, says drift was found; the run."""
     from prefect.client.orchestration import get_client
 
-    from cli.deployments import DRIFT, deployment
-    from cli.served import run_deployment_here
-    from engine.report import report_from_json
+    from prefect_gitops.cli.deployments import DRIFT, deployment
+    from prefect_gitops.cli.served import run_deployment_here
+    from prefect_gitops.engine.report import report_from_json
 
     served = deployment(DRIFT, repo=parameters["repo"])
     served.schedules = []  # no scheduled runs are left behind for a later serve process

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from blocks.kubernetes_cluster import KubernetesCluster
+from prefect_gitops.blocks.kubernetes_cluster import KubernetesCluster
 from conftest import kubectl
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest, Source
-from engine.problems import Severity
-from engine.spec.policy_settings import PolicySettings
-from engine.validation.validate import check_desired_state, dry_run
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.problems import Severity
+from prefect_gitops.engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.validation.validate import check_desired_state, dry_run
 
 pytestmark = pytest.mark.cluster
 

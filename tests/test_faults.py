@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from example_repo import git
-from engine.cluster.kube import UNRESPONSIVE_READ_S, KubeClient, RequestTimeout, RetryPolicy
-from engine.health.wait import wait_for_health
-from engine.state import lock
-from engine.state.inventory import APPLYSET_PART_OF_LABEL, app_applyset_id, read_inventory
-from localcluster import LocalCluster
-from tasks.retry import TRANSIENT_RETRIES
+from prefect_gitops.engine.cluster.kube import UNRESPONSIVE_READ_S, KubeClient, RequestTimeout, RetryPolicy
+from prefect_gitops.engine.health.wait import wait_for_health
+from prefect_gitops.engine.state import lock
+from prefect_gitops.engine.state.inventory import APPLYSET_PART_OF_LABEL, app_applyset_id, read_inventory
+from prefect_gitops.localcluster import LocalCluster
+from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
 
 pytestmark = pytest.mark.cluster
 
@@ -136,7 +136,7 @@ class Scenario:
     """The cluster, its block, the repository and its block, for one module."""
 
     def __init__(self, cluster: LocalCluster, root: Path, prefect_api: str):
-        from blocks import GitRepository, KubernetesCluster
+        from prefect_gitops.blocks import GitRepository, KubernetesCluster
 
         self.cluster, self.prefect_api = cluster, prefect_api
         self.block = f"faults-{os.getpid()}"
@@ -518,7 +518,7 @@ def test_two_syncs_of_one_app_at_once_one_writes_the_other_waits_then_finds_noth
 
 def a_broken_copy(scenario: Scenario, fault: str, root: Path) -> str:
     """A copy of the repository, broken as `fault` says, saved as a block of its own; its name."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     copy = root / f"{fault}.git"
     shutil.copytree(scenario.bare, copy)

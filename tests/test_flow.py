@@ -7,8 +7,8 @@ import datetime
 import subprocess
 import sys
 
-from flows.flow import gitops_flow
-from flows.sync import gitops_sync
+from prefect_gitops.flows.flow import gitops_flow
+from prefect_gitops.flows.sync import gitops_sync
 
 
 @gitops_flow(name="probe", flow_run_name="probe")
@@ -29,7 +29,7 @@ def test_other_parameters_still_go_through_prefects_encoder():
 
 def test_a_sync_run_does_not_import_fastapi():
     """The reason for the class: importing FastAPI costs each command 0.09 s."""
-    code = ("import sys; from flows.sync import gitops_sync; "
+    code = ("import sys; from prefect_gitops.flows.sync import gitops_sync; "
             "gitops_sync.serialize_parameters({'repo': 'fleet', 'apps': None, 'dry_run': False}); "
             "print('fastapi' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

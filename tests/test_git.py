@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks.git_repository import GitRepository
+from prefect_gitops.blocks.git_repository import GitRepository
 from git_remotes import (  # noqa: F401  (fixtures)
     HTTP_TOKEN, free_port, git_base, git_daemon, gitops_home, gpg_signer_factory, http_remote,
     run, ssh_keygen, ssh_remote, ssh_signer_factory, upstream,
 )
-from engine.source.git import (CommandFailed, Failure, GitError, GitSource, _session, checkout, fetch, public_url,
+from prefect_gitops.engine.source.git import (CommandFailed, Failure, GitError, GitSource, _session, checkout, fetch, public_url,
                         remote_location, resolve)
 
 pytestmark = pytest.mark.timeout(60)

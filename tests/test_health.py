@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from conftest import kubectl
-from engine.cluster.kube import KubeClient
-from engine.health.rules import Health, HealthStatus, compute_health, label_selector, workload_pod_failure
-from engine.health.wait import HealthReport, ObjectHealth, ObjectRef, wait_for_health
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.health.rules import Health, HealthStatus, compute_health, label_selector, workload_pod_failure
+from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, ObjectRef, wait_for_health
 
 FIXTURES = Path(__file__).parent / "fixtures" / "health"
 

@@ -15,15 +15,15 @@ import yaml
 
 from conftest import kubectl
 from example_repo import ExampleRepo, git
-from engine.changes.apply import apply_changes
-from engine.changes.changeset import Action
-from engine.changes.diff import plan_changes
-from engine.cluster.kube import KubeClient, service_account_user
-from engine.objects import Manifest, Source
-from engine.report import SyncStatus
-from flows.drift import DriftCheckFailed, gitops_drift
-from flows.sync import SyncFailed, gitops_sync
-from flows.validate import ValidationFailed, gitops_validate
+from prefect_gitops.engine.changes.apply import apply_changes
+from prefect_gitops.engine.changes.changeset import Action
+from prefect_gitops.engine.changes.diff import plan_changes
+from prefect_gitops.engine.cluster.kube import KubeClient, service_account_user
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.report import SyncStatus
+from prefect_gitops.flows.drift import DriftCheckFailed, gitops_drift
+from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.flows.validate import ValidationFailed, gitops_validate
 
 pytestmark = pytest.mark.cluster
 
@@ -74,7 +74,7 @@ def gitops_yaml(*apps: dict) -> str:
 
 def make_repo(root: Path, files: dict[str, str]) -> ExampleRepo:
     """`files` committed to a bare repository, saved as a Git repository block."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     bare, work = root / "tenants.git", root / "work"
     work.mkdir()
@@ -89,7 +89,7 @@ def make_repo(root: Path, files: dict[str, str]) -> ExampleRepo:
 
 def save_cluster(local_cluster, require_impersonation: bool) -> str:
     """The session's cluster saved under a block name of this test's own."""
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     name = f"{'fenced' if require_impersonation else 'open'}-{secrets.token_hex(3)}"
     KubernetesCluster.from_kubeconfig_file(local_cluster.kubeconfig,
@@ -264,7 +264,7 @@ def test_a_cluster_that_requires_impersonation_refuses_an_app_without_an_account
 
 
 def test_gitops_cluster_add_can_require_impersonation(local_cluster, prefect_api):
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
     from test_validate_flow import gitops
 
     name = f"fenced-{secrets.token_hex(3)}"

@@ -9,15 +9,15 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import kubectl
-from engine.changes.apply import apply_changes
-from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange
-from engine.state.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
+from prefect_gitops.engine.changes.apply import apply_changes
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange
+from prefect_gitops.engine.state.inventory import (APPLYSET_GROUP_KINDS, APPLYSET_ID_LABEL, APPLYSET_NAMESPACES, APPLYSET_TOOLING,
                              HISTORY_LIMIT, INVENTORY_NAMESPACE, HistoryEntry, Inventory, Member, applyset_id,
                              next_members, ownership_labels, read_inventory, updated_inventory, with_intent,
                              write_inventory)
-from engine.changes.diff import plan_changes
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest, Source
+from prefect_gitops.engine.changes.diff import plan_changes
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest, Source
 
 needs_cluster = pytest.mark.cluster
 SHA1, SHA2 = "a" * 40, "b" * 40

@@ -16,10 +16,10 @@ import pytest
 import urllib3
 
 from conftest import kubectl
-from engine.cluster.kube import (FAIL_FAST_S, UNKNOWN_KIND_RECHECK_S, UNRESPONSIVE_READ_S, VERBS, WRITE_GUARD, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
+from prefect_gitops.engine.cluster.kube import (FAIL_FAST_S, UNKNOWN_KIND_RECHECK_S, UNRESPONSIVE_READ_S, VERBS, WRITE_GUARD, ApiError, ClusterUnreachable, KubeClient, RequestCounter, RequestTimeout,
                          RetryPolicy, UnknownKind, is_retryable, request_verb, run_bounded)
-from engine.cluster.kubeconfig import load_access
-from tasks.retry import is_transient
+from prefect_gitops.engine.cluster.kubeconfig import load_access
+from prefect_gitops.tasks.retry import is_transient
 
 HOST = "https://127.0.0.1:6443"
 
@@ -342,7 +342,8 @@ def test_a_write_guard_refuses_writes_before_they_are_sent_and_lets_reads_and_dr
 
 def test_the_flows_and_the_command_line_do_not_import_the_kubernetes_package():
     """Importing it costs every command 0.3 s: requests go over urllib3 (engine/cluster/kube.py)."""
-    code = ("import sys, cli.main, flows.sync, flows.drift, flows.recovery, flows.validate, flows.rollback; "
+    code = ("import sys, prefect_gitops.cli.main, prefect_gitops.flows.sync, prefect_gitops.flows.drift, "
+            "prefect_gitops.flows.recovery, prefect_gitops.flows.validate, prefect_gitops.flows.rollback; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import engine.cluster.kubeconfig as kubeconfig
-from engine.cluster.kubeconfig import BasicAuth, ClusterAccess, KubeconfigError, load_access, load_access_file
+import prefect_gitops.engine.cluster.kubeconfig as kubeconfig
+from prefect_gitops.engine.cluster.kubeconfig import BasicAuth, ClusterAccess, KubeconfigError, load_access, load_access_file
 
 needs_cluster = pytest.mark.cluster
 V1 = "client.authentication.k8s.io/v1"
@@ -417,6 +417,6 @@ def test_a_missing_kubeconfig_file_is_named(tmp_path):
 
 def test_importing_it_does_not_import_kubernetes():
     import subprocess
-    out = subprocess.run([sys.executable, "-c", "import sys, engine.cluster.kubeconfig; print('kubernetes' in sys.modules)"],
+    out = subprocess.run([sys.executable, "-c", "import sys, prefect_gitops.engine.cluster.kubeconfig; print('kubernetes' in sys.modules)"],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
     assert out.stdout.strip() == "False"

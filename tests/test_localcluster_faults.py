@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import kubectl
-from engine.cluster.kube import FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient, RequestTimeout
-from localcluster import LocalCluster
+from prefect_gitops.engine.cluster.kube import FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient, RequestTimeout
+from prefect_gitops.localcluster import LocalCluster
 from test_localcluster_lifecycle import processes_mentioning
 
 pytestmark = pytest.mark.cluster
@@ -156,7 +156,7 @@ def test_fault_commands_say_what_they_did_and_refuse_what_cannot_be(cluster):
 
 def app_repo(root: Path, cluster: str, greeting: str):
     """A Git repository of one app for the fault cluster, saved as a block."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
     from example_repo import git
 
     work = root / "work"
@@ -182,8 +182,8 @@ def app_repo(root: Path, cluster: str, greeting: str):
 
 
 def test_a_sync_against_a_paused_api_server_fails_naming_the_cluster(cluster, tmp_path, prefect_api):
-    from blocks import KubernetesCluster
-    from flows.sync import SyncFailed, gitops_sync
+    from prefect_gitops.blocks import KubernetesCluster
+    from prefect_gitops.flows.sync import SyncFailed, gitops_sync
 
     KubernetesCluster.from_kubeconfig_file(cluster.kubeconfig).save(cluster.name, overwrite=True)
     repo = app_repo(tmp_path, cluster.name, "hello")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import kubectl
-from localcluster import AlreadyRunningError, LocalCluster, LocalClusterError
-from localcluster.build import SOURCE_DIR, BuildError, ensure_binary, source_hash
+from prefect_gitops.localcluster import AlreadyRunningError, LocalCluster, LocalClusterError
+from prefect_gitops.localcluster.build import SOURCE_DIR, BuildError, ensure_binary, source_hash
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from engine.cluster.kube import NO_RETRY, KubeClient
-from engine.state import lock
-from engine.state.lock import (LEASE_API_VERSION, LOCK_NAMESPACE, LeaseLost, LockTimeout, app_lock, holder_identity,
+from prefect_gitops.engine.cluster.kube import NO_RETRY, KubeClient
+from prefect_gitops.engine.state import lock
+from prefect_gitops.engine.state.lock import (LEASE_API_VERSION, LOCK_NAMESPACE, LeaseLost, LockTimeout, app_lock, holder_identity,
                          lease_name)
 from tcp_proxy import proxied_kubeconfig
 
@@ -63,7 +63,7 @@ def test_two_holders_never_overlap(kube, request):
 def test_a_waiter_says_who_holds_the_lease_until_when_and_gives_up_naming_the_holder(kube, caplog):
     with app_lock(kube, "lock-busy", "run-first"):
         assert lease(kube, "lock-busy")["spec"]["holderIdentity"] == "run-first"
-        with caplog.at_level(logging.WARNING, "engine.state.lock"), pytest.raises(LockTimeout, match="run-first"):
+        with caplog.at_level(logging.WARNING, "prefect_gitops.engine.state.lock"), pytest.raises(LockTimeout, match="run-first"):
             with app_lock(kube, "lock-busy", "run-second", wait_s=1):
                 pass
     [waiting] = [r.getMessage() for r in caplog.records if "waiting up to 1 s" in r.getMessage()]
@@ -119,7 +119,7 @@ def test_a_failed_renewal_is_logged_not_raised(local_cluster, monkeypatch, caplo
         return [r for r in caplog.records if "renewing the Lease" in r.getMessage()]
 
     try:
-        with KubeClient.from_kubeconfig(proxied, retry=NO_RETRY) as kube, caplog.at_level(logging.WARNING, "engine.state.lock"):
+        with KubeClient.from_kubeconfig(proxied, retry=NO_RETRY) as kube, caplog.at_level(logging.WARNING, "prefect_gitops.engine.state.lock"):
             with app_lock(kube, "lock-unreachable", "run-cut-off"):
                 proxy._shut_all()  # connections reset, new ones refused
                 while not (renewal_failures() or unhandled):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.objects import Source
-from engine.source.manifests import MAX_FILE_BYTES, load_file, load_files, load_text, parse_documents
+from prefect_gitops.engine.objects import Source
+from prefect_gitops.engine.source.manifests import MAX_FILE_BYTES, load_file, load_files, load_text, parse_documents
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: '1'\n"
 

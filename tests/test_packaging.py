@@ -1,7 +1,8 @@
 """The wheel of prefect-gitops works without the checkout: built from the working
 tree, installed into a fresh virtual environment, every module of it imports
-from there (from a directory outside the checkout), and it carries what is not
-Python: the Go module the local cluster binary is built from, and prefect.yaml.
+from there (from a directory outside the checkout) under the one package
+prefect_gitops (nothing else at the top of site-packages), and it carries what is
+not Python: the Go module the local cluster binary is built from, and prefect.yaml.
 
 Nothing is downloaded: the wheel is built with the setuptools of the project's
 virtual environment, and the fresh environment borrows that environment's
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.build import source_hash
+from prefect_gitops.localcluster.build import source_hash
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["blocks", "cli", "engine", "flows", "localcluster", "tasks"]
+PACKAGES = ["blocks", "cli", "engine", "flows", "localcluster", "tasks"]  # the folders; installed as
+PACKAGE = "prefect_gitops"  # prefect_gitops.blocks, prefect_gitops.cli, ...
 GO_FILES = ("*.go", "go.mod", "go.sum")
 TIMEOUT_S = 300
 _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
@@ -87,7 +89,7 @@ def installed_site(venv: Path) -> Path:
 
 def source_modules() -> set[str]:
     """Every Python module of the packages in the working tree."""
-    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    return {".".join((PACKAGE, *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
             for package in PACKAGES for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts}
 
 
@@ -107,12 +109,22 @@ def imported(venv, wheel) -> dict[str, dict]:
 def test_the_wheel_holds_every_module_of_the_working_tree_and_nothing_else(wheel):
     # A folder without __init__.py is not found as a package, and silently left out.
     assert wheel_modules(wheel) == source_modules()
-    assert {m.split(".")[0] for m in wheel_modules(wheel)} == set(PACKAGES)
+    assert {m.split(".")[1] for m in wheel_modules(wheel)} == set(PACKAGES)
+
+
+def test_the_wheel_installs_one_package_at_the_top_of_site_packages(venv):
+    site = installed_site(venv)
+    ours = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth")) and p.name != "__pycache__"}
+    assert ours == {PACKAGE}
+    shown = run(sys.executable, "-m", "pip", "--python", venv / "venv" / "bin" / "python", "show", "-f",
+                "prefect-gitops", cwd=venv)
+    files = [line.strip() for line in shown.stdout.split("Files:", 1)[1].splitlines() if line.strip()]
+    assert files and all(f.startswith((f"{PACKAGE}/", "prefect_gitops-", "../")) for f in files), files
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_module_imports_from_the_installed_wheel(package, imported, venv):
-    modules = {name: found for name, found in imported.items() if name.split(".")[0] == package}
+    modules = {name: found for name, found in imported.items() if name.split(".")[1] == package}
     assert modules, f"no module of {package} in the wheel"
     errors = {name: found["error"] for name, found in modules.items() if "error" in found}
     assert errors == {}
@@ -121,7 +133,7 @@ def test_every_module_imports_from_the_installed_wheel(package, imported, venv):
 
 
 def test_the_go_module_of_the_local_cluster_is_installed(venv):
-    installed = installed_site(venv) / "localcluster"
+    installed = installed_site(venv) / PACKAGE / "localcluster"
     source = ROOT / "localcluster"
     sources = [p.relative_to(source) for pattern in GO_FILES for p in source.rglob(pattern)]
     assert any(p.parts[0] == "fakekubelet" for p in sources)
@@ -129,12 +141,12 @@ def test_the_go_module_of_the_local_cluster_is_installed(venv):
         assert (installed / path).read_bytes() == (source / path).read_bytes(), path
     # The installed package would build (or find) the binary of the same sources.
     hashed = run(venv / "venv" / "bin" / "python", "-c",
-                 "from localcluster.build import source_hash; print(source_hash())", cwd=venv)
+                 "from prefect_gitops.localcluster.build import source_hash; print(source_hash())", cwd=venv)
     assert hashed.stdout.strip() == source_hash(source)
 
 
 def test_the_deployments_file_is_installed_for_gitops_serve(venv):
-    assert (installed_site(venv) / "cli" / "prefect.yaml").read_text() == (ROOT / "prefect.yaml").read_text()
+    assert (installed_site(venv) / PACKAGE / "cli" / "prefect.yaml").read_text() == (ROOT / "prefect.yaml").read_text()
 
 
 def test_the_gitops_command_runs_from_the_installed_wheel(venv):

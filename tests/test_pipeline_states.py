@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import urllib3
 
-from engine.changes.changeset import Action, ChangeSet, ObjectChange
-from engine.cluster.kube import ApiError
-from engine.objects import Manifest, Source
-from engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult
-from engine.source import render_cache
-from engine.source.git import Failure, GitError
-from engine.spec.appspec import App
-from engine.state.inventory import Inventory, Member
-from flows.sync import final_state
-from flows.sync_app import _limit_prunes, outcome_state
-from tasks.retry import TransientError, is_transient
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ObjectChange
+from prefect_gitops.engine.cluster.kube import ApiError
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult
+from prefect_gitops.engine.source import render_cache
+from prefect_gitops.engine.source.git import Failure, GitError
+from prefect_gitops.engine.spec.appspec import App
+from prefect_gitops.engine.state.inventory import Inventory, Member
+from prefect_gitops.flows.sync import final_state
+from prefect_gitops.flows.sync_app import _limit_prunes, outcome_state
+from prefect_gitops.tasks.retry import TransientError, is_transient
 
 
 def result(status: SyncStatus, app: str = "web", held: bool = False) -> TargetResult:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from example_repo import example_repo  # noqa: F401  (fixture)
-from flows.sync import gitops_sync
+from prefect_gitops.flows.sync import gitops_sync
 from tcp_proxy import TcpProxy, proxied_kubeconfig
 from test_recovery import ROOT, api_get, api_post, fleet, wait_for_run  # noqa: F401  (fixture)
 from test_revert import break_web, live_image, set_revert_mode
@@ -37,7 +37,7 @@ def sync_runner(prefect_api, registered_clusters, tmp_path_factory):
     """The gitops-sync deployment of prefect.yaml, served without its schedule
     (the test starts each tick itself); its id."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    code = ("from cli.runner import serve\nfrom cli.deployments import deployment\n"
+    code = ("from prefect_gitops.cli.runner import serve\nfrom prefect_gitops.cli.deployments import deployment\n"
             "d = deployment('gitops-sync', repo='fleet')\nd.schedules = []\nserve(d, limit=1)")
     log = tmp_path_factory.mktemp("sync-runner") / "serve.log"
     with open(log, "w") as out:
@@ -174,7 +174,7 @@ def test_a_port_closed_after_the_apply_is_retried_by_prefect_and_the_sync_succee
     """The port to staging's API server closes (connections reset, then refused)
     for 5 s as soon as web's Deployment exists: the stage running then (health,
     or record) fails, is retried by Prefect, and the sync succeeds."""
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     staging = clean_clusters["staging"]
     proxy, proxied = proxied_kubeconfig(staging.kubeconfig, tmp_path / "kubeconfig")

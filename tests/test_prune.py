@@ -9,13 +9,13 @@ import secrets
 import pytest
 
 from conftest import kubectl
-from engine.changes.apply import apply_changes
-from engine.changes.changeset import Action, ChangeSet, ObjectChange
-from engine.changes.diff import plan_changes
-from engine.changes.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
-from engine.cluster.kube import KubeClient
-from engine.objects import Manifest, Source
-from engine.state.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
+from prefect_gitops.engine.changes.apply import apply_changes
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ObjectChange
+from prefect_gitops.engine.changes.diff import plan_changes
+from prefect_gitops.engine.changes.prune import EmptyDesiredState, deletion_batches, keep_annotation, prune_objects
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.state.inventory import APP_LABEL, Inventory, Member, next_members, updated_inventory
 
 needs_cluster = pytest.mark.cluster
 

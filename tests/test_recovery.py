@@ -20,9 +20,9 @@ import pytest
 
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
-from engine.report import SyncStatus
-from flows.recovery import RecoveryReport, gitops_recover, request_recovery
-from flows.sync import gitops_sync
+from prefect_gitops.engine.report import SyncStatus
+from prefect_gitops.flows.recovery import RecoveryReport, gitops_recover, request_recovery
+from prefect_gitops.flows.sync import gitops_sync
 from test_sync import clean_clusters, resource_versions  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.cluster
@@ -96,7 +96,7 @@ def test_a_half_recovered_cluster_is_completed_by_a_rerun(example_repo, clean_cl
 @pytest.fixture
 def fleet(example_repo):
     """The sample repository saved as `fleet`, the served deployment's default repo."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     GitRepository(url=f"file://{example_repo.bare}", branch="main").save("fleet", overwrite=True)
     return "fleet"
@@ -148,7 +148,7 @@ def runner(prefect_api, registered_clusters, tmp_path_factory):
     """The recovery deployment of prefect.yaml as cli/deployments.py builds it and cli/runner.py serves
     it (as the demo does); its id. Stopped after the tests that use it, before the server."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    code = "from cli.deployments import deployment\nfrom cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
+    code = "from prefect_gitops.cli.deployments import deployment\nfrom prefect_gitops.cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
     log = tmp_path_factory.mktemp("runner") / "serve.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
@@ -212,9 +212,9 @@ def test_a_recovery_asked_for_through_the_api_has_its_name_from_the_start(prefec
     """Asked for by the demo (REST) and by `gitops recover --via-api`, the run is
     named as the flow names its runs while it waits to be started, not with
     Prefect's random name until a runner starts it."""
-    from cli.demo import create_recovery_run
-    from cli.deployments import deployment
-    from cli.recover import start_recovery
+    from prefect_gitops.cli.demo import create_recovery_run
+    from prefect_gitops.cli.deployments import deployment
+    from prefect_gitops.cli.recover import start_recovery
 
     deployment_id = str(deployment("gitops-recover", repo="fleet").apply())
     asked = [create_recovery_run(prefect_api, deployment_id, "production")["id"],

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.problems import ProblemsFound
-from engine.source.remote_sources import RULE, is_remote_target, remote_sources
-from engine.source.render import render_app
-from engine.spec.appspec import App, RenderMode
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.source.remote_sources import RULE, is_remote_target, remote_sources
+from prefect_gitops.engine.source.render import render_app
+from prefect_gitops.engine.spec.appspec import App, RenderMode
 from git_remotes import git_base, upstream  # noqa: F401,F811  (fixtures)
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
@@ -176,7 +176,7 @@ def _render_or_problems(root: Path, the_app: App) -> list:
 
 
 def test_validate_names_the_file_line_and_rule(prefect_api, upstream, tmp_path):
-    from blocks import GitRepository, KubernetesCluster
+    from prefect_gitops.blocks import GitRepository, KubernetesCluster
 
     cluster = f"offline-{secrets.token_hex(3)}"  # --offline: never dialled
     kubeconfig = tmp_path / "kubeconfig"

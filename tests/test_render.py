@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.objects import Source
-from engine.problems import ProblemsFound
-from engine.source.render import RenderOptions, default_namespaces, find_helm, render_app
-from engine.spec.appspec import App
+from prefect_gitops.engine.objects import Source
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.source.render import RenderOptions, default_namespaces, find_helm, render_app
+from prefect_gitops.engine.spec.appspec import App
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -325,8 +325,8 @@ def test_helm_missing_says_so(repo, tmp_path):
 def test_the_render_stage_wraps_the_function_and_fills_the_cache(repo, tmp_path, monkeypatch):
     from prefect.logging import disable_run_logger
 
-    from engine.source import render_cache
-    from tasks.render import render_target
+    from prefect_gitops.engine.source import render_cache
+    from prefect_gitops.tasks.render import render_target
 
     monkeypatch.setenv("GITOPS_HOME", str(tmp_path / "home"))
     write(repo, "apps/web/svc.yaml", SERVICE.format(name="a"))
@@ -337,7 +337,7 @@ def test_the_render_stage_wraps_the_function_and_fills_the_cache(repo, tmp_path,
 
 
 def test_default_namespaces_leaves_objects_without_metadata_alone():
-    from engine.objects import Manifest
+    from prefect_gitops.engine.objects import Manifest
     manifest = Manifest({"kind": "ConfigMap"})
     default_namespaces([manifest], "web")
     assert manifest.obj == {"kind": "ConfigMap"}
@@ -351,8 +351,8 @@ def test_default_namespaces_leaves_objects_without_metadata_alone():
     "apiVersion: v1\nkind: 'Secret'\nmetadata:\n    namespace: x\n    name: \"quoted\"\n",
 ])
 def test_scan_objects_agrees_with_the_loader(text):
-    from engine.source.manifests import load_text
-    from engine.source.render import scan_objects
+    from prefect_gitops.engine.source.manifests import load_text
+    from prefect_gitops.engine.source.render import scan_objects
     assert scan_objects(text) == [(m.kind, m.name, m.source.line) for m in load_text(text, "x").manifests]
 
 
@@ -364,7 +364,7 @@ def test_scan_objects_agrees_with_the_loader(text):
     "kind: ConfigMap\nmetadata:\n  name: Not-A-DNS-Name\n",
 ])
 def test_scan_objects_leaves_what_it_cannot_read_to_the_parser(text):
-    from engine.source.render import scan_objects
+    from prefect_gitops.engine.source.render import scan_objects
     assert scan_objects(text) is None
 
 
@@ -378,7 +378,7 @@ def test_kustomize_sources_of_json_and_flow_style_resources(repo):
 
 
 def test_problems_about_the_app_name_its_line_in_gitops_yaml(repo):
-    from engine.spec.appspec import load_appspec
+    from prefect_gitops.engine.spec.appspec import load_appspec
     write(repo, "gitops.yaml", """\
         apps:
           - name: ok

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult, report_from_json
+from prefect_gitops.engine.report import ObjectResult, SyncReport, SyncStatus, TargetResult, report_from_json
 
 
 def a_result(objects: int) -> TargetResult:

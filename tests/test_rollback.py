@@ -12,10 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from blocks import GitRepository
-from cli.rollback import rollback_command
+from prefect_gitops.blocks import GitRepository
+from prefect_gitops.cli.rollback import rollback_command
 from conftest import kubectl
-from engine.source.rollback import RollbackError, rollback_in_git, working_clone
+from prefect_gitops.engine.source.rollback import RollbackError, rollback_in_git, working_clone
 from example_repo import example_repo, git, remove_sample_apps  # noqa: F401  (fixture)
 
 REPLICAS = "apps/web/overlays/staging/replicas.yaml"
@@ -131,8 +131,8 @@ def test_the_flow_rolls_back_in_git_then_syncs_in_a_nested_run_and_the_cluster_f
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-    from flows.rollback import gitops_rollback
-    from flows.sync import gitops_sync
+    from prefect_gitops.flows.rollback import gitops_rollback
+    from prefect_gitops.flows.sync import gitops_sync
 
     first = git("rev-parse", "HEAD", cwd=example_repo.work)
     _, scaled, _, greeted = change_web_and_widgets(example_repo)

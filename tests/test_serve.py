@@ -19,8 +19,8 @@ from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from rich.console import Console
 
-import cli.deployments
-from cli.deployments import build, deployments
+import prefect_gitops.cli.deployments
+from prefect_gitops.cli.deployments import build, deployments
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -48,7 +48,7 @@ def test_prefect_deploy_reads_every_deployment_and_every_key():
 
 
 def test_serve_reads_the_same_file_as_prefect_deploy():
-    assert cli.deployments.PREFECT_YAML.read_text() == PREFECT_YAML.read_text()
+    assert prefect_gitops.cli.deployments.PREFECT_YAML.read_text() == PREFECT_YAML.read_text()
 
 
 def test_serve_builds_what_prefect_deploy_reads():
@@ -76,7 +76,7 @@ def test_the_sample_values_are_those_of_the_loop():
 
 
 def test_the_recover_trigger_expects_the_event_request_recovery_emits():
-    from flows.recovery import RECOVER_EVENT  # the flows are imported when served anyway
+    from prefect_gitops.flows.recovery import RECOVER_EVENT  # the flows are imported when served anyway
 
     [trigger] = {d.name: d for d in deployments()}["gitops-recover"].triggers
     assert trigger.expect == {RECOVER_EVENT}

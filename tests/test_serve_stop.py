@@ -19,11 +19,11 @@ from typing import Iterator
 import httpx
 import pytest
 
-from cli.runner import STOPPED_MESSAGE
+from prefect_gitops.cli.runner import STOPPED_MESSAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); from cli.runner import serve; "
+SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); from prefect_gitops.cli.runner import serve; "
          "import served_flows as f; serve(f.finishes.to_deployment('finishes'), "
          "f.keeps_running.to_deployment('keeps-running'), "
          "f.finishes_when_stopped.to_deployment('finishes-when-stopped'), limit=2)")

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from engine.problems import ProblemsFound
-from engine.source import render_cache
-from engine.source.render import RenderOptions, render_app
-from engine.source.sops import GO_BIN, find_sops, is_encrypted
-from engine.spec.appspec import App, Decryption
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.source import render_cache
+from prefect_gitops.engine.source.render import RenderOptions, render_app
+from prefect_gitops.engine.source.sops import GO_BIN, find_sops, is_encrypted
+from prefect_gitops.engine.spec.appspec import App, Decryption
 
 GITOPS = str(Path(sys.executable).parent / "gitops")
 TOOLS = os.pathsep.join([os.environ.get("PATH", ""), str(GO_BIN)])
@@ -195,8 +195,8 @@ def test_an_object_still_encrypted_after_rendering_is_refused_not_applied(encryp
 
 
 def test_a_decrypted_value_never_shows_in_a_validation_message(tmp_path):
-    from engine.spec.policy_settings import PolicySettings
-    from engine.validation.validate import validate
+    from prefect_gitops.engine.spec.policy_settings import PolicySettings
+    from prefect_gitops.engine.validation.validate import validate
 
     private, public = age_identity()
     secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: pin}\nstringData:\n  pin: 90210731\n"  # not a string
@@ -264,7 +264,7 @@ apps:
 
 def vault_remote(tmp_path: Path, files: dict[str, str]):
     """A real Git remote holding `files`, saved as a Git repository block."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
     from example_repo import ExampleRepo, git
 
     bare, work = tmp_path / "vault.git", tmp_path / "work"
@@ -303,9 +303,9 @@ def api_post(api: str, path: str, body: dict) -> list:
 @pytest.mark.cluster
 def test_a_sync_applies_the_decrypted_secret_whose_values_show_nowhere_else(
         local_cluster, prefect_api, namespace, tmp_path, monkeypatch):
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
     from conftest import kubectl
-    from flows.sync import gitops_sync
+    from prefect_gitops.flows.sync import gitops_sync
 
     suffix = secrets.token_hex(3)
     cluster, app, key_block = f"sops-{suffix}", f"vault-{suffix}", f"vault-age-{suffix}"

@@ -15,13 +15,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from blocks.kubernetes_cluster import KubernetesCluster
-from engine.objects import Manifest, Source
-from engine.problems import Severity
-from engine.spec.policy_settings import Enforcement, PolicySettings
-from engine.validation import schema
-from engine.validation.validate import builtin_validator, parse_image, validate
-from localcluster.pki import write_pki
+from prefect_gitops.blocks.kubernetes_cluster import KubernetesCluster
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.problems import Severity
+from prefect_gitops.engine.spec.policy_settings import Enforcement, PolicySettings
+from prefect_gitops.engine.validation import schema
+from prefect_gitops.engine.validation.validate import builtin_validator, parse_image, validate
+from prefect_gitops.localcluster.pki import write_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,10 +301,10 @@ def test_an_object_found_valid_is_not_checked_again_until_it_changes():
 
 _REMEMBERING_COMMAND = """
 import json, sys
-from engine.objects import Manifest, Source
-from engine.spec.policy_settings import PolicySettings
-from engine.validation import schema
-from engine.validation.validate import validate
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.validation import schema
+from prefect_gitops.engine.validation.validate import validate
 objects = json.loads(sys.argv[1])
 manifests = [Manifest(obj, Source("x.yaml", n + 1)) for n, obj in enumerate(objects)]
 keys = [schema._ValidBuiltins.key("v1.37.0-local-strict", m) for m in manifests]
@@ -342,13 +342,15 @@ def test_objects_found_valid_are_remembered_for_the_next_command(tmp_path):
                                                           "rules": ["schema.unknown-field"]}
     assert kept.stat().st_size == 16  # nothing new found valid
 
+
 def test_objects_found_valid_by_other_code_are_checked_again(tmp_path):
     """The digests are keyed on the code that judged the objects: a checkout whose
     validation rules differ (here by one comment) shares $GITOPS_HOME and finds
     none of this one's digests, and this one still finds its own."""
     other = tmp_path / "other-checkout"
-    shutil.copytree(ROOT / "engine", other / "engine", ignore=shutil.ignore_patterns("__pycache__"))
-    with (other / "engine" / "validation" / "schema.py").open("a") as rules:
+    engine = other / "prefect_gitops" / "engine"  # found on its PYTHONPATH before the installed one
+    shutil.copytree(ROOT / "engine", engine, ignore=shutil.ignore_patterns("__pycache__"))
+    with (engine / "validation" / "schema.py").open("a") as rules:
         rules.write("# another version of the rules\n")
     home = tmp_path / "home"
     assert validate_in_a_process(home, deployment("web"))["known_before"] == [False]

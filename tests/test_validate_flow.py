@@ -13,7 +13,7 @@ import pytest
 
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
-from flows.validate import ValidationFailed, gitops_validate
+from prefect_gitops.flows.validate import ValidationFailed, gitops_validate
 
 pytestmark = pytest.mark.cluster
 
@@ -66,7 +66,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_written(example_repo, 
 
 
 def test_an_unknown_revision_is_a_clear_error(example_repo, registered_clusters):
-    from engine.source.git import GitError
+    from prefect_gitops.engine.source.git import GitError
 
     with pytest.raises(GitError, match="no-such-branch"):
         gitops_validate(repo=example_repo.block_name, revision="no-such-branch")
@@ -118,7 +118,7 @@ def test_cli_saves_blocks_with_secrets_masked(prefect_api, tmp_path, local_clust
     token = local_cluster.kubeconfig.read_text().split("token: ")[1].split()[0]
     assert token not in json.dumps(cluster_doc.data, default=str)
 
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     assert KubernetesCluster.load("lab").server_version() == "v1.37.2"
 

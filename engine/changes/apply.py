@@ -20,12 +20,12 @@ from itertools import groupby
 from typing import Iterable
 
 
-from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of
-from engine.changes.diff import immutable_message, plan_object, recreate_allowed
-from engine.cluster.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
-from engine.cluster.scope import RBAC_GROUP
-from engine.secrets import scrub
-from engine.state.lock import LeaseLost
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of
+from prefect_gitops.engine.changes.diff import immutable_message, plan_object, recreate_allowed
+from prefect_gitops.engine.cluster.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
+from prefect_gitops.engine.cluster.scope import RBAC_GROUP
+from prefect_gitops.engine.secrets import scrub
+from prefect_gitops.engine.state.lock import LeaseLost
 
 SYNC_WAVE_ANNOTATIONS = ("gitops.prefect.io/sync-wave", "argocd.argoproj.io/sync-wave")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")

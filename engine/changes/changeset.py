@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
-from engine.objects import Identified, Source
+from prefect_gitops.engine.objects import Identified, Source
 
 
 class Action(str, Enum):

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 import yaml
 from deepdiff import DeepDiff
 
-from engine.changes.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
-from engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
-from engine.cluster.kube import ApiError, KubeClient, UnknownKind, dry_run_object
-from engine.cluster.scope import crds_by_kind
-from engine.objects import Manifest, ObjectKey
-from engine.report import table_cell
-from engine.secrets import SecretMasker, scrub
-from engine.state.inventory import APP_LABEL, Inventory, ownership_labels
+from prefect_gitops.engine.changes.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from prefect_gitops.engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind, dry_run_object
+from prefect_gitops.engine.cluster.scope import crds_by_kind
+from prefect_gitops.engine.objects import Manifest, ObjectKey
+from prefect_gitops.engine.report import table_cell
+from prefect_gitops.engine.secrets import SecretMasker, scrub
+from prefect_gitops.engine.state.inventory import APP_LABEL, Inventory, ownership_labels
 
 if TYPE_CHECKING:
-    from engine.spec.appspec import App
+    from prefect_gitops.engine.spec.appspec import App
 
 # Fields the server owns and changes on its own: never a difference to show.
 IGNORED_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp",

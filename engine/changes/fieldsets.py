@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.cluster.kube import FIELD_MANAGER
+from prefect_gitops.engine.cluster.kube import FIELD_MANAGER
 
 # Key fields that the API server defaults in built-in kinds' keyed lists: a port
 # (of a container or a Service) may leave out its protocol and is then the TCP one.

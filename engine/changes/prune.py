@@ -9,10 +9,10 @@ import logging
 from itertools import groupby
 
 
-from engine.changes.apply import order_key
-from engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of, labels_of
-from engine.cluster.kube import ApiError, KubeClient, UnknownKind
-from engine.state.inventory import APP_LABEL
+from prefect_gitops.engine.changes.apply import order_key
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate, ObjectChange, annotations_of, labels_of
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
+from prefect_gitops.engine.state.inventory import APP_LABEL
 
 PRUNE_ANNOTATION = "gitops.prefect.io/prune"
 ARGO_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"

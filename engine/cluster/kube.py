@@ -40,7 +40,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
-from engine.cluster.kubeconfig import Cluster, ClusterAccess, load_access_file
+from prefect_gitops.engine.cluster.kubeconfig import Cluster, ClusterAccess, load_access_file
 
 FIELD_MANAGER = "prefect-gitops"
 DEFAULT_WORKERS = 16

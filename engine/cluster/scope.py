@@ -3,7 +3,7 @@ whose CRD (in the same set of manifests) says `scope: Cluster`."""
 
 from __future__ import annotations
 
-from engine.objects import Manifest
+from prefect_gitops.engine.objects import Manifest
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 # Kinds known to be cluster-scoped; other kinds (and CRs of unknown scope) land in

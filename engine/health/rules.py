@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, NamedTuple
 
-from engine.objects import group_of
+from prefect_gitops.engine.objects import group_of
 
 
 # -- the vocabulary --------------------------------------------------------------------

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
-from engine.health.rules import (POD_OWNERS, Health, HealthStatus, _in_progress, _section, _spec_observed,
+from prefect_gitops.engine.health.rules import (POD_OWNERS, Health, HealthStatus, _in_progress, _section, _spec_observed,
                                  compute_health, label_selector, workload_pod_failure)
-from engine.cluster.kube import ApiError, KubeClient, UnknownKind, is_retryable
-from engine.objects import ObjectKey, group_of
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind, is_retryable
+from prefect_gitops.engine.objects import ObjectKey, group_of
 
 
 class ObjectRef(NamedTuple):

@@ -49,8 +49,8 @@ from git import Git as GitCommand
 from git import GitCommandError, Repo
 from pydantic import SecretStr
 
-from engine.home import gitops_home
-from engine.source.children import dying_with_parent
+from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.engine.source.children import dying_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.objects import Manifest, Source
-from engine.problems import Problem
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.problems import Problem
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 # Nodes one file may expand to, counting every alias use; far above any real

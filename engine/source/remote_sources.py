@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.objects import Source
-from engine.problems import Problem, ProblemsFound
-from engine.source.manifests import Document, kustomization_file, parse_documents, read_text, relative_name
-from engine.spec.appspec import App, RenderMode
+from prefect_gitops.engine.objects import Source
+from prefect_gitops.engine.problems import Problem, ProblemsFound
+from prefect_gitops.engine.source.manifests import Document, kustomization_file, parse_documents, read_text, relative_name
+from prefect_gitops.engine.spec.appspec import App, RenderMode
 
 RULE = "render.remote-resource"
 # The entries of a kustomization that kustomize loads as paths or remote targets.

@@ -22,15 +22,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from pydantic import SecretStr
 
-from engine.source.children import dying_with_parent
-from engine.spec.appspec import App, RenderMode
-from engine.source.manifests import (KUSTOMIZATION_FILES, MANIFEST_SUFFIXES, Loaded, kustomization_file, load_file,
+from prefect_gitops.engine.source.children import dying_with_parent
+from prefect_gitops.engine.spec.appspec import App, RenderMode
+from prefect_gitops.engine.source.manifests import (KUSTOMIZATION_FILES, MANIFEST_SUFFIXES, Loaded, kustomization_file, load_file,
                              load_text, parse_documents, read_text, relative_name)
-from engine.cluster.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
-from engine.objects import Manifest, Source
-from engine.problems import Problem, ProblemsFound
-from engine.source.remote_sources import is_remote_target, refuse_remote_sources
-from engine.source.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
+from prefect_gitops.engine.cluster.scope import CLUSTER_SCOPED, cluster_scoped_custom_kinds
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.problems import Problem, ProblemsFound
+from prefect_gitops.engine.source.remote_sources import is_remote_target, refuse_remote_sources
+from prefect_gitops.engine.source.sops import Sops, SopsError, find_sops, is_encrypted, looks_encrypted
 
 TOOL_TIMEOUT_S = 120.0
 # Where `scripts/install-helm.sh` puts helm when it is not installed system-wide.

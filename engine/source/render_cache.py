@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from engine.home import gitops_home
-from engine.objects import Manifest, Source
-from engine.spec.appspec import App
+from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.spec.appspec import App
 
 FORMAT = 1  # bump when the rendered shape changes
 KEEP_ENTRIES = 512

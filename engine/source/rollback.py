@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Iterator
 
 from git import Repo
 
-from engine.problems import ProblemsFound
-from engine.source.git import CommandFailed, GitSource, _classify, _session, _Session, remote_location
-from engine.source.manifests import relative_name
-from engine.source.render import _KustomizeIndex
-from engine.spec.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
+from prefect_gitops.engine.problems import ProblemsFound
+from prefect_gitops.engine.source.git import CommandFailed, GitSource, _classify, _session, _Session, remote_location
+from prefect_gitops.engine.source.manifests import relative_name
+from prefect_gitops.engine.source.render import _KustomizeIndex
+from prefect_gitops.engine.spec.appspec import CLUSTER_PLACEHOLDER, App, AppSpec, load_appspec
 
 if TYPE_CHECKING:
-    from engine.report import SyncReport
+    from prefect_gitops.engine.report import SyncReport
 
 PUSH_ATTEMPTS = 3
 # Who the rollback commit is by; git's user config is deliberately not read (engine/source/git.py).

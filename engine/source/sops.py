@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.source.children import dying_with_parent
+from prefect_gitops.engine.source.children import dying_with_parent
 
 if TYPE_CHECKING:  # the CLI imports this module and must start fast
     from pydantic import SecretStr

@@ -27,10 +27,10 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 from pydantic.alias_generators import to_camel
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.objects import Source
-from engine.problems import Problem, ProblemsFound, Severity
-from engine.source.manifests import Document, parse_documents, read_text
-from engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.objects import Source
+from prefect_gitops.engine.problems import Problem, ProblemsFound, Severity
+from prefect_gitops.engine.source.manifests import Document, parse_documents, read_text
+from prefect_gitops.engine.spec.policy_settings import PolicySettings
 
 APPSPEC_FILE = "gitops.yaml"
 CLUSTER_PLACEHOLDER = "{cluster}"

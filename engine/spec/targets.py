@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.objects import Manifest, Source
-from engine.problems import Problem, Severity
-from engine.spec.appspec import App, AppSpec
+from prefect_gitops.engine.objects import Manifest, Source
+from prefect_gitops.engine.problems import Problem, Severity
+from prefect_gitops.engine.spec.appspec import App, AppSpec
 
 
 @dataclass

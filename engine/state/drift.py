@@ -23,13 +23,13 @@ from enum import Enum
 from typing import Any, Collection, Iterator
 
 
-from engine.changes.diff import desired_body
-from engine.changes.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
-from engine.cluster.kube import FIELD_MANAGER, KubeClient, UnknownKind
-from engine.objects import Identified, Manifest, ObjectKey, Source, group_of, json_path
-from engine.secrets import SecretMasker, is_secret
-from engine.state.hand_edits import HandEdit, find_hand_edits
-from engine.state.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
+from prefect_gitops.engine.changes.diff import desired_body
+from prefect_gitops.engine.changes.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
+from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, KubeClient, UnknownKind
+from prefect_gitops.engine.objects import Identified, Manifest, ObjectKey, Source, group_of, json_path
+from prefect_gitops.engine.secrets import SecretMasker, is_secret
+from prefect_gitops.engine.state.hand_edits import HandEdit, find_hand_edits
+from prefect_gitops.engine.state.inventory import APP_LABEL, INVENTORY_NAMESPACE, Inventory, inventory_name
 
 MAX_VALUE_CHARS = 120
 Trees = dict[str, dict | None]  # manager name -> its fieldsV1 node at one path (None: owns nothing there)

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from engine.changes.changeset import Action, ChangeSet, ObjectChange
-from engine.changes.fieldsets import ABSENT, BUILTIN_DEFAULTED_KEYS, applied_part, merge_fields
-from engine.cluster.kube import FIELD_MANAGER, ApiError, KubeClient, is_retryable
-from engine.objects import json_path
-from engine.secrets import SecretMasker, is_secret, scrub
-from engine.spec.appspec import App
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ObjectChange
+from prefect_gitops.engine.changes.fieldsets import ABSENT, BUILTIN_DEFAULTED_KEYS, applied_part, merge_fields
+from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, ApiError, KubeClient, is_retryable
+from prefect_gitops.engine.objects import json_path
+from prefect_gitops.engine.secrets import SecretMasker, is_secret, scrub
+from prefect_gitops.engine.spec.appspec import App
 
 DEFAULT_DRIFT_MANAGERS = (
     "kubectl", "kubectl-client-side-apply", "kubectl-edit", "kubectl-patch", "kubectl-set", "kubectl-label",

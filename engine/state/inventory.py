@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 
-from engine.changes.changeset import Action, ChangeSet, Fate
-from engine.cluster.kube import ApiError, KubeClient
-from engine.objects import Identified
+from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient
+from prefect_gitops.engine.objects import Identified
 
 if TYPE_CHECKING:
-    from engine.spec.appspec import App
+    from prefect_gitops.engine.spec.appspec import App
 
 INVENTORY_NAMESPACE = "gitops-system"
 TOOLING = "prefect-gitops/v1"

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Iterator
 
-from engine.cluster.kube import WRITE_GUARD, ApiError, KubeClient
+from prefect_gitops.engine.cluster.kube import WRITE_GUARD, ApiError, KubeClient
 
 LOCK_NAMESPACE = "gitops-system"
 LEASE_API_VERSION = "coordination.k8s.io/v1"

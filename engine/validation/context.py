@@ -9,10 +9,10 @@ from typing import Callable, Iterable
 
 import jsonschema
 
-from engine.cluster.scope import CLUSTER_SCOPED
-from engine.objects import Manifest
-from engine.problems import Problem, Severity
-from engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.cluster.scope import CLUSTER_SCOPED
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import Problem, Severity
+from prefect_gitops.engine.spec.policy_settings import PolicySettings
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 

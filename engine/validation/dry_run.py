@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterator
 
-from engine.cluster.kube import ApiError, KubeClient, dry_run_object, is_immutable_message
-from engine.cluster.scope import crds_by_kind
-from engine.objects import Manifest
-from engine.problems import Problem
-from engine.secrets import scrub
-from engine.validation.context import WARNING, _problem
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, dry_run_object, is_immutable_message
+from prefect_gitops.engine.cluster.scope import crds_by_kind
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.secrets import scrub
+from prefect_gitops.engine.validation.context import WARNING, _problem
 
 # At most this many dry-runs in flight at once (and never more than the KubeClient allows).
 DRY_RUN_WORKERS = 8

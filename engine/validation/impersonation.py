@@ -6,8 +6,8 @@ the Lease included."""
 
 from __future__ import annotations
 
-from engine.problems import Problem
-from engine.spec.appspec import App
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.spec.appspec import App
 
 RULE = "policy.impersonation-required"
 

@@ -7,12 +7,12 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from engine.cluster.scope import RBAC_GROUP
-from engine.objects import Manifest, json_path
-from engine.problems import Problem
-from engine.spec.policy_settings import Enforcement
-from engine.validation.context import ERROR, WARNING, Context, _is_cluster_scoped, _problem
-from engine.validation.json_values import _dicts
+from prefect_gitops.engine.cluster.scope import RBAC_GROUP
+from prefect_gitops.engine.objects import Manifest, json_path
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.spec.policy_settings import Enforcement
+from prefect_gitops.engine.validation.context import ERROR, WARNING, Context, _is_cluster_scoped, _problem
+from prefect_gitops.engine.validation.json_values import _dicts
 
 # Where each workload kind keeps its pod spec.
 _POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {

@@ -19,12 +19,12 @@ from kubernetes_validate import utils as kv
 from packaging.version import Version
 from referencing import Registry, Resource
 
-from engine.home import gitops_home
-from engine.objects import Manifest, Source, json_path
-from engine.problems import Problem
-from engine.secrets import scrub
-from engine.validation.context import WARNING, Context, _problem
-from engine.validation.json_values import _describe_value, _dicts
+from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.engine.objects import Manifest, Source, json_path
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.secrets import scrub
+from prefect_gitops.engine.validation.context import WARNING, Context, _problem
+from prefect_gitops.engine.validation.json_values import _describe_value, _dicts
 
 # kubernetes_validate.validate() reads its 1.8 MB definitions file and builds a new
 # registry and validator on every call. The schemas are the same; here they are

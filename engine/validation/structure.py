@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
-from engine.cluster.scope import RBAC_GROUP
-from engine.objects import Manifest, json_path
-from engine.problems import Problem
-from engine.validation.context import Context, _effective_namespace, _problem
-from engine.validation.json_values import _json_type, _missing_or_type
-from engine.validation.names import (
+from prefect_gitops.engine.cluster.scope import RBAC_GROUP
+from prefect_gitops.engine.objects import Manifest, json_path
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.validation.context import Context, _effective_namespace, _problem
+from prefect_gitops.engine.validation.json_values import _json_type, _missing_or_type
+from prefect_gitops.engine.validation.names import (
     _dns_1035_label_error,
     _dns_label_error,
     _dns_subdomain_error,

@@ -11,15 +11,15 @@ structure, schema, policy and dry_run, sharing engine.validation.context.
 
 from __future__ import annotations
 
-from engine.cluster.kube import FIELD_MANAGER, KubeClient
-from engine.cluster.scope import crds_by_kind
-from engine.objects import Manifest
-from engine.problems import Problem
-from engine.spec.policy_settings import PolicySettings
-from engine.validation.context import ERROR, WARNING, Context, Rule
-from engine.validation.dry_run import DRY_RUN_WORKERS, dry_run
-from engine.validation.json_values import _json_type
-from engine.validation.policy import (
+from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, KubeClient
+from prefect_gitops.engine.cluster.scope import crds_by_kind
+from prefect_gitops.engine.objects import Manifest
+from prefect_gitops.engine.problems import Problem
+from prefect_gitops.engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.validation.context import ERROR, WARNING, Context, Rule
+from prefect_gitops.engine.validation.dry_run import DRY_RUN_WORKERS, dry_run
+from prefect_gitops.engine.validation.json_values import _json_type
+from prefect_gitops.engine.validation.policy import (
     ImageRef,
     parse_image,
     policy_cluster_rbac,
@@ -32,8 +32,8 @@ from engine.validation.policy import (
     policy_privileged,
     policy_resource_limits,
 )
-from engine.validation.schema import _crd_validators, _schema_dir, builtin_validator, remember_valid, schema_object
-from engine.validation.structure import (
+from prefect_gitops.engine.validation.schema import _crd_validators, _schema_dir, builtin_validator, remember_valid, schema_object
+from prefect_gitops.engine.validation.structure import (
     structure_annotations,
     structure_duplicates,
     structure_labels,
