@@ -282,19 +282,13 @@ def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous:
         return failed
     good = previous.last_healthy_revision if previous else ""
     if not good or good == revision:
-        failed.message += (f"; auto-revert failed: no earlier healthy revision is recorded to revert to; "
-                           f"revision {revision[:12]} is held")
-        return failed
+        return _revert_failed(target, failed, revision, "auto-revert failed: no earlier healthy revision is "
+                                                        "recorded to revert to")
     reverted = run_app(repo=workspace.repo_name, app=app.name, cluster=target.cluster, revision=good,
                        revert_of=revision)
-    logger = get_run_logger()
     if reverted.status is not SyncStatus.SUCCEEDED:
-        failed.message += (f"; auto-revert to {good[:12]} failed: {reverted.message}; "
-                           f"revision {revision[:12]} is held")
-        logger.error("%s: %s", target.name, failed.message)
-        failed.revision = revision
-        _emit(failed, event="gitops.revert.failed")
-        return failed
+        return _revert_failed(target, failed, revision, f"auto-revert to {good[:12]} failed: {reverted.message}")
+    logger = get_run_logger()
     note = f"reverted to {good[:12]}"
     if app.sync_policy.auto_revert.mode is RevertMode.GIT:
         with _GIT_REVERTS:
@@ -302,6 +296,16 @@ def _maybe_revert(workspace: Workspace, target: Target, revision: str, previous:
                                          _holder())
     failed.status, failed.message = SyncStatus.REVERTED, f"{note} after {failed.message}"
     logger.warning("%s: %s", target.name, failed.message)
+    return failed
+
+
+def _revert_failed(target: Target, failed: TargetResult, revision: str, why: str) -> TargetResult:
+    """The revert could not happen or failed: said in the app's result and the log,
+    and as the event `gitops.revert.failed`; the bad revision stays held."""
+    failed.message += f"; {why}; revision {revision[:12]} is held"
+    failed.revision = revision
+    get_run_logger().error("%s: %s", target.name, failed.message)
+    _emit(failed, event="gitops.revert.failed")
     return failed
 
 

@@ -20,7 +20,7 @@ EVENTS_WAIT_S = 60  # events reach the server's database in batches
 
 def make_plain_repo(root: Path, name_prefix: str, files: dict[str, str]) -> ExampleRepo:
     """`files` committed to a bare repository under root, saved as a Git repository block."""
-    from blocks import GitRepository
+    from prefect_gitops.blocks import GitRepository
 
     bare, work = root / "plain.git", root / "work"
     git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)

@@ -5,11 +5,10 @@ apply task, and the objects the first attempt applied are not applied again:
 each object is applied exactly once, as the front end counts the writes it
 passes on. A real cluster, a real Git remote, Prefect's own server.
 
-Also (xfail, a defect found here): a connection the peer closes during the TLS
-handshake is called a TLS failure and not retried. (Earlier versions of this
-test dropped connections with a TCP proxy, closed or reset; 6 of 13 runs failed:
-a dropped request came back as "TLS failed: EOF occurred in violation of
-protocol", and the apply was not retried at all.)"""
+Also: a connection the peer closes during the TLS handshake is a lost
+connection, retried as a reset is, not a TLS failure (it was: with a TCP proxy
+dropping connections, 6 of 13 applies failed with "TLS failed: EOF occurred in
+violation of protocol" and were not retried)."""
 
 from __future__ import annotations
 
@@ -23,11 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.kube import ClusterUnreachable, KubeClient
+from prefect_gitops.engine.cluster.kube import ClusterUnreachable, KubeClient
 from faulty_frontend import FaultyFrontend
-from flows.sync import gitops_sync
+from prefect_gitops.flows.sync import gitops_sync
 from plain_repo import configmap, forget_apps, gitops_yaml, make_plain_repo
-from tasks.retry import is_transient
+from prefect_gitops.tasks.retry import is_transient
 from test_recovery import api_get, api_post
 
 pytestmark = pytest.mark.cluster
@@ -69,7 +68,7 @@ def applied_counts(api: str, task_run_id: str) -> list[int]:
 def frontend(registered_clusters, namespace, tmp_path):
     """A cluster block reaching staging through a FaultyFrontend whose fault fails
     the applies of the test namespace's ConfigMaps: (block name, front end)."""
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     staging = registered_clusters["staging"]
     objects = f"/api/v1/namespaces/{namespace}/configmaps/"
@@ -110,10 +109,6 @@ def test_a_retried_apply_does_not_apply_again_what_the_first_attempt_applied(fro
     assert {path: n for path, n in applied.items() if n != 1} == {}  # none applied again
 
 
-@pytest.mark.xfail(strict=True, reason="engine/kube.py ClusterUnreachable.from_error calls any SSLError, "
-                                       "SSLEOFError included, a TLS failure that is not transient: a connection "
-                                       "the peer closes during the handshake is not retried, though README says "
-                                       "a reset connection is")
 def test_a_connection_closed_during_the_tls_handshake_is_transient(local_cluster, tmp_path):
     """A server that takes the connection, reads the client's hello and closes
     (as a proxy or an API server going away does): the error is retried."""

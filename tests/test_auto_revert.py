@@ -21,10 +21,10 @@ from datetime import datetime
 import pytest
 
 from conftest import kubectl
-from engine.kube import KubeClient
+from prefect_gitops.engine.cluster.kube import KubeClient
 from example_repo import ExampleRepo
-from engine.report import SyncReport, SyncStatus, TargetResult
-from flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.engine.report import SyncReport, SyncStatus, TargetResult
+from prefect_gitops.flows.sync import SyncFailed, gitops_sync
 from plain_repo import (configmap, configmap_quota, deployment, flow_run_named, forget_apps, gitops_yaml,
                         make_plain_repo, namespace_object, now, remote_head, state_of, wait_for_events)
 from tcp_proxy import TcpProxy, proxied_kubeconfig
@@ -71,7 +71,7 @@ def spec(namespaces: dict[str, str], proxied: str) -> str:
 
 @pytest.fixture(scope="module")
 def fleet(registered_clusters, tmp_path_factory):
-    from blocks import KubernetesCluster
+    from prefect_gitops.blocks import KubernetesCluster
 
     suffix = secrets.token_hex(3)
     namespaces = {app: f"revert-{app}-{suffix}" for app in APPS}
@@ -250,9 +250,6 @@ def test_a_revert_that_fails_stops_says_so_and_emits_revert_failed(fleet, fragil
                   ("gitops.sync.failed", "fragile@staging"))
 
 
-@pytest.mark.xfail(strict=True, reason="README: a revert that cannot happen (no healthy revision yet) emits "
-                                       "gitops.revert.failed; flows/sync_app.py _maybe_revert returns before "
-                                       "emitting it, so only gitops.sync.failed is emitted")
 def test_a_revert_that_cannot_happen_emits_revert_failed(fleet, prefect_api):
     outcome = sync_bad(fleet, "newcomer", {"newcomer/broken.yaml": deployment("broken", image=BROKEN_IMAGE)},
                        "a first revision that fails")

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from flows.sync import gitops_sync
+from prefect_gitops.flows.sync import gitops_sync
 from plain_repo import configmap, flow_run_named, forget_apps, gitops_yaml, make_plain_repo, secret
 from test_recovery import api_post
 

@@ -182,7 +182,7 @@ def is_retryable(error: BaseException) -> bool:
         # Server-side apply answers a schema mismatch with a 500: not transient.
         return error.code == 429 or (error.code >= 500 and error.schema_mismatch() is None)
     if isinstance(error, urllib3.exceptions.MaxRetryError):
-        return not isinstance(error.reason, urllib3.exceptions.SSLError)
+        return not isinstance(error.reason, urllib3.exceptions.SSLError) or _closed_mid_tls(error.reason)
     return isinstance(error, (urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,
                               ConnectionError))
 
@@ -364,8 +364,10 @@ class ClusterUnreachable(Exception):
         other error (an answer the server gave, a bug)."""
         if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
             error = error.reason
-        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)):
+        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)) and not _closed_mid_tls(error):
             return cls(cluster, server, f"TLS failed: {_innermost(error)}", transient=False)
+        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)):  # the peer closed it: as a reset
+            return cls(cluster, server, f"connection lost: {_innermost(error)}")
         if isinstance(error, urllib3.exceptions.NameResolutionError):
             return cls(cluster, server, "its host name does not resolve")
         if isinstance(error, urllib3.exceptions.NewConnectionError):
@@ -375,6 +377,20 @@ class ClusterUnreachable(Exception):
         if isinstance(error, (urllib3.exceptions.ProtocolError, ConnectionError)):
             return cls(cluster, server, f"connection lost: {_innermost(error)}")
         return None
+
+
+def _closed_mid_tls(error: BaseException) -> bool:
+    """A TLS error that is the peer closing the connection (during the handshake or
+    a read: a proxy or an API server going away), not a certificate or protocol
+    refusal: it passes when tried again, as a reset connection does."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or "UNEXPECTED_EOF" in str(error):
+            return True
+        error = error.__cause__ or error.__context__ or next(
+            (a for a in error.args if isinstance(a, BaseException)), None)
+    return False
 
 
 def _innermost(error: BaseException) -> str:
