@@ -279,7 +279,8 @@ def create_recovery_run(api_url: str, deployment_id: str, cluster: str) -> dict:
 
 def start_recovery_runner(workdir: Path) -> subprocess.Popen:
     """The recovery deployment served by a process of its own, as `gitops serve` serves it."""
-    code = f"from prefect_gitops.cli.deployments import deployment; from prefect_gitops.cli.runner import serve; serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)"
+    code = ("from prefect_gitops.cli.deployments import deployment; from prefect_gitops.cli.runner import serve; "
+            f"serve(deployment({RECOVER!r}, repo={REPO_BLOCK!r}), limit=1)")
     with open(workdir / "runner.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=Path(__file__).resolve().parent.parent, start_new_session=True)

@@ -13,7 +13,8 @@ import typer
 from rich.markup import escape
 
 from prefect_gitops.cli.console import err, error
-from prefect_gitops.engine.source.sops import SECRET_FIELDS_REGEX, Sops, SopsError, find_sops, looks_encrypted  # small: no pydantic
+# small: no pydantic
+from prefect_gitops.engine.source.sops import SECRET_FIELDS_REGEX, Sops, SopsError, find_sops, looks_encrypted
 
 secret_app = typer.Typer(help="Secrets encrypted in Git with SOPS and age.", no_args_is_help=True)
 

@@ -21,7 +21,8 @@ from prefect_gitops.cli.drift import drift_command
 from conftest import KUBECTL, KUBECTL_TIMEOUT_S, kubectl
 from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, KubeClient
 from prefect_gitops.engine.report import SyncStatus
-from prefect_gitops.engine.state.hand_edits import DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager, take_over, taken_over
+from prefect_gitops.engine.state.hand_edits import (DEFAULT_DRIFT_MANAGERS, find_hand_edits, is_hand_manager,
+                                                    take_over, taken_over)
 from example_repo import ExampleRepo, synced_example_repo
 from prefect_gitops.flows.drift import gitops_drift
 from prefect_gitops.flows.sync import gitops_sync

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import kubectl
 from prefect_gitops.engine.cluster.kube import KubeClient
-from prefect_gitops.engine.health.rules import Health, HealthStatus, compute_health, label_selector, workload_pod_failure
+from prefect_gitops.engine.health.rules import (Health, HealthStatus, compute_health, label_selector,
+                                                workload_pod_failure)
 from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, ObjectRef, wait_for_health
 
 FIXTURES = Path(__file__).parent / "fixtures" / "health"

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import prefect_gitops.engine.cluster.kubeconfig as kubeconfig
-from prefect_gitops.engine.cluster.kubeconfig import BasicAuth, ClusterAccess, KubeconfigError, load_access, load_access_file
+from prefect_gitops.engine.cluster.kubeconfig import (BasicAuth, ClusterAccess, KubeconfigError, load_access,
+                                                      load_access_file)
 
 needs_cluster = pytest.mark.cluster
 V1 = "client.authentication.k8s.io/v1"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import kubectl
-from prefect_gitops.engine.cluster.kube import FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient, RequestTimeout
+from prefect_gitops.engine.cluster.kube import (FAIL_FAST_S, UNRESPONSIVE_READ_S, ClusterUnreachable, KubeClient,
+                                                RequestTimeout)
 from prefect_gitops.localcluster import LocalCluster
 from test_localcluster_lifecycle import processes_mentioning
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import yaml
 from deepdiff import DeepDiff
 
-from prefect_gitops.engine.changes.changeset import RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange, annotations_of, labels_of
+from prefect_gitops.engine.changes.changeset import (RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange,
+                                                     annotations_of, labels_of)
 from prefect_gitops.engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
 from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind, dry_run_object
 from prefect_gitops.engine.cluster.scope import crds_by_kind

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from prefect_gitops.engine.objects import Source
 from prefect_gitops.engine.problems import Problem, ProblemsFound
-from prefect_gitops.engine.source.manifests import Document, kustomization_file, parse_documents, read_text, relative_name
+from prefect_gitops.engine.source.manifests import (Document, kustomization_file, parse_documents, read_text,
+                                                    relative_name)
 from prefect_gitops.engine.spec.appspec import App, RenderMode
 
 RULE = "render.remote-resource"

@@ -32,7 +32,8 @@ from prefect_gitops.engine.validation.policy import (
     policy_privileged,
     policy_resource_limits,
 )
-from prefect_gitops.engine.validation.schema import _crd_validators, _schema_dir, builtin_validator, remember_valid, schema_object
+from prefect_gitops.engine.validation.schema import (_crd_validators, _schema_dir, builtin_validator, remember_valid,
+                                                     schema_object)
 from prefect_gitops.engine.validation.structure import (
     structure_annotations,
     structure_duplicates,
