@@ -4,9 +4,9 @@ serve socket and the local clusters), a PREFECT_HOME and a kubectl cache
 (KUBECACHEDIR: discovery and HTTP caches) inside the benchmark's temporary
 folder, set in this process's environment so that every process it starts has
 them. PREFECT_API_URL is cleared: a benchmark names its own server. For a
-benchmark on local clusters, the cluster binary is linked from the user's
-GITOPS_HOME (built there first when missing): a build product, not state, that
-takes minutes to build."""
+benchmark on local clusters, the cluster binaries are the user's GITOPS_HOME's
+(localcluster's share_binaries): a build product, not state, that takes minutes
+to build."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from prefect_gitops.localcluster.build import share_binaries
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 SETTINGS = ("GITOPS_HOME", "PREFECT_HOME", "KUBECACHEDIR", "PREFECT_API_URL",
@@ -38,7 +40,7 @@ def own_homes(work: Path, local_clusters: bool = True) -> Iterator[Homes]:
     homes.gitops.mkdir(parents=True)
     homes.prefect.mkdir()
     if local_clusters:
-        _link_cluster_binary(homes.gitops)
+        share_binaries(homes.gitops)  # before GITOPS_HOME is ours: the user's binaries
     saved = {name: os.environ.get(name) for name in SETTINGS}
     os.environ.update(GITOPS_HOME=str(homes.gitops), PREFECT_HOME=str(homes.prefect),
                       KUBECACHEDIR=str(homes.kubectl_cache), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -52,15 +54,6 @@ def own_homes(work: Path, local_clusters: bool = True) -> Iterator[Homes]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _link_cluster_binary(home: Path) -> None:
-    from prefect_gitops.localcluster import build
-
-    binary = build.ensure_binary()  # in the user's GITOPS_HOME, before it is replaced
-    link = home / "bin" / binary.name
-    link.parent.mkdir()
-    link.symlink_to(binary)
 
 
 def warm_kubectl_cache(kubeconfig: Path, cache_dir: Path) -> None:

@@ -74,9 +74,8 @@ class KubernetesCluster(Block):
         return Cluster(name, self.kubeconfig, self.context, dict(self.labels), self.require_impersonation)
 
     def access(self) -> ClusterAccess:
-        """How to reach and authenticate to this cluster. The kubeconfig stays in
-        memory: a client key is loaded into the TLS context, never written to disk."""
-        return load_access(yaml.safe_load(self.kubeconfig.get_secret_value()), self.context)
+        """How to reach and authenticate to this cluster (engine's Cluster.access)."""
+        return self.cluster(self._block_document_name or "").access()
 
     def server_version(self) -> str:
         """The server's version as it reports it, e.g. "v1.37.2"."""

@@ -54,8 +54,7 @@ def _runner_type() -> type:
     class FinalStateKeeper(StateProposer):
         async def propose_cancelled(self, flow_run, state_updates=None) -> bool:
             """Cancelled, unless the run's state, read now that its process is gone, is final."""
-            current = await self._client.read_flow_run(flow_run.id)
-            if current.state and current.state.is_final():
+            if _final(await self._client.read_flow_run(flow_run.id)):
                 return False  # Prefect's caller then reads the final state and leaves it
             return await super().propose_cancelled(flow_run, state_updates)
 
@@ -86,12 +85,17 @@ async def _stop_runs(runner) -> None:
 async def _stop_run(runner, flow_run_id) -> None:
     try:
         flow_run = await runner._client.read_flow_run(flow_run_id)
-        if not (flow_run.state and flow_run.state.is_final()):
+        if not _final(flow_run):
             await runner._cancellation_manager.cancel(flow_run, state_msg=STOPPED_MESSAGE)
         elif not await _exited(runner._process_manager, flow_run_id, EXIT_GRACE_S):
             await runner._process_manager.kill(flow_run_id)
     except Exception:  # the API unreachable...: the runner's exit still kills the process
         runner._logger.exception("could not stop flow run %s", flow_run_id)
+
+
+def _final(flow_run) -> bool:
+    """Whether the run's state, as the API has it, is one it cannot leave (Completed, Failed, Cancelled, Crashed)."""
+    return bool(flow_run.state and flow_run.state.is_final())
 
 
 async def _exited(processes, flow_run_id, timeout_s: float) -> bool:

@@ -50,6 +50,16 @@ def binary_path(source_dir: Path = SOURCE_DIR) -> Path:
     return gitops_home() / "bin" / f"localcluster-{source_hash(source_dir)}"
 
 
+def share_binaries(home: Path) -> None:
+    """Let another GITOPS_HOME (a test session's, a benchmark's) use this one's
+    binaries: its bin/ becomes a link to ours. They are keyed on their sources,
+    and a build takes minutes."""
+    shared = gitops_home() / "bin"
+    shared.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "bin").symlink_to(shared.resolve())
+
+
 def ensure_binary(
     source_dir: Path = SOURCE_DIR, on_progress: Callable[[str], None] = lambda _: None
 ) -> Path:

@@ -54,11 +54,11 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still runs the clean-up below
     chromium = find_chromium()
-    binary = build.ensure_binary(on_progress=lambda m: demo.console.print(f"  localcluster build: {m}"))
+    build.ensure_binary(on_progress=lambda m: demo.console.print(f"  localcluster build: {m}"))
     with contextlib.ExitStack() as cleanup:  # closes in reverse: browser, clusters, server, temp dir
         workdir = Path(tempfile.mkdtemp(prefix="gitops-screenshots-"))
         cleanup.callback(shutil.rmtree, workdir, True)
-        private_homes(workdir, binary)
+        private_homes(workdir)
         api_url = cleanup.enter_context(demo.prefect_server(workdir))
         clusters = demo.start_clusters(cleanup, keep=False)
         repo = demo.make_repository(workdir)
@@ -81,12 +81,11 @@ def find_chromium() -> str:
     raise SystemExit(INSTALL_HINT)
 
 
-def private_homes(workdir: Path, binary: Path) -> None:
+def private_homes(workdir: Path) -> None:
     """GITOPS_HOME and PREFECT_HOME of our own, so that the tests others run are
-    not disturbed; the cluster binary is the cached one, linked, not rebuilt."""
+    not disturbed; the cluster binaries are the cached ones, linked, not rebuilt."""
     home = workdir / "gitops"
-    (home / "bin").mkdir(parents=True)
-    (home / "bin" / binary.name).symlink_to(binary)
+    build.share_binaries(home)
     os.environ.update(GITOPS_HOME=str(home), PREFECT_HOME=str(workdir / "prefect-client"))
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect_gitops.engine.home import gitops_home
+from prefect_gitops.localcluster.build import share_binaries
 
-SHARED = "bin"  # the local-cluster binaries, one per version of its sources
+SHARED = "bin"  # the local-cluster binaries, one per version of its sources (share_binaries)
 LIVE = ("clusters", "prefect-server")  # written by the user's own running processes
 
 
@@ -52,9 +53,7 @@ class SessionHome:
         user_gitops = gitops_home()
         user_prefect = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
         folder = Path(tempfile.mkdtemp(prefix="gitops-tests-"))
-        (user_gitops / SHARED).mkdir(parents=True, exist_ok=True)
-        (folder / "gitops-home").mkdir()
-        (folder / "gitops-home" / SHARED).symlink_to(user_gitops / SHARED)
+        share_binaries(folder / "gitops-home")
         os.environ.update(GITOPS_HOME=str(folder / "gitops-home"), PREFECT_HOME=str(folder / "prefect-home"),
                           KUBECACHEDIR=str(folder / "kube-cache"))
         for variable in ("PREFECT_API_URL", "PREFECT_PROFILE"):  # the user's server is not the tests'

@@ -33,11 +33,9 @@ current-context: theirs
 def private_env(tmp_path: Path) -> dict[str, str]:
     """A GITOPS_HOME and a PREFECT_HOME of the test's own (the kept server, the
     clusters), the cluster binary linked from the cached one, no PREFECT_API_URL."""
-    from prefect_gitops.localcluster import build
+    from prefect_gitops.localcluster.build import share_binaries
 
-    binary = build.ensure_binary()
-    (tmp_path / "gitops" / "bin").mkdir(parents=True)
-    (tmp_path / "gitops" / "bin" / binary.name).symlink_to(binary)
+    share_binaries(tmp_path / "gitops")
     env = {**os.environ, "GITOPS_HOME": str(tmp_path / "gitops"), "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
     return env

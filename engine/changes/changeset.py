@@ -94,8 +94,10 @@ class ObjectChange(Identified):
             self.fate = Fate.UNKNOWN if maybe_done else Fate.FAILED
 
     def clear_error(self) -> None:
-        """Before another attempt: the error forgotten, the change not attempted yet."""
-        self.error, self.transient, self.fate = None, False, Fate.NOT_ATTEMPTED
+        """Before another attempt: the error forgotten; a change not done is not attempted yet."""
+        self.error, self.transient = None, False
+        if self.fate is not Fate.DONE:
+            self.fate = Fate.NOT_ATTEMPTED
 
     @property
     def outcome(self) -> str:

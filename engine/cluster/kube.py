@@ -364,10 +364,10 @@ class ClusterUnreachable(Exception):
         other error (an answer the server gave, a bug)."""
         if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
             error = error.reason
-        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)) and not _closed_mid_tls(error):
+        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)):
+            if _closed_mid_tls(error):  # the peer closed it: a reset, which passes when tried again
+                return cls(cluster, server, f"connection lost: {_innermost(error)}")
             return cls(cluster, server, f"TLS failed: {_innermost(error)}", transient=False)
-        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError)):  # the peer closed it: as a reset
-            return cls(cluster, server, f"connection lost: {_innermost(error)}")
         if isinstance(error, urllib3.exceptions.NameResolutionError):
             return cls(cluster, server, "its host name does not resolve")
         if isinstance(error, urllib3.exceptions.NewConnectionError):
@@ -383,28 +383,26 @@ def _closed_mid_tls(error: BaseException) -> bool:
     """A TLS error that is the peer closing the connection (during the handshake or
     a read: a proxy or an API server going away), not a certificate or protocol
     refusal: it passes when tried again, as a reset connection does."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or "UNEXPECTED_EOF" in str(error):
-            return True
-        error = error.__cause__ or error.__context__ or next(
-            (a for a in error.args if isinstance(a, BaseException)), None)
-    return False
+    return any(isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or "UNEXPECTED_EOF" in str(e)
+               for e in _causes(error))
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what caused it, outermost first (urllib3 wraps the socket's
+    and ssl's errors in its own, as a cause, a context or an argument)."""
+    chain = [error]
+    while (inner := error.__cause__ or error.__context__ or next(
+            (a for a in error.args if isinstance(a, BaseException)), None)) is not None and inner not in chain:
+        chain.append(inner)
+        error = inner
+    return chain
 
 
 def _innermost(error: BaseException) -> str:
     """The words of the deepest cause of a connection failure, e.g. "Connection
     refused" out of urllib3's "Failed to establish a new connection: [Errno 111]
     Connection refused"."""
-    seen = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = error.__cause__ or error.__context__ or next(
-            (a for a in error.args if isinstance(a, BaseException)), None)
-        if inner is None:
-            break
-        error = inner
+    error = _causes(error)[-1]
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
