@@ -6,22 +6,18 @@ transient network fault retried by Prefect."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
 from example_repo import example_repo  # noqa: F401  (fixture)
 from prefect_gitops.flows.sync import gitops_sync
+from served_runner import create_flow_run, serving
 from tcp_proxy import TcpProxy, proxied_kubeconfig
-from test_recovery import ROOT, api_get, api_post, fleet, wait_for_run  # noqa: F401  (fixture)
+from test_recovery import api_get, api_post, fleet, wait_for_run  # noqa: F401  (fixture)
 from test_revert import break_web, live_image, set_revert_mode
 from test_sync import clean_clusters  # noqa: F401  (fixture)
 
@@ -36,33 +32,16 @@ STAGES = ["render", "validate", "diff", "apply", "health", "record"]
 def sync_runner(prefect_api, registered_clusters, tmp_path_factory):
     """The gitops-sync deployment of prefect.yaml, served without its schedule
     (the test starts each tick itself); its id."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
     code = ("from prefect_gitops.cli.runner import serve\nfrom prefect_gitops.cli.deployments import deployment\n"
             "d = deployment('gitops-sync', repo='fleet')\nd.schedules = []\nserve(d, limit=1)")
     log = tmp_path_factory.mktemp("sync-runner") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serving(code, prefect_api, log, stop_s=30) as proc:
         yield api_get(prefect_api, f"/deployments/name/{DEPLOYMENT}", wait_s=120, proc=proc, log=log)["id"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def start_run(api: str, deployment_id: str) -> str:
-    """As the UI's Run does it; a 503 (Prefect's SQLite busy) is tried again, as Prefect's own client does."""
-    for _ in range(5):
-        response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30)
-        if response.status_code != 503:
-            break
-        time.sleep(1)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+    """As the UI's Run does it."""
+    return create_flow_run(api, deployment_id)
 
 
 def child_runs(api: str, flow_run_id: str) -> list[dict]:

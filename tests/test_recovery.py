@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from example_repo import example_repo  # noqa: F401  (fixture)
 from prefect_gitops.engine.report import SyncStatus
 from prefect_gitops.flows.recovery import RecoveryReport, gitops_recover, request_recovery
 from prefect_gitops.flows.sync import gitops_sync
+from served_runner import serving
 from test_sync import clean_clusters, resource_versions  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.cluster
@@ -147,21 +147,11 @@ def recovery_markdown(api: str, flow_run_id: str) -> str:
 def runner(prefect_api, registered_clusters, tmp_path_factory):
     """The recovery deployment of prefect.yaml as cli/deployments.py builds it and cli/runner.py serves
     it (as the demo does); its id. Stopped after the tests that use it, before the server."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    code = "from prefect_gitops.cli.deployments import deployment\nfrom prefect_gitops.cli.runner import serve\nserve(deployment('gitops-recover', repo='fleet'), limit=1)"
+    code = ("from prefect_gitops.cli.deployments import deployment\nfrom prefect_gitops.cli.runner import serve\n"
+            "serve(deployment('gitops-recover', repo='fleet'), limit=1)")
     log = tmp_path_factory.mktemp("runner") / "serve.log"
-    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serving(code, prefect_api, log) as proc:  # its stop cancels unfinished runs, pauses the deployment
         yield api_get(prefect_api, f"/deployments/name/{DEPLOYMENT}", wait_s=120, proc=proc, log=log)["id"]
-    finally:
-        proc.send_signal(signal.SIGTERM)  # cancels its unfinished runs and pauses the deployment
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class TestServedRecovery:

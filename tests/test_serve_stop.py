@@ -7,21 +7,18 @@ through Prefect's REST API."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 from prefect_gitops.cli.runner import STOPPED_MESSAGE
+from served_runner import create_flow_run, serving
 
-ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); from prefect_gitops.cli.runner import serve; "
          "import served_flows as f; serve(f.finishes.to_deployment('finishes'), "
@@ -30,30 +27,14 @@ SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); from prefect_gitops.cli.r
 WAIT_S = 120
 
 
-@contextlib.contextmanager
-def runner(prefect_api: str, log: Path) -> Iterator[subprocess.Popen]:
+def runner(prefect_api: str, log: Path):
     """The runner of cli/runner.py serving the flows of served_flows.py, in a process of its own."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the runner
-        process = subprocess.Popen([sys.executable, "-c", SERVE, str(TESTS)], cwd=ROOT, env=env,
-                                   start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return serving(SERVE, prefect_api, log, str(TESTS), stop_s=WAIT_S)
 
 
 def start_run(prefect_api: str, flow: str, process: subprocess.Popen, log: Path) -> str:
     deployment = until(lambda: _get(prefect_api, f"/deployments/name/{flow}/{flow}"), process, log)
-    for _ in range(5):  # a 503 is the server's SQLite busy: retried, as Prefect's client does
-        response = httpx.post(f"{prefect_api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=30)
-        if response.status_code != 503:
-            break
-        time.sleep(1)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+    return create_flow_run(prefect_api, deployment["id"])
 
 
 def wait_for_state(prefect_api: str, flow_run_id: str, state_type: str, process: subprocess.Popen,
