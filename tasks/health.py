@@ -39,7 +39,7 @@ def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet
     unchanged = [c for c in changeset.desired() if c.action is Action.UNCHANGED and c.dry_run_result]
     seen = dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged)))
     report = wait_for_health(kube, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
-                             on_poll=progress, seen=seen)
+                             on_progress=progress, seen=seen)
     if not report.ok:
         raise Unhealthy(app.name, cluster, report)
     logger.info("%s@%s: health: %s", app.name, cluster, report.summary())

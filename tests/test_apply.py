@@ -145,7 +145,7 @@ def test_first_apply_creates_all_and_a_second_writes_nothing(kube, namespace, lo
     apply_changes(kube, plan)
     assert kube.requests == dict.fromkeys(planned, 0)  # applying nothing costs nothing
     # One LIST per kind; a dry-run only for the Secret (its stringData is write-only).
-    assert planned == {"GET": 0, "LIST": 5, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 0}
+    assert planned == {"GET": 0, "LIST": 5, "WATCH": 0, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 0}
     assert {c.ref: version(live(kube, c)) for c in plan} == versions
 
 

@@ -228,7 +228,7 @@ def test_applied_objects_are_unchanged_despite_server_defaults(kube, namespace):
     assert [(c.action, c.diff) for c in changeset] == [(Action.UNCHANGED, "")] * 2
     # Our Apply owns exactly the desired fields, with the desired values: proven
     # from one LIST per kind, without a dry-run. Nothing is ever written.
-    assert kube.requests == {"GET": 0, "LIST": 2, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+    assert kube.requests == {"GET": 0, "LIST": 2, "WATCH": 0, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
     assert all(v == 0 for v in kube.writes.values())
 
 
@@ -241,7 +241,7 @@ def test_an_unchanged_object_costs_a_share_of_a_list_and_a_secret_with_string_da
     changeset = plan_changes(kube, "web", manifests(*objs), None)
     assert {c.action for c in changeset} == {Action.UNCHANGED}
     # stringData is write-only: only the dry-run can tell; the LIST spares its GET.
-    assert kube.requests == {"GET": 0, "LIST": 3, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 0}
+    assert kube.requests == {"GET": 0, "LIST": 3, "WATCH": 0, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 0}
     assert all(v == 0 for v in kube.writes.values())
 
 

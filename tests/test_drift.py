@@ -82,8 +82,8 @@ def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(rep
         assert detect_drift(kube, "web", inventory, desired) == []
         requests = kube.requests
     pairs = {(d.kind, d.namespace) for d in desired}
-    assert len(desired) == 3 and requests == {"GET": 0, "LIST": len(pairs), "POST": 0, "PATCH": 0, "PUT": 0,
-                                              "DELETE": 0}
+    assert len(desired) == 3 and requests == {"GET": 0, "LIST": len(pairs), "WATCH": 0, "POST": 0, "PATCH": 0,
+                                              "PUT": 0, "DELETE": 0}
     # In the flow: the inventory read twice (to render its revision, then to compare) and discovery.
     assert web.requests["LIST"] == len(pairs) and web.requests["GET"] < 40, web.requests
 

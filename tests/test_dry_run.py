@@ -190,7 +190,7 @@ def test_the_dry_run_goes_through_the_kube_client_and_writes_nothing(kube, names
     problems = dry_run(manifests(deployment(), service(), deployment("api", replicas=-1)), kube,
                        default_namespace=namespace)
     assert [p.object_ref for p in problems] == ["Deployment/api"]
-    assert kube.requests == {"GET": 0, "LIST": 0, "POST": 0, "PATCH": 3, "PUT": 0, "DELETE": 0}
+    assert kube.requests == {"GET": 0, "LIST": 0, "WATCH": 0, "POST": 0, "PATCH": 3, "PUT": 0, "DELETE": 0}
     assert kube.writes == {"POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
 
 

@@ -20,14 +20,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from inspect import signature
 from pathlib import Path
 
 import pytest
 
 from example_repo import git
 from prefect_gitops.engine.cluster.kube import UNRESPONSIVE_READ_S, KubeClient, RequestTimeout, RetryPolicy
-from prefect_gitops.engine.health.wait import wait_for_health
+from prefect_gitops.engine.cluster.watch import RESUME_WITHIN_S
 from prefect_gitops.engine.state import lock
 from prefect_gitops.engine.state.inventory import APPLYSET_PART_OF_LABEL, app_applyset_id, read_inventory
 from prefect_gitops.localcluster import LocalCluster
@@ -66,7 +65,7 @@ def stage_retry_waits_s() -> float:
 
 def refused_bound_s(noticed_within_s: float = 0.0) -> float:
     """A killed kube-apiserver (connections refused): the stage under way notices
-    within `noticed_within_s` (the wait between two looks of the health stage),
+    within `noticed_within_s` (the health wait resumes its watches for a while),
     every attempt fails after one refused request, Prefect retries the stage on
     its delays, then each clean-up request is refused."""
     attempts = 1 + TRANSIENT_RETRIES["retries"]
@@ -89,8 +88,10 @@ def stalled_bound_s() -> float:
     return lease_let_go + unresponsive + MARGIN_S
 
 
-def health_poll_s() -> float:
-    return signature(wait_for_health).parameters["poll_interval_s"].default
+def watch_resumed_within_s() -> float:
+    """How long the health wait tries to resume its watches after the server went
+    away (the last try is refused too) before the stage fails."""
+    return RESUME_WITHIN_S + refused_request_s()
 
 
 def widgets(count: int) -> str:
@@ -369,7 +370,7 @@ def test_an_api_server_killed_during_the_health_wait_fails_within_its_bound_not_
         api_server_killed):
     sync = api_server_killed["slow"]
     result = result_of(sync.report, "slow")
-    bound = refused_bound_s(noticed_within_s=health_poll_s())
+    bound = refused_bound_s(noticed_within_s=watch_resumed_within_s())
     record(f"kube-apiserver killed during the health wait (timeout {SLOW_HEALTH_TIMEOUT_S} s)", sync.failed_after,
            f"exit {sync.code}; health failed: cluster … is unreachable: "
            f"{result['message'].split(' is unreachable: ')[-1]}", bound=bound)

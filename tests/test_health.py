@@ -487,7 +487,7 @@ spec:
 """)
     refs = [("apps/v1", "Deployment", namespace, "web"), ("v1", "Service", namespace, "web"),
             ("batch/v1", "Job", namespace, "migrate"), ("v1", "Namespace", None, namespace)]
-    report = wait_for_health(kube, refs, timeout_s=60, poll_interval_s=0.5)
+    report = wait_for_health(kube, refs, timeout_s=60)
     assert report.ok, report.summary()
     assert [r.health.status for r in report.results] == [CURRENT] * 4
 
@@ -500,7 +500,7 @@ def test_an_image_that_cannot_be_pulled_fails_fast_naming_the_pod(local_cluster,
             + deployment_manifest(namespace, "api", "acme/api:1.0", replicas=1))
     refs = [("apps/v1", "Deployment", namespace, "web"), ("apps/v1", "Deployment", namespace, "api")]
     # Not timed out: kstatus alone would wait for the 10 min progress deadline.
-    report = wait_for_health(kube, refs, timeout_s=120, poll_interval_s=0.5)
+    report = wait_for_health(kube, refs, timeout_s=120)
     assert not report.ok and not report.timed_out
     [failed] = report.failed
     assert failed.ref.name == "web"
@@ -514,8 +514,7 @@ def test_an_image_that_cannot_be_pulled_fails_fast_naming_the_pod(local_cluster,
 def test_a_crash_looping_deployment_fails(local_cluster, kube, namespace):
     kubectl(local_cluster.kubeconfig, "apply", "-f", "-",
             input=deployment_manifest(namespace, "worker", "busybox:crashloop", replicas=1))
-    report = wait_for_health(kube, [("apps/v1", "Deployment", namespace, "worker")], timeout_s=120,
-                             poll_interval_s=0.5)
+    report = wait_for_health(kube, [("apps/v1", "Deployment", namespace, "worker")], timeout_s=120)
     assert not report.timed_out
     assert [r.health.reason for r in report.failed] == ["CrashLoopBackOff"], report.summary()
 
@@ -532,7 +531,7 @@ spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}
     # Two ConfigMaps are read with one LIST; one of them does not exist.
     refs = [("v1", "PersistentVolumeClaim", namespace, "data"), ("v1", "ConfigMap", namespace, "settings"),
             ("v1", "ConfigMap", namespace, "missing"), ("example.com/v1", "Gadget", namespace, "g")]
-    report = wait_for_health(kube, refs, timeout_s=3, poll_interval_s=0.5)
+    report = wait_for_health(kube, refs, timeout_s=3)
     assert report.timed_out and not report.ok and not report.failed
     assert report.elapsed_s >= 3
     assert [(r.health.status, r.health.reason) for r in report.results] == [
@@ -543,21 +542,21 @@ spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}
 
 
 @pytest.mark.cluster
-def test_one_look_costs_a_get_a_list_per_kind_and_namespace_and_the_pods_of_a_workload_in_progress(
+def test_one_look_costs_a_list_per_kind_and_namespace_and_the_pods_of_a_workload_in_progress(
         local_cluster, kube, namespace):
     kubectl(local_cluster.kubeconfig, "apply", "-f", "-",
             input=deployment_manifest(namespace, "web", "unreachable.invalid/app:1.0", replicas=1)
             + "".join(configmap_manifest(namespace, name) for name in ("a", "b", "c")))
     web = ("apps/v1", "Deployment", namespace, "web")
-    assert wait_for_health(kube, [web], timeout_s=120, poll_interval_s=0.5).failed
+    assert wait_for_health(kube, [web], timeout_s=120).failed
     kube.resource("v1", "ConfigMap")  # discovery done: its GETs are not what is counted here
     kube.reset_requests()
     configmaps = [("v1", "ConfigMap", namespace, name) for name in ("a", "b", "c")]
     report = wait_for_health(kube, [web, *configmaps], timeout_s=0)
     assert [r.health.status for r in report.results] == [FAILED, CURRENT, CURRENT, CURRENT]
-    # The Deployment: one GET; the ConfigMaps: one LIST; the failing pod: a LIST of
-    # pods and one of the Deployment's ReplicaSets (which one is current).
-    assert kube.requests == {"GET": 1, "LIST": 3, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+    # The Deployment: one LIST by its name; the ConfigMaps: one LIST; the failing pod:
+    # a LIST of pods and one of the Deployment's ReplicaSets (which one is current).
+    assert kube.requests == {"GET": 0, "LIST": 4, "WATCH": 0, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
 
 
 
@@ -569,14 +568,14 @@ def test_workloads_in_progress_in_one_namespace_share_one_list_of_pods_and_of_re
         deployment_manifest(namespace, name, f"unreachable.invalid/{name}:1.0", replicas=1) for name in names))
     refs = [("apps/v1", "Deployment", namespace, name) for name in names]
     for ref in refs:
-        assert wait_for_health(kube, [ref], timeout_s=120, poll_interval_s=0.5).failed
+        assert wait_for_health(kube, [ref], timeout_s=120).failed
     kube.reset_requests()
     report = wait_for_health(kube, refs, timeout_s=0)
     # Each judged by its own pod, from the namespace's pods and ReplicaSets listed
     # once: a LIST of the Deployments, of the pods, of the ReplicaSets (not 2 a Deployment).
     assert [(r.ref.name, r.health.status) for r in report.results] == [(name, FAILED) for name in names]
     assert [r.health.message.split("-")[:2] for r in report.results] == [["pod web", str(n)] for n in range(5)]
-    assert kube.requests == {"GET": 0, "LIST": 3, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
+    assert kube.requests == {"GET": 0, "LIST": 3, "WATCH": 0, "POST": 0, "PATCH": 0, "PUT": 0, "DELETE": 0}
 
 def test_pod_failures_are_not_judged_before_the_controller_sees_the_new_spec():
     # Right after a rollback is applied, the failing revision is still the newest
@@ -595,15 +594,15 @@ def test_objects_seen_current_moments_ago_are_not_read_again(local_cluster, kube
             input=configmap_manifest(namespace, "settings") + deployment_manifest(namespace, "web", "acme/web:1.0", 1))
     configmap, deployment = ObjectRef("v1", "ConfigMap", namespace, "settings"), \
         ObjectRef("apps/v1", "Deployment", namespace, "web")
-    assert wait_for_health(kube, [deployment], timeout_s=60, poll_interval_s=0.5).ok
+    assert wait_for_health(kube, [deployment], timeout_s=60).ok
     live_deployment = kube.get("apps/v1", "Deployment", "web", namespace)
     stale = {**live_deployment, "metadata": {**live_deployment["metadata"],
                                             "generation": live_deployment["metadata"]["generation"] + 1}}
     seen = {configmap: kube.get("v1", "ConfigMap", "settings", namespace), deployment: stale}
 
     before = kube.requests
-    report = wait_for_health(kube, [configmap, deployment], timeout_s=30, poll_interval_s=0.5, seen=seen)
+    report = wait_for_health(kube, [configmap, deployment], timeout_s=30, seen=seen)
     read = {verb: kube.requests[verb] - before[verb] for verb in before}
     assert report.ok and [r.ref for r in report.results] == [configmap, deployment]
-    # The ConfigMap was Current as seen; the Deployment, seen InProgress, is read (a lone object: one GET).
-    assert read["GET"] == 1 and read["LIST"] == 0, read
+    # The ConfigMap was Current as seen; the Deployment, seen InProgress, is read (a lone object: a LIST by name).
+    assert read["GET"] == 0 and read["LIST"] == 1, read

@@ -43,7 +43,7 @@ def kube(local_cluster):
     ("GET", "/apis/apps/v1/namespaces/ns/deployments/web", None, "GET"),
     ("GET", "/apis/apps/v1/namespaces/ns/deployments/web/scale", None, "GET"),
     ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", None, "LIST"),
-    ("GET", "/apis/apps/v1/namespaces/ns/deployments", [("watch", True)], "LIST"),
+    ("GET", "/apis/apps/v1/namespaces/ns/deployments", [("watch", True)], "WATCH"),
     ("GET", "/apis", None, "GET"),
     ("GET", "/apis/apps/v1", None, "GET"),
     ("GET", "/api/v1", None, "GET"),
@@ -222,7 +222,7 @@ def test_every_verb_is_counted_at_the_lowest_level(kube, namespace):
     kube.update(configmap("a", namespace, x="2"))
     assert kube.delete("v1", "ConfigMap", "a", namespace) is True
     kube.server_version()  # not a verb: the same client, counted too
-    assert kube.requests == {"GET": 2, "LIST": 1, "POST": 1, "PATCH": 2, "PUT": 1, "DELETE": 1}
+    assert kube.requests == {"GET": 2, "LIST": 1, "WATCH": 0, "POST": 1, "PATCH": 2, "PUT": 1, "DELETE": 1}
     assert kube.writes == {"POST": 1, "PATCH": 1, "PUT": 1, "DELETE": 1}
 
 
@@ -255,7 +255,7 @@ def test_client_errors_are_not_retried(kube, namespace):
     with pytest.raises(ApiError) as refused:  # 422: once
         kube.apply(configmap("Bad_Name", namespace))
     assert refused.value.code == 422
-    assert kube.requests == {"GET": 1, "LIST": 0, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 1}
+    assert kube.requests == {"GET": 1, "LIST": 0, "WATCH": 0, "POST": 0, "PATCH": 1, "PUT": 0, "DELETE": 1}
 
 
 @needs_cluster

@@ -23,6 +23,7 @@ the cluster's next app at 5 s each (tests/test_faults.py works the bound out).""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -35,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from copy import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
@@ -44,7 +45,13 @@ from prefect_gitops.engine.cluster.kubeconfig import Cluster, ClusterAccess, loa
 
 FIELD_MANAGER = "prefect-gitops"
 DEFAULT_WORKERS = 16
-VERBS = ("GET", "LIST", "POST", "PATCH", "PUT", "DELETE")
+# Connections beyond the workers: the caller's own thread, the Lease's renewal and
+# the health wait's first reads run beside a stage's workers.
+POOL_RESERVE = 4
+# Objects per page of a LIST: a namespace of 10,000 objects is 20 answers of a few
+# MB each, not one of 100 MB held whole in memory.
+LIST_PAGE_SIZE = 500
+VERBS = ("GET", "LIST", "WATCH", "POST", "PATCH", "PUT", "DELETE")
 WRITE_VERBS = ("POST", "PATCH", "PUT", "DELETE")
 
 log = logging.getLogger(__name__)
@@ -111,12 +118,12 @@ class RequestCounter:
 
 def request_verb(method: str, url: str, query_params: Iterable[tuple[str, Any]] | None = None) -> str:
     """The verb of an HTTP request as Kubernetes audits it: a GET of a collection
-    (or a watch) is a LIST; anything else is its HTTP method."""
+    is a LIST, with watch=1 a WATCH; anything else is its HTTP method."""
     method = method.upper()
     if method != "GET":
         return method
     if any(key == "watch" for key, _ in query_params or ()):
-        return "LIST"
+        return "WATCH"
     return "LIST" if _is_collection(urlsplit(url).path) else "GET"
 
 
@@ -253,9 +260,12 @@ class _Transport:
     server leaves it as a ClusterUnreachable, a refusal as an ApiError.
 
     The TLS context is built once from the kubeconfig (engine/cluster/kubeconfig.py), so a
-    new connection does not load the CA again; there are enough pooled
-    connections for the client's workers, and urllib3's own retries are off
-    (they would multiply the time limit): the loop here retries what is worth it."""
+    new connection does not load the CA again; the pool holds a connection for each
+    of the client's workers and POOL_RESERVE more, and a request beyond that waits
+    for one to be free rather than opening a connection the pool would discard
+    (urllib3's "Connection pool is full" warning). urllib3's own retries are off
+    (they would multiply the time limit): the loop here retries what is worth it.
+    A watch has a connection of its own (open_stream): it is held for minutes."""
 
     USER_AGENT = "prefect-gitops"
 
@@ -264,7 +274,7 @@ class _Transport:
         self.access = access
         self.counter, self.retry, self.timeout, self.cluster = counter, retry, timeout, cluster
         self._fail_fast = _FailFast(FAIL_FAST_S)
-        self._pool = _pool_of(access, max_workers)
+        self._pool = _pool_of(access, max_workers + POOL_RESERVE)
 
     def close(self) -> None:
         self._pool.clear()
@@ -279,26 +289,66 @@ class _Transport:
         dry_run = any(key == "dryRun" for key, _ in query)
         if verb in WRITE_VERBS and not dry_run and (guard := WRITE_GUARD.get()) is not None:
             guard()
-        limit = self.timeout
-        if self._fail_fast.unresponsive():
-            limit = RequestTimeout(limit.connect_s, min(limit.read_s, UNRESPONSIVE_READ_S))
-        self._fail_fast.check()
-        sent = {"Accept": "application/json", "User-Agent": self.USER_AGENT, **self.access.auth_headers(),
-                **(headers or {})}
+        limit = self._limit()
+        sent = self._headers(headers)
         data = None
         if body is not None:
             data, sent["Content-Type"] = json.dumps(body).encode(), content_type
+        return self._attempt(verb, dry_run, url, limit, lambda: self._send(method, url, data, sent, limit))
+
+    def open_stream(self, path: str, query: list[tuple[str, str]], read_s: float,
+                    headers: dict[str, str] | None = None) -> "Stream":
+        """A watch's answer, its body still to be read: on a connection of its own
+        (a pool of one, closed with the stream), with `read_s` as the limit between
+        two bytes of it."""
+        url = self.access.server + path + f"?{urlencode(query)}"
+        limit = RequestTimeout(self._limit().connect_s, read_s)
+        sent = self._headers(headers)
+
+        def send() -> Stream:
+            pool = _pool_of(self.access, 1)
+            response = pool.request("GET", url, headers=sent, timeout=limit.for_urllib3(), retries=False,
+                                    redirect=False, preload_content=False)
+            self._fail_fast.answered()
+            if response.status >= 400:
+                data = response.read()
+                pool.clear()
+                raise ApiError.from_answer(response.status, response.reason or "", data,
+                                           response.headers.get("Retry-After"))
+            return Stream(self, response, pool, limit)
+
+        return self._attempt(request_verb("GET", url, query), False, url, limit, send)
+
+    def unreachable(self, error: BaseException, limit: RequestTimeout) -> "ClusterUnreachable | None":
+        """`error` as a ClusterUnreachable naming this cluster (None when it was an
+        answer of the server or a bug); a timeout makes new requests fail fast."""
+        unreachable = ClusterUnreachable.from_error(self.cluster, self.access.server, error, limit)
+        if unreachable is not None and _is_timeout(error):
+            self._fail_fast.timed_out(unreachable)
+        return unreachable
+
+    def _limit(self) -> RequestTimeout:
+        """The time limit of a request starting now; raises at once while failing fast."""
+        self._fail_fast.check()
+        if self._fail_fast.unresponsive():
+            return RequestTimeout(self.timeout.connect_s, min(self.timeout.read_s, UNRESPONSIVE_READ_S))
+        return self.timeout
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        return {"Accept": "application/json", "User-Agent": self.USER_AGENT, **self.access.auth_headers(),
+                **(headers or {})}
+
+    def _attempt(self, verb: str, dry_run: bool, url: str, limit: RequestTimeout, send: Callable[[], R]) -> R:
+        """send(), counted each time, and tried again after a transient failure."""
         for attempt in range(self.retry.attempts):
             self.counter.count(verb, dry_run)
             try:
-                return self._send(method, url, data, sent, limit)
+                return send()
             except Exception as error:
                 if attempt + 1 >= self.retry.attempts or not is_retryable(error) or _is_timeout(error):
-                    unreachable = ClusterUnreachable.from_error(self.cluster, self.access.server, error, limit)
+                    unreachable = self.unreachable(error, limit)
                     if unreachable is None:
                         raise
-                    if _is_timeout(error):
-                        self._fail_fast.timed_out(unreachable)
                     raise unreachable from error
                 wait = max(self.retry.delay(attempt), min(_retry_after(error), self.retry.max_delay))
                 log.warning("%s %s failed (%s), retrying in %.1fs", verb, urlsplit(url).path,
@@ -317,8 +367,48 @@ class _Transport:
         return json.loads(response.data or b"{}")
 
 
-def _pool_of(access: ClusterAccess, max_workers: int) -> urllib3.PoolManager:
-    options: dict[str, Any] = {"maxsize": max_workers, "retries": False}
+class Stream:
+    """The body of a watch, read as the server sends it: one event (a JSON object
+    a line) at a time. A failure to read it is a ClusterUnreachable, as for any
+    request; close() may be called from another thread to end a read under way."""
+
+    def __init__(self, transport: _Transport, response: urllib3.BaseHTTPResponse, pool: urllib3.PoolManager,
+                 limit: RequestTimeout):
+        self._transport, self._response, self._pool, self._limit = transport, response, pool, limit
+        self._closed = False
+
+    def events(self) -> Iterator[dict]:
+        """Each event the server sends, until it ends the watch."""
+        pending = b""
+        try:
+            for chunk in self._response.stream(64 * 1024):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                yield from (json.loads(line) for line in lines if line.strip())
+        except Exception as error:
+            if self._closed:
+                return
+            unreachable = self._transport.unreachable(error, self._limit)
+            if unreachable is None:
+                raise
+            raise unreachable from error
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):  # wake a thread blocked in a read of it
+            self._response.shutdown()
+        self._response.close()
+        self._pool.clear()
+
+
+def _pool_of(access: ClusterAccess, size: int) -> urllib3.PoolManager:
+    """Connections to the server, at most `size` at a time (a request beyond them
+    waits for one)."""
+    options: dict[str, Any] = {"maxsize": size, "block": True, "retries": False}
     if access.ssl_context is not None:
         options["ssl_context"] = access.ssl_context
         options["cert_reqs"] = access.ssl_context.verify_mode  # urllib3 sets it on the context again
@@ -519,6 +609,11 @@ def service_account_user(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
+class Listing(NamedTuple):
+    items: list[dict]
+    resource_version: str  # where a watch of the same objects starts
+
+
 @dataclass(frozen=True)
 class Resource:
     """An API resource as discovery gives it: where a kind is served."""
@@ -694,14 +789,55 @@ class KubeClient:
             raise
 
     def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None) -> list[dict]:
+        return self.listing(api_version, kind, namespace, label_selector).items
+
+    def listing(self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None,
+                field_selector: str | None = None) -> "Listing":
+        """The objects of a kind (in a namespace, matching the selectors) and the
+        resourceVersion they were read at, in pages of LIST_PAGE_SIZE. The pages
+        are one snapshot; if the server let it expire before the last page (410),
+        the list starts again from the first."""
         resource = self.resource(api_version, kind)
-        query = [("labelSelector", label_selector)] if label_selector else None
-        answer = self._request("GET", resource.path(_ns(resource, namespace)), query=query)
-        items = list(answer.get("items") or [])
-        for item in items:  # the API leaves both out of a LIST's items; as kubectl does, they are put back
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-        return items
+        path = resource.path(_ns(resource, namespace))
+        query = [("labelSelector", label_selector)] if label_selector else []
+        query += [("fieldSelector", field_selector)] if field_selector else []
+        for attempt in range(3):
+            try:
+                return self._listing(path, query, api_version, kind)
+            except ApiError as error:
+                if error.code != 410 or attempt == 2:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _listing(self, path: str, query: list[tuple[str, str]], api_version: str, kind: str) -> "Listing":
+        items: list[dict] = []
+        token = ""
+        while True:
+            page = [("limit", str(LIST_PAGE_SIZE))] + ([("continue", token)] if token else [])
+            answer = self._request("GET", path, query=query + page)
+            for item in answer.get("items") or []:  # the API leaves both out of a LIST's items; kubectl puts them back
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            metadata = answer.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                return Listing(items, str(metadata.get("resourceVersion") or ""))
+
+    def watch(self, api_version: str, kind: str, namespace: str, resource_version: str, *,
+              label_selector: str | None = None, field_selector: str | None = None,
+              timeout_s: int = 20) -> Stream:
+        """The changes to a kind's objects after `resource_version`, with
+        bookmarks, until the server ends the watch after `timeout_s`. The read
+        limit is the client's, or 10 s more than `timeout_s`: a server that ends
+        its watch on time is never taken for one that stopped answering."""
+        resource = self.resource(api_version, kind)
+        query = [("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(timeout_s))]
+        query += [("labelSelector", label_selector)] if label_selector else []
+        query += [("fieldSelector", field_selector)] if field_selector else []
+        return self._transport.open_stream(resource.path(_ns(resource, namespace)), query,
+                                           read_s=max(self.timeout.read_s, timeout_s + 10), headers=self._headers or None)
 
     def apply(self, body: dict, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
               force: bool = True) -> dict:

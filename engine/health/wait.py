@@ -1,20 +1,31 @@
-"""Waiting for health: wait_for_health() reads the objects through a KubeClient
-until every one is Current (engine/health/rules.py judges each), one is Failed
-(fail fast: a pod that cannot pull its image fails the wait at once) or the time
-is up."""
+"""Waiting for health: wait_for_health() follows the objects (engine/cluster/watch.py:
+one LIST per kind and namespace, then a watch of it) until every one is Current
+(engine/health/rules.py judges each), one is Failed (fail fast: a pod that cannot
+pull its image fails the wait at once) or the time is up. Only what changed is
+judged again, so a wait on 10,000 objects costs little while they do not change;
+the pods and ReplicaSets of a namespace are followed only while a workload there
+is in progress."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
+from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
+from prefect_gitops.engine.cluster.watch import Follower, OnChange, Scope
 from prefect_gitops.engine.health.rules import (POD_OWNERS, Health, HealthStatus, _in_progress, _section, _spec_observed,
-                                 compute_health, label_selector, workload_pod_failure)
-from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind, is_retryable
+                                                compute_health, label_selector, pod_container_failure,
+                                                workload_pod_failure)
 from prefect_gitops.engine.objects import ObjectKey, group_of
+
+# Judged again from what is known, without a request, this often: a few rules
+# depend on the time (a pod unschedulable for 15 s).
+REJUDGE_EVERY_S = 5.0
+# Changes that arrive together are judged together, at most this often.
+JUDGE_EVERY_S = 0.1
 
 
 class ObjectRef(NamedTuple):
@@ -82,34 +93,40 @@ def wait_for_health(
     kube: KubeClient,
     refs: Iterable[ObjectRef | tuple[str, str, str | None, str]],
     timeout_s: float,
-    poll_interval_s: float = 1.0,
-    on_poll: Callable[[list[ObjectHealth], float], None] | None = None,
+    on_progress: Callable[[list[ObjectHealth], float], None] | None = None,
     seen: Mapping[ObjectRef, dict] | None = None,
+    progress_every_s: float = 1.0,
 ) -> HealthReport:
-    """Poll the objects named by `refs` ((api_version, kind, namespace, name)) until
-    all are Current, one is Failed, or `timeout_s` has passed. NotFound and
-    Terminating objects are waited for like InProgress ones (right after an apply a
-    cache may lag). `on_poll(results, elapsed_s)` is called after every look that
-    does not end the wait. `seen`: objects as the caller read them moments ago (the
-    unchanged objects of a sync's diff); those Current then are not read again."""
+    """Follow the objects named by `refs` ((api_version, kind, namespace, name))
+    until all are Current, one is Failed, or `timeout_s` has passed; with
+    timeout_s=0, one look. NotFound and Terminating objects are waited for like
+    InProgress ones (right after an apply a cache may lag). `on_progress(results,
+    elapsed_s)` is called at most every `progress_every_s` while the wait goes on.
+    `seen`: objects as the caller read them moments ago (the unchanged objects of
+    a sync's diff); those Current then are not read again. Raises what a follower
+    gave up on (engine/cluster/watch.py): a cluster out of reach for longer than an
+    API server restart, or one that stopped answering."""
     refs = [ObjectRef(*r) for r in refs]
-    reader = _ClusterReader(kube)
     start = time.monotonic()
     current = _current_as_seen(refs, seen or {})
-    to_read = [ref for ref in refs if ref not in current]
-    while True:
-        looked = dict(zip(to_read, reader.look(to_read)))
-        results = [current.get(ref) or looked[ref] for ref in refs]
-        elapsed = time.monotonic() - start
-        report = HealthReport(results, elapsed_s=elapsed, timeout_s=timeout_s)
-        if report.ok or report.failed:
-            return report
-        remaining = timeout_s - elapsed
-        if remaining <= 0:
-            return HealthReport(results, timed_out=True, elapsed_s=elapsed, timeout_s=timeout_s)
-        if on_poll is not None:
-            on_poll(results, elapsed)
-        time.sleep(min(poll_interval_s, remaining))
+
+    def report(timed_out: bool = False) -> HealthReport:
+        results = [current.get(ref) or watch.healths[ref] for ref in refs]
+        return HealthReport(results, timed_out, time.monotonic() - start, timeout_s)
+
+    with _Watch(kube, [ref for ref in refs if ref not in current], follow=timeout_s > 0) as watch:
+        watch.first_look()
+        reported = 0.0
+        while not watch.failed and watch.pending:
+            elapsed = time.monotonic() - start
+            if elapsed >= timeout_s:
+                return report(timed_out=True)
+            if on_progress is not None and elapsed - reported >= progress_every_s:
+                on_progress(report().results, elapsed)
+                reported = elapsed
+            watch.wait_for_change(min(timeout_s - elapsed, REJUDGE_EVERY_S))
+            watch.judge()
+        return report()
 
 
 def _current_as_seen(refs: list[ObjectRef], seen: Mapping[ObjectRef, dict]) -> dict[ObjectRef, ObjectHealth]:
@@ -118,54 +135,171 @@ def _current_as_seen(refs: list[ObjectRef], seen: Mapping[ObjectRef, dict]) -> d
     return {ref: h for ref, h in healths.items() if h.health.status is HealthStatus.CURRENT}
 
 
-# What a read gave: the object, None when it does not exist, or a Health saying why
-# it could not be read (the kind is not served, the API refused or was unreachable).
-Read = dict | None | Health
+class _Watch:
+    """The followers of one wait and what they say: one per kind and namespace of
+    the refs (by name when a ref is alone there); in a namespace with workloads in
+    progress, one of its pods that are failing; where there are such pods and a
+    Deployment, one of its ReplicaSets (the newest says which pods are current).
+    Followers tell of changes from their threads; judge() judges what changed."""
 
+    def __init__(self, kube: KubeClient, refs: list[ObjectRef], follow: bool):
+        self.kube, self.follow = kube, follow
+        self.scopes = {ref: _scope_of(kube, ref) for ref in refs}
+        self.refs_of: dict[Scope, list[ObjectRef]] = {}
+        for ref, scope in self.scopes.items():
+            self.refs_of.setdefault(scope, []).append(ref)
+        self.followers: dict[Scope, Follower] = {}
+        self.pods: dict[str, Follower] = {}  # by namespace: its failing pods
+        self.replica_sets: dict[str, Follower] = {}  # by namespace
+        self.suspects: dict[str, dict[ObjectRef, dict]] = {}  # by namespace: workloads in progress
+        self.healths: dict[ObjectRef, ObjectHealth] = {}
+        self.pending: set[ObjectRef] = set(refs)  # neither Current nor Failed
+        self.failed: set[ObjectRef] = set()
+        self._changed = threading.Condition()
+        self._dirty: set[ObjectRef] = set(refs)
+        self._judged_at = 0.0
 
-@dataclass
-class _ClusterReader:
-    """Reads objects for the waiter with as few requests as it can: a GET for a
-    lone object, one LIST per kind and namespace otherwise, and the pods (and a
-    Deployment's ReplicaSets) of workloads that are InProgress (_PodLister)."""
+    def __enter__(self) -> "_Watch":
+        return self
 
-    kube: KubeClient
+    def __exit__(self, *exc: object) -> None:
+        for follower in self._all_followers():
+            follower.stop()
 
-    def look(self, refs: Sequence[ObjectRef]) -> list[ObjectHealth]:
+    def first_look(self) -> None:
+        """Every scope read once and judged; then the pods of the workloads found
+        in progress, and the ReplicaSets where pods are failing."""
+        for scope, members in self.refs_of.items():
+            names = {ref.name for ref in members}
+            lone = f"metadata.name={members[0].name}" if len(members) == 1 else None
+            self.followers[scope] = self._follower(_with_field(scope, lone), self._heard,
+                                                   keep=lambda obj, names=names: obj["metadata"]["name"] in names)
+        for _ in range(3):
+            for follower in self._all_followers():
+                follower.listed.wait()
+            self.judge()
+
+    def wait_for_change(self, timeout_s: float) -> None:
+        """Until a follower heard of a change, or `timeout_s`; then everything
+        pending is judged again (a few rules depend on the time)."""
+        time.sleep(max(0.0, self._judged_at + JUDGE_EVERY_S - time.monotonic()))
+        with self._changed:
+            if not self._dirty and not self._changed.wait(timeout_s):
+                self._dirty.update(self.pending)
+
+    def judge(self) -> None:
+        """Judge every ref that changed since the last judgement."""
+        with self._changed:
+            dirty, self._dirty = self._dirty, set()
+        self._judged_at = time.monotonic()
+        for follower in self._all_followers():
+            if follower.error is not None:
+                raise follower.error
         now = datetime.now(timezone.utc)
-        objects: dict[ObjectRef, Read] = {}
-        groups: dict[tuple[str, str, str], list[ObjectRef]] = {}
-        for ref in refs:
-            try:  # a kind not served is asked again next look: its CRD may be established by then
-                namespaced = self.kube.namespaced(ref.api_version, ref.kind)
-            except UnknownKind:
-                objects[ref] = _not_served(ref.api_version, ref.kind)
-                continue
-            namespace = (ref.namespace or "default") if namespaced else ""
-            groups.setdefault((ref.api_version, ref.kind, namespace), []).append(ref)
-        for (api_version, kind, namespace), members in groups.items():
-            objects.update(self._read(api_version, kind, namespace, members))
-        healths = {ref: obj if isinstance(obj, Health) else compute_health(obj, now)
-                   for ref, obj in objects.items()}
-        suspects = {ref for ref in refs if _may_have_failing_pods(objects[ref], healths[ref], ref.api_version)}
-        pods = _PodLister(self.kube, [objects[ref] for ref in suspects])
-        return [ObjectHealth(ref, (pods.failure(objects[ref]) if ref in suspects else None) or healths[ref])
-                for ref in refs]
+        for ref in dirty:
+            health = self._health(ref, now)
+            self.healths[ref] = ObjectHealth(ref, health)
+            (self.pending.add if health.status not in (HealthStatus.CURRENT, HealthStatus.FAILED)
+             else self.pending.discard)(ref)
+            (self.failed.add if health.status is HealthStatus.FAILED else self.failed.discard)(ref)
+        self._follow_pods()
+        self._let_go_of_current({self.scopes[ref] for ref in dirty})
 
-    def _read(self, api_version: str, kind: str, namespace: str, refs: list[ObjectRef]) -> dict[ObjectRef, Read]:
-        if len(refs) == 1:
-            ref = refs[0]
-            return {ref: _request(lambda: self.kube.get(api_version, kind, ref.name, namespace))}
-        listed = _request(lambda: _list(self.kube, api_version, kind, namespace))
-        if not isinstance(listed, list):
-            return {ref: listed for ref in refs}
-        by_name = {_section(item, "metadata").get("name"): item for item in listed}
-        return {ref: by_name.get(ref.name) for ref in refs}
+    def _health(self, ref: ObjectRef, now: datetime) -> Health:
+        follower = self.followers[self.scopes[ref]]
+        if follower.refusal is not None:
+            return _refused(follower.refusal)
+        obj = follower.get(ref.name)
+        health = compute_health(obj, now)
+        namespace = self.scopes[ref].namespace
+        if not _may_have_failing_pods(obj, health, ref.api_version):
+            self.suspects.get(namespace, {}).pop(ref, None)
+            return health
+        self.suspects.setdefault(namespace, {})[ref] = obj
+        pods = self.pods.get(namespace)
+        if pods is None or not pods.count():  # no pod is failing there: no workload's can be
+            return health
+        replica_sets = self.replica_sets.get(namespace)
+        return workload_pod_failure(obj, pods.objects(), replica_sets.objects() if replica_sets else []) or health
+
+    def _follow_pods(self) -> None:
+        """Pods followed where workloads are in progress, and only there (by the
+        workload's selector when it is alone in its namespace); ReplicaSets where
+        a pod is failing and a Deployment is in progress."""
+        for namespace, workloads in self.suspects.items():
+            selector = _shared_selector(list(workloads.values()))
+            pods = self.pods.get(namespace)
+            if pods is not None and (not workloads or pods.scope.label_selector not in (None, selector)):
+                self._stop(namespace)
+                pods = None
+            if pods is None and workloads:
+                self.pods[namespace] = self._follower(Scope("v1", "Pod", namespace, selector), self._heard_pods,
+                                                      keep=_failing_pod)
+            elif (pods is not None and pods.count() and namespace not in self.replica_sets
+                  and any(w.get("kind") == "Deployment" for w in workloads.values())):
+                self.replica_sets[namespace] = self._follower(
+                    Scope("apps/v1", "ReplicaSet", namespace, pods.scope.label_selector), self._heard_pods)
+
+    def _stop(self, namespace: str) -> None:
+        for followers in (self.pods, self.replica_sets):
+            if (follower := followers.pop(namespace, None)) is not None:
+                follower.stop()
+
+    def _let_go_of_current(self, scopes: set[Scope]) -> None:
+        """A scope whose objects are all Current is not followed further."""
+        for scope in scopes:
+            if not any(ref in self.pending or ref in self.failed for ref in self.refs_of[scope]):
+                self.followers[scope].stop()
+
+    def _follower(self, scope: Scope, on_change: OnChange, **kwargs: Any) -> Follower:
+        return Follower(self.kube, scope, on_change, follow=self.follow, **kwargs).start()
+
+    def _all_followers(self) -> list[Follower]:
+        return [*self.followers.values(), *self.pods.values(), *self.replica_sets.values()]
+
+    def _heard(self, follower: Follower, names: set[str] | None) -> None:
+        members = self.refs_of.get(_with_field(follower.scope, None), [])
+        self._mark([ref for ref in members if names is None or ref.name in names])
+
+    def _heard_pods(self, follower: Follower, names: set[str] | None) -> None:
+        self._mark(list(self.suspects.get(follower.scope.namespace, {})))
+
+    def _mark(self, refs: list[ObjectRef]) -> None:
+        if refs:
+            with self._changed:
+                self._dirty.update(refs)
+                self._changed.notify()
 
 
-def _may_have_failing_pods(obj: Read, health: Health, api_version: str) -> bool:
+def _scope_of(kube: KubeClient, ref: ObjectRef) -> Scope:
+    """A ref's kind and namespace: "" for a cluster-scoped kind, "default" for a
+    namespaced one without a namespace."""
+    try:
+        namespaced = kube.namespaced(ref.api_version, ref.kind)
+    except UnknownKind:  # not served yet: its follower asks again
+        return Scope(ref.api_version, ref.kind, ref.namespace or "")
+    return Scope(ref.api_version, ref.kind, (ref.namespace or "default") if namespaced else "")
+
+
+def _with_field(scope: Scope, field_selector: str | None) -> Scope:
+    return Scope(scope.api_version, scope.kind, scope.namespace, scope.label_selector, field_selector)
+
+
+def _shared_selector(workloads: list[dict]) -> str | None:
+    """The label selector of a lone workload; None (the whole namespace) for more."""
+    if len(workloads) != 1:
+        return None
+    return label_selector(_section(workloads[0], "spec").get("selector"))
+
+
+def _failing_pod(pod: dict) -> bool:
+    """Only pods with a container in a failing wait can fail a workload."""
+    return not _section(pod, "metadata").get("deletionTimestamp") and pod_container_failure(pod) is not None
+
+
+def _may_have_failing_pods(obj: dict | None, health: Health, api_version: str) -> bool:
     """An InProgress workload whose controller has seen its spec: only then are its
-    current pods known (workload_pod_failure), so only then are they listed."""
+    current pods known (workload_pod_failure), so only then are they followed."""
     if not isinstance(obj, dict) or health.status is not HealthStatus.IN_PROGRESS:
         return False
     if (group_of(api_version), obj.get("kind")) not in POD_OWNERS:
@@ -173,57 +307,8 @@ def _may_have_failing_pods(obj: Read, health: Health, api_version: str) -> bool:
     return _spec_observed(obj)
 
 
-class _PodLister:
-    """The pods (and ReplicaSets) of InProgress workloads, listed once a look: by
-    the workload's selector when it is alone in its namespace, else the namespace's
-    whole list once (250 Deployments rolling out in a namespace are 2 LISTs a look,
-    not 500; workload_pod_failure keeps only the pods a workload owns)."""
-
-    def __init__(self, kube: KubeClient, workloads: list[dict]):
-        self.kube = kube
-        self.lists: dict[tuple[str, str, str | None], list[dict]] = {}
-        per_namespace = Counter(_section(workload, "metadata").get("namespace") for workload in workloads)
-        self.crowded = {namespace for namespace, count in per_namespace.items() if count > 1}
-
-    def failure(self, workload: dict) -> Health | None:
-        namespace = _section(workload, "metadata").get("namespace")
-        selector = label_selector(_section(workload, "spec").get("selector"))
-        if not namespace or not selector:
-            return None
-        if namespace in self.crowded:
-            selector = None
-        pods = self._list("v1", "Pod", namespace, selector)
-        replica_sets = self._list("apps/v1", "ReplicaSet", namespace, selector) \
-            if workload.get("kind") == "Deployment" else []
-        return workload_pod_failure(workload, pods, replica_sets)
-
-    def _list(self, api_version: str, kind: str, namespace: str, selector: str | None) -> list[dict]:
-        key = (kind, namespace, selector)
-        if key not in self.lists:
-            listed = _request(lambda: _list(self.kube, api_version, kind, namespace, selector))
-            self.lists[key] = listed if isinstance(listed, list) else []
-        return self.lists[key]
-
-
-def _list(kube: KubeClient, api_version: str, kind: str, namespace: str, selector: str | None = None) -> list[dict]:
-    return kube.list(api_version, kind, namespace, label_selector=selector)
-
-
-def _not_served(api_version: str, kind: str) -> Health:
-    return _in_progress("KindNotServed", f"the cluster does not serve {api_version} {kind}")
-
-
-def _request(call: Callable[[], Any]) -> Any:
-    """What `call` returned, or a Health saying why the object could not be read.
-    An unreachable or failing server (connection refused or reset, 429, 5xx, after
-    KubeClient's own quick retries) ends the wait at once with the error: polling a
-    dead server until the health timeout tells nobody anything, and the caller's
-    retries (Prefect's) decide whether to wait again."""
-    try:
-        return call()
-    except UnknownKind as error:
-        return _not_served(error.api_version, error.kind)
-    except ApiError as error:
-        if is_retryable(error):
-            raise
-        return Health(HealthStatus.UNKNOWN, "ApiError", f"{error.code} {error.reason}" if error.reason else error.message)
+def _refused(error: UnknownKind | ApiError) -> Health:
+    """Why objects could not be read: their kind is not served (yet), or the API refused."""
+    if isinstance(error, UnknownKind):
+        return _in_progress("KindNotServed", f"the cluster does not serve {error.api_version} {error.kind}")
+    return Health(HealthStatus.UNKNOWN, "ApiError", f"{error.code} {error.reason}" if error.reason else error.message)
