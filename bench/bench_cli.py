@@ -167,12 +167,14 @@ def compile_bytecode(root: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True, stdout=subprocess.DEVNULL)
 
 
-def make_repository(work: Path, objects: int, namespaces: int) -> list[str]:
-    """A GitOps repository with one plain-YAML app of the objects, pushed to a bare remote."""
+def make_repository(work: Path, objects: int, namespaces: int, deployments: int | None = None,
+                    **app: object) -> list[str]:
+    """A GitOps repository with one plain-YAML app of the objects (bench_sync's
+    write_manifests) and the `app` fields given (e.g. syncPolicy), pushed to a bare remote."""
     tree = work / "fleet"
-    names = write_manifests(tree / "manifests", "bench-a", objects, namespaces)
+    names = write_manifests(tree / "manifests", "bench-a", objects, namespaces, deployments)
     spec = {"apps": [{"name": APP, "path": "manifests", "clusters": [CLUSTER], "namespace": names[0],
-                      "policy": {"allowedNamespaces": names[1:], "resourceLimits": "off"}}]}
+                      "policy": {"allowedNamespaces": names[1:], "resourceLimits": "off"}, **app}]}
     (tree / "gitops.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(work / "fleet.git")], check=True)
@@ -187,8 +189,8 @@ class Gitops:
     benchmark's GITOPS_HOME and PREFECT_HOME (bench/homes.py: no profile, cache or
     server of the user's)."""
 
-    def __init__(self, root: Path, home: Path, api_url: str):
-        self.checkout, self.home, self.api_url = Checkout.of(root), home, api_url
+    def __init__(self, root: Path, home: Path, api_url: str, timeout_s: float = 900):
+        self.checkout, self.home, self.api_url, self.timeout_s = Checkout.of(root), home, api_url, timeout_s
         self.env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                     # an older checkout starts Prefect's temporary server: 20 s is too short on a busy machine
                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
@@ -202,7 +204,7 @@ class Gitops:
         meanwhile is added to the command's (the run happens there)."""
         env = {**self.env, "PREFECT_API_URL": self.api_url} if api else self.env
         served_before = process_cpu_s(self.serve_pid) if self.serve_pid else 0.0
-        run = run_measured([*self.argv, *args], env=env)
+        run = run_measured([*self.argv, *args], env=env, timeout=self.timeout_s)
         if self.serve_pid:
             run.cpu_s += process_cpu_s(self.serve_pid) - served_before
         return run
@@ -220,7 +222,8 @@ class Gitops:
         """`gitops sync|drift --json`; every app and cluster must have succeeded."""
         run = self.check(command, "--repo", REPO, "--json", ok=(0, 1))
         report = json.loads(run.stdout)
-        failed = [r for r in report["results"] if r["status"] != "succeeded"]
+        failed = [f"{r['app']}@{r['cluster']} {r['status']}: {r['message']}" for r in report["results"]
+                  if r["status"] != "succeeded"]  # not its objects: thousands in bench_scale.py
         if run.exit_code or failed:
             raise SystemExit(f"gitops {command} exited {run.exit_code}: {failed}\n{run.stderr[-2000:]}")
         return run
@@ -408,11 +411,12 @@ class Kubectl:
     benchmark's cache dir: empty at first (cold, as ours' first sync), filled by
     its first commands and warm_kubectl_cache() (warm, as ours' later rows)."""
 
-    def __init__(self, kubeconfig: Path, cache_dir: Path):
+    def __init__(self, kubeconfig: Path, cache_dir: Path, timeout_s: float = 900):
         self.argv = [KUBECTL, f"--kubeconfig={kubeconfig}", "--cache-dir", str(cache_dir)]
+        self.timeout_s = timeout_s
 
     def run(self, *args: str) -> Run:
-        run = run_measured([*self.argv, *args])
+        run = run_measured([*self.argv, *args], timeout=self.timeout_s)
         if run.exit_code != 0:  # diff: 1 would mean a difference, which there must not be
             raise SystemExit(f"kubectl {' '.join(args[:2])} exited {run.exit_code}:\n{run.stderr[-2000:]}")
         return run

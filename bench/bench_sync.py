@@ -81,16 +81,20 @@ def deployment(i: int, ns: str) -> dict:
                                                            "ports": [{"containerPort": 80, "name": "http"}]}]}}}}
 
 
-def write_manifests(directory: Path, prefix: str, objects: int, namespaces: int) -> list[str]:
-    """`objects` objects (half ConfigMaps, a quarter each Services and
-    Deployments) spread over `namespaces` namespaces PREFIX-0.., one file per
-    namespace with its Namespace first. Returns the namespace names."""
+def write_manifests(directory: Path, prefix: str, objects: int, namespaces: int,
+                    deployments: int | None = None) -> list[str]:
+    """`objects` objects (`deployments` Deployments, a quarter by default; the
+    rest two ConfigMaps to one Service) spread over `namespaces` namespaces
+    PREFIX-0.., one file per namespace with its Namespace first. Returns the
+    namespace names."""
     directory.mkdir(parents=True)
     names = [f"{prefix}-{n}" for n in range(namespaces)]
     docs: dict[str, list[dict]] = {ns: [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
                                    for ns in names}
-    configmaps, services = objects // 2, objects // 4
-    deployments = objects - configmaps - services
+    if deployments is None:
+        deployments = objects - objects // 2 - objects // 4
+    services = (objects - deployments) // 3
+    configmaps = objects - deployments - services
     for make, count in ((config_map, configmaps), (service, services), (deployment, deployments)):
         for i in range(count):
             ns = names[i % namespaces]

@@ -35,6 +35,7 @@ STOP_TIMEOUT_S = 15
 COMPONENT_STOP_TIMEOUT_S = 5
 LOG_TAIL_LINES = 25
 COMPONENT_ENV = {"GOGC": os.environ.get("LOCALCLUSTER_GOGC", "50")}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's CPU times
 
 Progress = Callable[[str], None]
 
@@ -107,6 +108,12 @@ class LocalCluster:
 
     def resident_memory_bytes(self) -> int:
         return sum(_rss_bytes(pid) for pid in self.running_pids().values())
+
+    def component_cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + sys of all its threads, not of its children) each
+        running component has used since it started: what it spent on a command
+        is the difference of two calls."""
+        return {c: _cpu_s(pid) for c, pid in self.running_pids().items()}
 
     # -- up ---------------------------------------------------------------------------
 
@@ -417,6 +424,14 @@ def _stop(pid: int, state_dir: Path, grace_s: float = STOP_TIMEOUT_S) -> None:
             deadline = time.monotonic() + STOP_TIMEOUT_S
         time.sleep(0.05)
     _reap(pid)
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 def _rss_bytes(pid: int) -> int:
