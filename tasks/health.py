@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect_gitops.engine.changes.changeset import Action, ChangeSet
 from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.health.rules import HealthStatus
-from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, refs_of, wait_for_health
+from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, current_as_seen, refs_of, wait_for_health
 from prefect_gitops.engine.spec.appspec import App
 from prefect_gitops.tasks.options import STAGE
 from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
@@ -35,11 +35,13 @@ def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet
             logger.info("after %.0f s, waiting for %d of %d: %s", elapsed, len(waiting), len(results),
                         "; ".join(waiting[:10]) + (" ..." if len(waiting) > 10 else ""))
 
-    # An unchanged object was read by the diff a moment ago: if it was Current then, it is not read again.
+    # What was Current a moment ago is not read again: an unchanged object as the
+    # diff read it, an applied one in the apply's answer (a ConfigMap, a Service).
     unchanged = [c for c in changeset.desired() if c.action is Action.UNCHANGED and c.dry_run_result]
-    seen = dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged)))
+    seen = current_as_seen(dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged))))
+    seen |= set(refs_of(c for c in changeset.desired() if c.current_when_applied))
     report = wait_for_health(kube, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
-                             on_progress=progress, seen=seen)
+                             on_progress=progress, seen_current=seen)
     if not report.ok:
         raise Unhealthy(app.name, cluster, report)
     logger.info("%s@%s: health: %s", app.name, cluster, report.summary())

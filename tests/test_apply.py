@@ -131,6 +131,8 @@ def test_stage_and_wave_rules():
 def test_first_apply_creates_all_and_a_second_writes_nothing(kube, namespace, local_cluster):
     first = sync(kube, app_objects(namespace), namespace=namespace)
     assert first.ok and {(c.action, c.done) for c in first} == {(Action.CREATED, True)}
+    # What the apply's answer shows Current the health wait does not read again: all but the Deployment.
+    assert [c.kind for c in first if not c.current_when_applied] == ["Deployment"]
     for change in first:
         labels = live(kube, change)["metadata"]["labels"]
         assert labels[MANAGED_BY_LABEL] == "prefect-gitops" and labels[APP_LABEL] == "web"

@@ -14,7 +14,7 @@ from conftest import kubectl
 from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.health.rules import (Health, HealthStatus, compute_health, label_selector,
                                                 workload_pod_failure)
-from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, ObjectRef, wait_for_health
+from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, ObjectRef, current_as_seen, wait_for_health
 
 FIXTURES = Path(__file__).parent / "fixtures" / "health"
 
@@ -430,6 +430,8 @@ def test_report_summaries():
     assert str(web) == "Deployment/web/web" and str(crd) == "CustomResourceDefinition/widgets.example.com"
     ok = HealthReport([ObjectHealth(web, Health(CURRENT)), ObjectHealth(crd, Health(CURRENT))], elapsed_s=2.04)
     assert ok.ok and ok.summary() == "2 objects Current after 2.0 s"
+    costed = HealthReport(ok.results, elapsed_s=2.04, cpu_s=0.031)
+    assert costed.summary() == "2 objects Current after 2.0 s (0.03 s of CPU)"
     failed = HealthReport([ObjectHealth(web, Health(FAILED, "ImagePullBackOff", "pod web-1: container web: why")),
                            ObjectHealth(crd, Health(CURRENT))])
     assert not failed.ok and failed.summary() == \
@@ -601,7 +603,7 @@ def test_objects_seen_current_moments_ago_are_not_read_again(local_cluster, kube
     seen = {configmap: kube.get("v1", "ConfigMap", "settings", namespace), deployment: stale}
 
     before = kube.requests
-    report = wait_for_health(kube, [configmap, deployment], timeout_s=30, seen=seen)
+    report = wait_for_health(kube, [configmap, deployment], timeout_s=30, seen_current=current_as_seen(seen))
     read = {verb: kube.requests[verb] - before[verb] for verb in before}
     assert report.ok and [r.ref for r in report.results] == [configmap, deployment]
     # The ConfigMap was Current as seen; the Deployment, seen InProgress, is read (a lone object: a LIST by name).

@@ -24,6 +24,7 @@ from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate, Obj
 from prefect_gitops.engine.changes.diff import immutable_message, plan_object, recreate_allowed
 from prefect_gitops.engine.cluster.kube import ApiError, ClusterUnreachable, KubeClient, UnknownKind, is_retryable
 from prefect_gitops.engine.cluster.scope import RBAC_GROUP
+from prefect_gitops.engine.health.rules import HealthStatus, compute_health
 from prefect_gitops.engine.secrets import scrub
 from prefect_gitops.engine.state.lock import LeaseLost
 
@@ -165,7 +166,7 @@ def _apply_or_recreate(kube: KubeClient, change: ObjectChange, allow_recreate: b
         _recreate(kube, change, allow_recreate, timeout)
         return
     try:
-        kube.apply(change.desired or {})
+        applied = kube.apply(change.desired or {})
     except ApiError as error:
         fields = error.immutable_fields()
         if not fields:
@@ -175,7 +176,12 @@ def _apply_or_recreate(kube: KubeClient, change: ObjectChange, allow_recreate: b
             return
         _recreate(kube, change, allow_recreate, timeout)
         return
+    _done(change, applied)
+
+
+def _done(change: ObjectChange, applied: dict) -> None:
     change.fate = Fate.DONE
+    change.current_when_applied = compute_health(applied).status is HealthStatus.CURRENT
 
 
 def _recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, timeout: float) -> None:
@@ -190,8 +196,7 @@ def _recreate(kube: KubeClient, change: ObjectChange, allow_recreate: bool, time
         if not _wait_gone(kube, change, timeout):
             change.fail("recreate", f"still present {timeout:.0f}s after its deletion")
             return
-    kube.apply(change.desired or {})
-    change.fate = Fate.DONE
+    _done(change, kube.apply(change.desired or {}))
 
 
 def _wait_gone(kube: KubeClient, change: ObjectChange, timeout: float) -> bool:

@@ -75,6 +75,8 @@ class ObjectChange(Identified):
     released: bool = False
     # The error may pass if tried again (connection lost, 429, 5xx): the stage is retried.
     transient: bool = False
+    # Current in the apply's own answer (a ConfigMap is at once): the health wait does not read it again.
+    current_when_applied: bool = False
 
     @property
     def in_desired_set(self) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
 from prefect_gitops.engine.cluster.watch import Follower, OnChange, Scope
@@ -26,6 +26,7 @@ from prefect_gitops.engine.objects import ObjectKey, group_of
 REJUDGE_EVERY_S = 5.0
 # Changes that arrive together are judged together, at most this often.
 JUDGE_EVERY_S = 0.1
+SEEN_CURRENT = Health(HealthStatus.CURRENT, "", "as seen moments before the wait")
 
 
 class ObjectRef(NamedTuple):
@@ -65,6 +66,7 @@ class HealthReport:
     timed_out: bool = False
     elapsed_s: float = 0.0
     timeout_s: float = 0.0
+    cpu_s: float | None = None  # the process's CPU during the wait (all its threads): what waiting cost us
 
     @property
     def ok(self) -> bool:
@@ -83,7 +85,8 @@ class HealthReport:
         if self.failed:
             return "; ".join(f"{r.ref}: Failed: {r.health.reason}: {r.health.message}" for r in self.failed)
         if self.ok:
-            return f"{len(self.results)} objects Current after {self.elapsed_s:.1f} s"
+            cost = f" ({self.cpu_s:.2f} s of CPU)" if self.cpu_s is not None else ""
+            return f"{len(self.results)} objects Current after {self.elapsed_s:.1f} s{cost}"
         waiting = "; ".join(f"{r.ref} {r.health.status.value} ({r.health.message or r.health.reason})"
                             for r in self.pending)
         return f"timed out after {self.timeout_s:g} s: {waiting}"
@@ -94,7 +97,7 @@ def wait_for_health(
     refs: Iterable[ObjectRef | tuple[str, str, str | None, str]],
     timeout_s: float,
     on_progress: Callable[[list[ObjectHealth], float], None] | None = None,
-    seen: Mapping[ObjectRef, dict] | None = None,
+    seen_current: Collection[ObjectRef] = (),
     progress_every_s: float = 1.0,
 ) -> HealthReport:
     """Follow the objects named by `refs` ((api_version, kind, namespace, name))
@@ -102,17 +105,17 @@ def wait_for_health(
     timeout_s=0, one look. NotFound and Terminating objects are waited for like
     InProgress ones (right after an apply a cache may lag). `on_progress(results,
     elapsed_s)` is called at most every `progress_every_s` while the wait goes on.
-    `seen`: objects as the caller read them moments ago (the unchanged objects of
-    a sync's diff); those Current then are not read again. Raises what a follower
+    `seen_current`: objects the caller saw Current moments ago (in the apply's
+    answer, or the diff's of an unchanged one: current_as_seen()); not read again. Raises what a follower
     gave up on (engine/cluster/watch.py): a cluster out of reach for longer than an
     API server restart, or one that stopped answering."""
     refs = [ObjectRef(*r) for r in refs]
-    start = time.monotonic()
-    current = _current_as_seen(refs, seen or {})
+    start, cpu_start = time.monotonic(), time.process_time()
+    current = set(seen_current)
 
     def report(timed_out: bool = False) -> HealthReport:
-        results = [current.get(ref) or watch.healths[ref] for ref in refs]
-        return HealthReport(results, timed_out, time.monotonic() - start, timeout_s)
+        results = [ObjectHealth(ref, SEEN_CURRENT) if ref in current else watch.healths[ref] for ref in refs]
+        return HealthReport(results, timed_out, time.monotonic() - start, timeout_s, time.process_time() - cpu_start)
 
     with _Watch(kube, [ref for ref in refs if ref not in current], follow=timeout_s > 0) as watch:
         watch.first_look()
@@ -129,10 +132,10 @@ def wait_for_health(
         return report()
 
 
-def _current_as_seen(refs: list[ObjectRef], seen: Mapping[ObjectRef, dict]) -> dict[ObjectRef, ObjectHealth]:
+def current_as_seen(seen: Mapping[ObjectRef, dict]) -> set[ObjectRef]:
+    """The refs of the objects that were Current as the caller read them."""
     now = datetime.now(timezone.utc)
-    healths = {ref: ObjectHealth(ref, compute_health(seen[ref], now)) for ref in refs if ref in seen}
-    return {ref: h for ref, h in healths.items() if h.health.status is HealthStatus.CURRENT}
+    return {ref for ref, obj in seen.items() if compute_health(obj, now).status is HealthStatus.CURRENT}
 
 
 class _Watch:
