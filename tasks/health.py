@@ -7,7 +7,6 @@ from prefect import get_run_logger, task
 
 from prefect_gitops.engine.changes.changeset import Action, ChangeSet
 from prefect_gitops.engine.cluster.kube import KubeClient
-from prefect_gitops.engine.health.rules import HealthStatus
 from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, current_as_seen, refs_of, wait_for_health
 from prefect_gitops.engine.spec.appspec import App
 from prefect_gitops.tasks.options import STAGE
@@ -26,14 +25,14 @@ class Unhealthy(Exception):
 def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet) -> HealthReport:
     """The report when every object is Current; raises Unhealthy otherwise."""
     logger = get_run_logger()
-    waiting_before: list[str] = []
+    logged: list[tuple[int, list[str]]] = []
 
-    def progress(results: list[ObjectHealth], elapsed: float) -> None:
-        waiting = [str(r) for r in results if r.health.status is not HealthStatus.CURRENT]
-        if waiting != waiting_before:  # log what changed, not every poll
-            waiting_before[:] = waiting
-            logger.info("after %.0f s, waiting for %d of %d: %s", elapsed, len(waiting), len(results),
-                        "; ".join(waiting[:10]) + (" ..." if len(waiting) > 10 else ""))
+    def progress(waiting: list[ObjectHealth], of: int, elapsed: float) -> None:
+        shown = (len(waiting), [str(r) for r in waiting[:10]])
+        if shown not in logged[-1:]:  # log what changed, not every second
+            logged[:] = [shown]
+            logger.info("after %.0f s, waiting for %d of %d: %s", elapsed, len(waiting), of,
+                        "; ".join(shown[1]) + (" ..." if len(waiting) > 10 else ""))
 
     # What was Current a moment ago is not read again: an unchanged object as the
     # diff read it, an applied one in the apply's answer (a ConfigMap, a Service).

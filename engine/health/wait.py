@@ -96,15 +96,16 @@ def wait_for_health(
     kube: KubeClient,
     refs: Iterable[ObjectRef | tuple[str, str, str | None, str]],
     timeout_s: float,
-    on_progress: Callable[[list[ObjectHealth], float], None] | None = None,
+    on_progress: Callable[[list[ObjectHealth], int, float], None] | None = None,
     seen_current: Collection[ObjectRef] = (),
     progress_every_s: float = 1.0,
 ) -> HealthReport:
     """Follow the objects named by `refs` ((api_version, kind, namespace, name))
     until all are Current, one is Failed, or `timeout_s` has passed; with
     timeout_s=0, one look. NotFound and Terminating objects are waited for like
-    InProgress ones (right after an apply a cache may lag). `on_progress(results,
-    elapsed_s)` is called at most every `progress_every_s` while the wait goes on.
+    InProgress ones (right after an apply a cache may lag). `on_progress(waiting,
+    of, elapsed_s)` (what is not Current yet, by ref, of how many) is called at
+    most every `progress_every_s` while the wait goes on.
     `seen_current`: objects the caller saw Current moments ago (in the apply's
     answer, or the diff's of an unchanged one: current_as_seen()); not read again. Raises what a follower
     gave up on (engine/cluster/watch.py): a cluster out of reach for longer than an
@@ -125,7 +126,7 @@ def wait_for_health(
             if elapsed >= timeout_s:
                 return report(timed_out=True)
             if on_progress is not None and elapsed - reported >= progress_every_s:
-                on_progress(report().results, elapsed)
+                on_progress(sorted((watch.healths[ref] for ref in watch.pending), key=str), len(refs), elapsed)
                 reported = elapsed
             watch.wait_for_change(min(timeout_s - elapsed, REJUDGE_EVERY_S))
             watch.judge()
