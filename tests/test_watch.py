@@ -69,8 +69,9 @@ def test_an_object_that_becomes_current_during_the_wait_is_seen_at_once(local_cl
     assert kube.requests["LIST"] == 1, kube.requests
 
 
-def test_a_deployment_that_becomes_available_during_the_wait_ends_it(local_cluster, kube, namespace):
-    kubectl(local_cluster.kubeconfig, "apply", "-f", "-", input=f"""
+def test_a_deployment_that_becomes_available_during_the_wait_is_seen_when_kubectl_wait_sees_it(
+        local_cluster, kube, namespace):
+    manifest = f"""
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {namespace}}}
@@ -80,11 +81,27 @@ spec:
   template:
     metadata: {{labels: {{app: web}}}}
     spec: {{containers: [{{name: web, image: "acme/web:1.0"}}]}}
-""")
+"""
+    kubectl_ended: list[float] = []
+
+    def create_then_kubectl_wait() -> None:
+        time.sleep(1)  # the wait is watching by now, and finds nothing yet
+        kubectl(local_cluster.kubeconfig, "apply", "-f", "-", input=manifest)
+        # The reference: kubectl wait watches the Deployment for its Available condition.
+        kubectl(local_cluster.kubeconfig, "wait", "-n", namespace, "--for=condition=Available", "deployment/web",
+                "--timeout=60s")
+        kubectl_ended.append(time.monotonic())
+
     kube.resource("apps/v1", "Deployment"), kube.resource("v1", "Pod")  # discovery is not what is counted
     kube.reset_requests()
+    creator = threading.Thread(target=create_then_kubectl_wait, daemon=True)
+    creator.start()
     report = wait_for_health(kube, [ObjectRef("apps/v1", "Deployment", namespace, "web")], timeout_s=60)
+    ours_ended = time.monotonic()
+    creator.join(60)
     assert report.ok, report.summary()
+    # Seen when kubectl wait saw it available, give or take a second (the issue's figure).
+    assert ours_ended - kubectl_ended[0] < 1.0, ours_ended - kubectl_ended[0]
     # Its own LIST (by name), and at most one of its pods while it was in progress: the rest came by watch.
     assert kube.requests["LIST"] <= 2 and kube.requests["GET"] == 0, kube.requests
 
