@@ -21,6 +21,7 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._hold: threading.Barrier | None = None
         self.closed_at: float | None = None
 
     def start(self) -> "TcpProxy":
@@ -38,6 +39,11 @@ class TcpProxy:
         self._shut_all()
         time.sleep(seconds)
         self.start()
+
+    def hold_next(self, rendezvous: threading.Barrier) -> None:
+        """Let the next connection through only once `rendezvous` is met (or
+        broken by its timeout): for tests that several servers are asked at once."""
+        self._hold = rendezvous
 
     def stop(self) -> None:
         self._stopped.set()
@@ -59,6 +65,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed
+            hold, self._hold = self._hold, None
+            if hold is not None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    hold.wait()
             try:
                 upstream = socket.create_connection((self.host, self.upstream_port), timeout=5)
             except OSError:
