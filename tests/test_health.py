@@ -387,6 +387,17 @@ def test_only_the_newest_replicaset_pods_count():
     assert workload_pod_failure(load("deployment-image-pull-backoff"), [load("pod-image-pull-backoff")]) is None
 
 
+def test_a_replicaset_of_another_template_is_not_current_even_if_the_revision_annotation_lags():
+    # Right after a rollout is observed, the Deployment's revision annotation may
+    # still name the old ReplicaSet: its failing pods must not fail the new template.
+    deployment = load("deployment-image-pull-backoff")
+    assert workload_pod_failure(deployment, [load("pod-image-pull-backoff")],
+                                [load("replicaset-image-pull-backoff")]) is not None
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "acme/web:3.0"
+    assert workload_pod_failure(deployment, [load("pod-image-pull-backoff")],
+                                [load("replicaset-image-pull-backoff")]) is None
+
+
 def test_pods_of_other_owners_and_terminating_pods_do_not_count():
     assert workload_pod_failure(load("replicaset-current"), [load("pod-image-pull-backoff")]) is None
     terminating = load("pod-image-pull-backoff")

@@ -495,12 +495,26 @@ def _current_pod_owners(workload: dict, replica_sets: list[dict]) -> set[str]:
         return {uid}
     # The Deployment's revision annotation names its newest ReplicaSet once the
     # controller has observed the spec (compute_health checks observedGeneration).
+    # The annotation may still name the previous one for a moment after the status
+    # says observed (a watch sees that moment), so the ReplicaSet's pod template
+    # must be the Deployment's too, as the controller itself matches them.
     revision = (metadata.get("annotations") or {}).get(_REVISION)
+    template = _template_without_hash(_section(workload, "spec").get("template"))
     return {
         rs_meta["uid"] for rs in replica_sets
         if uid in _owner_uids(rs) and (rs_meta := _section(rs, "metadata")).get("uid")
         and revision is not None and (rs_meta.get("annotations") or {}).get(_REVISION) == revision
+        and _template_without_hash(_section(rs, "spec").get("template")) == template
     }
+
+
+def _template_without_hash(template: Any) -> Any:
+    """A pod template without the pod-template-hash label a ReplicaSet's carries."""
+    if not isinstance(template, dict):
+        return template
+    metadata = dict(_section(template, "metadata"))
+    metadata["labels"] = {k: v for k, v in (metadata.get("labels") or {}).items() if k != "pod-template-hash"}
+    return {**template, "metadata": metadata}
 
 
 def _owner_uids(obj: dict) -> set[str]:
