@@ -101,13 +101,8 @@ def main() -> None:
         theirs_dir = work / "kubectl"
         ours_ns = make_repository(work, args.objects, args.namespaces)
         theirs_ns = write_manifests(theirs_dir, "bench-b", args.objects, args.namespaces)
-        server = LocalPrefectServer(work / "prefect-server")
-        record, _ = server.start()
-        stack.callback(server.stop)
-        cluster = LocalCluster("bench-cli")
-        stack.callback(cluster.down)
-        kubeconfig = cluster.up()
-        gitops = Gitops(root, homes.gitops, record.api_url)
+        api_url, _, kubeconfig = server_and_cluster(work, stack, "bench-cli")
+        gitops = Gitops(root, homes.gitops, api_url)
         kubectl = Kubectl(kubeconfig, homes.kubectl_cache)
         # the kept server that a command without PREFECT_API_URL starts, stopped at the end
         stack.callback(LocalPrefectServer(homes.gitops / "prefect-server").stop)
@@ -151,6 +146,17 @@ def main() -> None:
     if args.profile:
         print_costs(args.profile / "noop-sync.pstats")
         print_requests(args.profile / "noop-sync-requests.json")
+
+
+def server_and_cluster(work: Path, stack: contextlib.ExitStack, name: str) -> tuple[str, LocalCluster, Path]:
+    """A Prefect server and a local cluster `name` of the benchmark's own, both
+    stopped with `stack`: the server's API URL, the cluster, its kubeconfig."""
+    server = LocalPrefectServer(work / "prefect-server")
+    record, _ = server.start()
+    stack.callback(server.stop)
+    cluster = LocalCluster(name)
+    stack.callback(cluster.down)
+    return record.api_url, cluster, cluster.up()
 
 
 def median(runs: list[Run]) -> Run:

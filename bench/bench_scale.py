@@ -57,13 +57,12 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from bench_cli import (APP, APPLY_AND_WAIT, CLUSTER, DIFF, REPO, RUNS, Gitops, Kubectl,  # noqa: E402
-                       compile_bytecode, make_repository)
+                       compile_bytecode, make_repository, server_and_cluster)
 from bench_sync import settle, write_manifests  # noqa: E402
 from compare import Row, table  # noqa: E402
 from homes import own_homes, warm_kubectl_cache  # noqa: E402
 from measure import Run, in_a_row  # noqa: E402
 
-from prefect_gitops.cli.local_server import LocalPrefectServer  # noqa: E402
 from prefect_gitops.localcluster import LocalCluster  # noqa: E402
 from prefect_gitops.localcluster.components import COMPONENTS  # noqa: E402
 
@@ -171,13 +170,8 @@ def measure_size(root: Path, objects: int, namespaces: int, rows: list[str]) -> 
         theirs_dir = work / "kubectl"
         make_repository(work, objects, namespaces, deployments, syncPolicy={"healthTimeoutSeconds": HEALTH_TIMEOUT_S})
         theirs_ns = write_manifests(theirs_dir, "bench-b", objects, namespaces, deployments)
-        server = LocalPrefectServer(work / "prefect-server")
-        record, _ = server.start()
-        stack.callback(server.stop)
-        cluster = LocalCluster("bench-scale")
-        stack.callback(cluster.down)
-        kubeconfig = cluster.up()
-        gitops = Gitops(root, homes.gitops, record.api_url, timeout_s=COMMAND_TIMEOUT_S)
+        api_url, cluster, kubeconfig = server_and_cluster(work, stack, "bench-scale")
+        gitops = Gitops(root, homes.gitops, api_url, timeout_s=COMMAND_TIMEOUT_S)
         kubectl = Kubectl(kubeconfig, homes.kubectl_cache, timeout_s=COMMAND_TIMEOUT_S)
         gitops.check("repo", "add", REPO, "--url", f"file://{work / 'fleet.git'}", "--branch", "main")
         gitops.check("cluster", "add", CLUSTER, "--kubeconfig", str(kubeconfig))

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from conftest import kubectl
 from prefect_gitops.engine.cluster import kube as kube_module
@@ -18,6 +19,7 @@ from prefect_gitops.engine.cluster.kube import DEFAULT_WORKERS, KubeClient
 from prefect_gitops.engine.cluster.watch import Follower, Scope
 from prefect_gitops.engine.health.rules import HealthStatus
 from prefect_gitops.engine.health.wait import ObjectRef, wait_for_health
+from test_apply import crd as crd_of
 
 pytestmark = pytest.mark.cluster
 
@@ -165,17 +167,7 @@ def test_more_threads_than_connections_wait_for_one_and_nothing_is_discarded(loc
 
 def test_a_kind_served_only_after_the_wait_began_is_followed_once_served(local_cluster, kube, namespace):
     group = f"w{namespace[-6:]}.example.com"
-    crd = f"""
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {{name: gizmos.{group}}}
-spec:
-  group: {group}
-  scope: Namespaced
-  names: {{plural: gizmos, singular: gizmo, kind: Gizmo}}
-  versions: [{{name: v1, served: true, storage: true,
-              schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}]
-"""
+    crd = yaml.safe_dump(crd_of(group, "Gizmo"))
     gizmo = f"apiVersion: {group}/v1\nkind: Gizmo\nmetadata: {{name: g, namespace: {namespace}}}\n"
 
     def serve_then_create() -> None:

@@ -799,8 +799,7 @@ class KubeClient:
         the list starts again from the first."""
         resource = self.resource(api_version, kind)
         path = resource.path(_ns(resource, namespace))
-        query = [("labelSelector", label_selector)] if label_selector else []
-        query += [("fieldSelector", field_selector)] if field_selector else []
+        query = _selectors(label_selector, field_selector)
         for attempt in range(3):
             try:
                 return self._listing(path, query, api_version, kind)
@@ -833,9 +832,7 @@ class KubeClient:
         its watch on time is never taken for one that stopped answering."""
         resource = self.resource(api_version, kind)
         query = [("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
-                 ("timeoutSeconds", str(timeout_s))]
-        query += [("labelSelector", label_selector)] if label_selector else []
-        query += [("fieldSelector", field_selector)] if field_selector else []
+                 ("timeoutSeconds", str(timeout_s)), *_selectors(label_selector, field_selector)]
         return self._transport.open_stream(resource.path(_ns(resource, namespace)), query,
                                            read_s=max(self.timeout.read_s, timeout_s + 10), headers=self._headers or None)
 
@@ -900,6 +897,12 @@ def dry_run_object(kube: KubeClient, body: dict) -> dict:
     nothing. The one dry-run of the engine, shared by validation and diff. Raises
     ApiError (the server's refusal) or UnknownKind."""
     return kube.apply(body, dry_run=True)
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
+    """The query parameters of a LIST's or a watch's selectors."""
+    return [(key, value) for key, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
+            if value]
 
 
 def _ns(resource: Resource, namespace: str) -> str | None:

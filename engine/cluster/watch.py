@@ -204,8 +204,9 @@ class _Trouble:
         return self.started and now - self.since <= RESUME_WITHIN_S
 
     def next_delay(self) -> float:
-        """The wait before the next try: doubling, and never past the window's end."""
-        left = RESUME_WITHIN_S - (time.monotonic() - self.since) if self.since is not None else self.delay
-        delay, self.delay = min(self.delay, max(left, 0.0)), min(self.delay * 2, MAX_RETRY_S)
+        """The wait before the next try: doubling, and while out of reach never
+        past the end of the window (the last try then comes at its end)."""
+        delay, self.delay = self.delay, min(self.delay * 2, MAX_RETRY_S)
+        if self.since is not None:
+            delay = min(delay, max(RESUME_WITHIN_S - (time.monotonic() - self.since), 0.0))
         return delay
-

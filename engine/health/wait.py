@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple
 
 from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
 from prefect_gitops.engine.cluster.watch import Follower, OnChange, Scope
@@ -176,7 +176,7 @@ class _Watch:
         for scope, members in self.refs_of.items():
             names = {ref.name for ref in members}
             lone = f"metadata.name={members[0].name}" if len(members) == 1 else None
-            self.followers[scope] = self._follower(_with_field(scope, lone), self._heard,
+            self.followers[scope] = self._follower(replace(scope, field_selector=lone), self._heard,
                                                    keep=lambda obj, names=names: obj["metadata"]["name"] in names)
         for _ in range(3):
             for follower in self._all_followers():
@@ -262,7 +262,7 @@ class _Watch:
         return [*self.followers.values(), *self.pods.values(), *self.replica_sets.values()]
 
     def _heard(self, follower: Follower, names: set[str] | None) -> None:
-        members = self.refs_of.get(_with_field(follower.scope, None), [])
+        members = self.refs_of.get(replace(follower.scope, field_selector=None), [])
         self._mark([ref for ref in members if names is None or ref.name in names])
 
     def _heard_pods(self, follower: Follower, names: set[str] | None) -> None:
@@ -283,10 +283,6 @@ def _scope_of(kube: KubeClient, ref: ObjectRef) -> Scope:
     except UnknownKind:  # not served yet: its follower asks again
         return Scope(ref.api_version, ref.kind, ref.namespace or "")
     return Scope(ref.api_version, ref.kind, (ref.namespace or "default") if namespaced else "")
-
-
-def _with_field(scope: Scope, field_selector: str | None) -> Scope:
-    return Scope(scope.api_version, scope.kind, scope.namespace, scope.label_selector, field_selector)
 
 
 def _shared_selector(workloads: list[dict]) -> str | None:
