@@ -482,38 +482,43 @@ def lease_holder(kube: KubeClient) -> str:
 def test_two_syncs_of_one_app_at_once_one_writes_the_other_waits_then_finds_nothing_to_do(clean):
     scenario = clean
     scenario.commit({"widgets/widgets.yaml": widgets(COUNT)}, "200 widgets")
-    first = scenario.start_sync("--app", APP)
+    # Both start together, so that the one that does not get the Lease reaches it within
+    # seconds: the holder, stopped meanwhile, must not stay silent for its write window.
+    syncs = {process.pid: process for process in (scenario.start_sync("--app", APP), scenario.start_sync("--app", APP))}
+    errs = {pid: StderrLines(process) for pid, process in syncs.items()}
     with scenario.kube() as kube:
-        def held_by_first() -> str | None:
-            holder = lease_holder(kube)
-            return holder if holder.endswith(f"/{first.pid}") else None
+        def holding_pid() -> int | None:
+            return next((pid for pid in syncs if lease_holder(kube).endswith(f"/{pid}")), None)
 
-        holder = wait_for(held_by_first, first)
-    # The first holds the Lease: stopped there, it holds it for sure while the second
-    # starts. Not for as long as its write window: it would then have to renew first.
+        first_pid = wait_for(holding_pid, next(iter(syncs.values())))
+        holder = lease_holder(kube)
+    first, second = syncs[first_pid], next(p for pid, p in syncs.items() if pid != first_pid)
+    first_err, second_err = errs[first.pid], errs[second.pid]
+    # Stopped while it holds the Lease, the first holds it for sure while the second asks.
     os.killpg(first.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
     try:
-        second = scenario.start_sync("--app", APP)
-        second_err = StderrLines(second)
-        waiting = second_err.wait_for("is being synced by", limit_s=lock.WRITE_WINDOW_S)
+        waiting = second_err.wait_for("is being synced by", limit_s=lock.WRITE_WINDOW_S / 2)
     finally:
         os.killpg(first.pid, signal.SIGCONT)
-    first_out, first_err = first.communicate(timeout=SYNC_LIMIT_S)
-    second_out = second.stdout.read()
-    second.wait(timeout=SYNC_LIMIT_S)
-    runs = [(first.returncode, first_out, first_err), (second.returncode, second_out, second_err.text())]
+    stopped_s = time.monotonic() - stopped
+    outputs = []
+    for process in (first, second):
+        out = process.stdout.read()
+        process.wait(timeout=SYNC_LIMIT_S)
+        outputs.append(out)
     created = []
-    for code, out, err in runs:
-        assert code == 0, err
+    for process, out, err in zip((first, second), outputs, (first_err, second_err)):
+        assert process.returncode == 0, f"{out[-2000:]} {err.text()[-2000:]} (the holder was stopped {stopped_s:.1f} s)"
         actions = [o["action"] for o in result_of(json.loads(out))["objects"]]
         created.append(actions.count("created"))
         assert actions.count("configured") == 0
-    record("two gitops sync of one app, the second started while the first holds the Lease", None,
-           f"both exit 0; objects created by the first: {created[0]}, by the second: {created[1]}; "
-           f"the second waited on the Lease: {waiting is not None}")
+    record("two gitops sync of one app started together, the Lease's holder stopped while the other asks", None,
+           f"both exit 0; objects created by the holder: {created[0]}, by the other: {created[1]}; "
+           f"the other waited on the Lease: {waiting is not None}")
     said = " ".join(second_err.text().split())  # the console may wrap a long line
     assert waiting is not None and f"is being synced by {holder}" in said, said[-2000:]
-    assert "is being synced by" not in first_err
+    assert "is being synced by" not in first_err.text()
     assert created == [COUNT, 0]  # the first wrote them all; the second, once it held the Lease, found them there
 
 
