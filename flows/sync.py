@@ -10,6 +10,12 @@ cluster in dependsOn order, an app whose dependency did not sync skipped.
      ├─ web@production 1a2b3c4
      └─ summary artifact
 
+A run that a worker of a pool took goes one level further: each cluster with
+work is a flow run of its own (flows/sync_cluster.py, `sync fleet@1a2b3c4 →
+production`), which any worker of the pool takes; this run waits for them and
+reads their apps' results back. Elsewhere (the CLI, `gitops serve`, the demo)
+the clusters are threads of this run, and no worker is needed.
+
 The run fails when any app failed or was reverted. A scheduled tick whose head
 has not moved and whose clusters have not drifted stops after the check: two
 task runs, no artifact, no event."""
@@ -19,28 +25,29 @@ from __future__ import annotations
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import get_run_logger, runtime
+from prefect import runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 
 from prefect_gitops.blocks import GitRepository
-from prefect_gitops.blocks.decryption import render_options
-from prefect_gitops.blocks.registry import load_clusters
 from prefect_gitops.engine.problems import ProblemsFound, Severity
-from prefect_gitops.engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult, summary_markdown
-from prefect_gitops.engine.spec.targets import Target, dependencies
+from prefect_gitops.engine.report import SyncReport, TargetResult, summary_markdown
+from prefect_gitops.engine.spec.targets import Target
 from prefect_gitops.engine.workspace import Workspace, opened
+from prefect_gitops.flows import cluster_runs
 from prefect_gitops.flows.flow import gitops_flow
-from prefect_gitops.flows.sync_app import run_app
+from prefect_gitops.flows.outcome import final_state, invalid
+from prefect_gitops.flows.sync_cluster import load_workspace, sync_cluster_apps
 from prefect_gitops.tasks.check import find_pending
 from prefect_gitops.tasks.fetch import fetch_revision
 
 
 @gitops_flow(name="gitops-sync", flow_run_name="sync {repo}")
 def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
-                revision: str | None = None, dry_run: bool = False, if_changed: bool = False) -> State:
+                revision: str | None = None, dry_run: bool = False, if_changed: bool = False,
+                per_cluster_runs: bool | None = None) -> State:
     """Apply one revision of the repository to every cluster its apps target.
 
     Args:
@@ -50,32 +57,45 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
         revision: A branch, tag or commit SHA; the block's branch when empty.
         dry_run: Only diff every app: write nothing.
         if_changed: The scheduled sync: first check which apps changed or drifted, and stop if none did.
+        per_cluster_runs: Run each cluster as a flow run of the gitops-sync-cluster deployment, which any
+            worker of the pool takes; by default when this run itself came from a work pool.
     """
     source = GitRepository.load(repo).source()
     fetched = fetch_revision(repo, source, revision)
-    _rename_run(f"{'diff' if dry_run else 'sync'} {repo}@{fetched.sha[:7]}")
+    verb = "diff" if dry_run else "sync"
+    _rename_run(f"{verb} {repo}@{fetched.sha[:7]}")
     try:
-        workspace = Workspace.load(repo, source, fetched.sha, fetched.tree, load_clusters(),
-                                   checkout=lambda sha: fetch_revision(repo, source, sha).tree,
-                                   render_options=render_options)
+        workspace = load_workspace(repo, source, fetched, None)
     except ProblemsFound as found:
-        return _invalid(found)
+        return invalid(found)
     with opened(workspace):
         errors = [p for p in workspace.select(apps, clusters) if p.severity is Severity.ERROR]
         if errors:
-            return _invalid(ProblemsFound(errors))
+            return invalid(ProblemsFound(errors))
         targets = workspace.targets
         if if_changed and not _is_retry():
             targets = find_pending(workspace, repo, fetched.sha)
             if not targets:
                 return Completed(message=f"up to date: {fetched.sha[:12]} is applied and healthy everywhere, "
                                          "nothing drifted", data=SyncReport(fetched.sha))
-        report = SyncReport(fetched.sha, _run_targets(workspace, targets, dry_run))
-    verb = "diff" if dry_run else "sync"
+        if per_cluster_runs if per_cluster_runs is not None else _from_a_work_pool():
+            runs = cluster_runs.wait(cluster_runs.start(repo, fetched.sha, _apps_by_cluster(targets), dry_run))
+            report = SyncReport(fetched.sha, cluster_runs.results(runs, fetched.sha))
+            state = cluster_runs.fleet_state(runs, report)
+        else:
+            report = SyncReport(fetched.sha, _run_targets(workspace, targets, dry_run))
+            state = final_state(report, dry_run)
     create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(), description=f"{verb} of {repo} at {fetched.sha[:12]}",
                              markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
                                                        report.results))
-    return final_state(report, dry_run)
+    return state
+
+
+def _apps_by_cluster(targets: list[Target]) -> dict[str, list[str]]:
+    by_cluster: dict[str, list[str]] = {}
+    for target in targets:
+        by_cluster.setdefault(target.cluster, []).append(target.app.name)
+    return by_cluster
 
 
 def _run_targets(workspace: Workspace, targets: list[Target], dry_run: bool) -> list[TargetResult]:
@@ -85,45 +105,16 @@ def _run_targets(workspace: Workspace, targets: list[Target], dry_run: bool) -> 
     for target in targets:
         by_cluster.setdefault(target.cluster, []).append(target)
     with ThreadPoolExecutor(max_workers=max(1, len(by_cluster)), thread_name_prefix="cluster") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _run_cluster, workspace, members, dry_run)
+        futures = [pool.submit(contextvars.copy_context().run, sync_cluster_apps, workspace, members, dry_run)
                    for members in by_cluster.values()]
         for future in futures:
             future.result()
     return [workspace.results[(t.app.name, t.cluster)] for t in targets]
 
 
-def _run_cluster(workspace: Workspace, targets: list[Target], dry_run: bool) -> None:
-    for target in targets:
-        needs = dependencies(workspace.spec, target.app)
-        blocked = sorted(app for (app, cluster), result in workspace.results.items()
-                         if cluster == target.cluster and app in needs and result.status is not SyncStatus.SUCCEEDED)
-        workspace.results[(target.app.name, target.cluster)] = run_app(
-            repo=workspace.repo_name, app=target.app.name, cluster=target.cluster, revision=workspace.revision,
-            dry_run=dry_run, blocked_by=blocked or None)
-
-
-def final_state(report: SyncReport, dry_run: bool = False) -> State:
-    """Failed when any app failed or was reverted (named Reverted when all of
-    those were reverted); when a held revision kept anything from going out,
-    named Skipped: a run that did not apply its revision never says Completed."""
-    failed = report.failed()
-    if failed:
-        reverted = all(r.status is SyncStatus.REVERTED for r in failed)
-        return Failed(name="Reverted" if reverted else "Failed", message=report.failure_message(),
-                      data=SyncFailed(report))
-    held = [r for r in report.results if r.held]
-    if held and not dry_run:
-        names = ", ".join(f"{r.app}@{r.cluster}" for r in held)
-        return Failed(name="Skipped", data=SyncFailed(report),
-                      message=f"not applied: revision {report.revision[:12]} is held on {names} after a failed "
-                              f"sync; push a newer commit")
-    return Completed(message=f"{len(report.results)} app(s) at {report.revision[:12]}", data=report)
-
-
-def _invalid(found: ProblemsFound) -> State:
-    """gitops.yaml or the selection is wrong: nothing runs; the problems are the error."""
-    get_run_logger().error("%s", found)
-    return Failed(message=f"invalid desired state: {found}", data=found)
+def _from_a_work_pool() -> bool:
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.work_pool_name)
 
 
 def _is_retry() -> bool:

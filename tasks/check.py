@@ -4,13 +4,14 @@ live objects have not drifted from it, is up to date; so is one whose revision
 is held after a failed sync (that was reported when it failed). The rendered
 manifests come from the render cache: an idle tick renders nothing. The apps and
 clusters are checked CHECK_WORKERS at a time: a fleet's idle tick takes about as
-long as its slowest check, not the sum of them."""
+long as its slowest check, not the sum of them. A cluster that cannot be read
+needs a sync: its own sync then fails, saying why, and the others go on."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from prefect_gitops.engine.cluster.kube import run_bounded
+from prefect_gitops.engine.cluster.kube import ApiError, ClusterUnreachable, run_bounded
 from prefect_gitops.engine.problems import ProblemsFound
 from prefect_gitops.engine.spec.targets import Target
 from prefect_gitops.engine.state.drift import desired_objects, detect_drift
@@ -36,6 +37,14 @@ def find_pending(workspace: Workspace, repo: str, revision: str) -> list[Target]
 
 
 def _up_to_date(workspace: Workspace, target: Target) -> bool:
+    try:
+        return _checked(workspace, target)
+    except (ClusterUnreachable, ApiError) as error:
+        get_run_logger().warning("%s: could not be checked (%s); it gets a sync", target.name, error)
+        return False
+
+
+def _checked(workspace: Workspace, target: Target) -> bool:
     kube, app, revision = workspace.kube(target.cluster), target.app, workspace.revision
     inventory = read_inventory(kube, app.name)
     if inventory is None:

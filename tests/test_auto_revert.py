@@ -24,7 +24,8 @@ from conftest import kubectl
 from prefect_gitops.engine.cluster.kube import KubeClient
 from example_repo import ExampleRepo
 from prefect_gitops.engine.report import SyncReport, SyncStatus, TargetResult
-from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.engine.report import SyncFailed
+from prefect_gitops.flows.sync import gitops_sync
 from plain_repo import (configmap, configmap_quota, deployment, flow_run_named, forget_apps, gitops_yaml,
                         make_plain_repo, namespace_object, now, remote_head, state_of, wait_for_events)
 from tcp_proxy import TcpProxy, proxied_kubeconfig

@@ -22,7 +22,8 @@ from prefect_gitops.engine.cluster.kube import KubeClient, service_account_user
 from prefect_gitops.engine.objects import Manifest, Source
 from prefect_gitops.engine.report import SyncStatus
 from prefect_gitops.flows.drift import DriftCheckFailed, gitops_drift
-from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.engine.report import SyncFailed
+from prefect_gitops.flows.sync import gitops_sync
 from prefect_gitops.flows.validate import ValidationFailed, gitops_validate
 
 pytestmark = pytest.mark.cluster

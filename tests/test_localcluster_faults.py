@@ -184,7 +184,8 @@ def app_repo(root: Path, cluster: str, greeting: str):
 
 def test_a_sync_against_a_paused_api_server_fails_naming_the_cluster(cluster, tmp_path, prefect_api):
     from prefect_gitops.blocks import KubernetesCluster
-    from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+    from prefect_gitops.engine.report import SyncFailed
+    from prefect_gitops.flows.sync import gitops_sync
 
     KubernetesCluster.from_kubeconfig_file(cluster.kubeconfig).save(cluster.name, overwrite=True)
     repo = app_repo(tmp_path, cluster.name, "hello")

@@ -13,7 +13,7 @@ from prefect_gitops.engine.source import render_cache
 from prefect_gitops.engine.source.git import Failure, GitError
 from prefect_gitops.engine.spec.appspec import App
 from prefect_gitops.engine.state.inventory import Inventory, Member
-from prefect_gitops.flows.sync import final_state
+from prefect_gitops.flows.outcome import final_state
 from prefect_gitops.flows.sync_app import _limit_prunes, outcome_state
 from prefect_gitops.tasks.retry import TransientError, is_transient
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import kubectl
 from example_repo import example_repo  # noqa: F401  (fixture)
 from prefect_gitops.engine.report import SyncStatus
-from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.engine.report import SyncFailed
+from prefect_gitops.flows.sync import gitops_sync
 from test_sync import clean_clusters  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.cluster

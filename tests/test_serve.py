@@ -24,7 +24,7 @@ from prefect_gitops.cli.deployments import build, deployments
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-NAMES = ["gitops-drift", "gitops-recover", "gitops-rollback", "gitops-sync"]
+NAMES = ["gitops-drift", "gitops-recover", "gitops-rollback", "gitops-sync", "gitops-sync-cluster"]
 
 
 def prefect_deploy_configs() -> dict[str, dict]:

@@ -15,7 +15,8 @@ import pytest
 from conftest import kubectl
 from example_repo import example_repo, remove_sample_apps  # noqa: F401  (fixture)
 from prefect_gitops.engine.report import SyncStatus
-from prefect_gitops.flows.sync import SyncFailed, gitops_sync
+from prefect_gitops.engine.report import SyncFailed
+from prefect_gitops.flows.sync import gitops_sync
 
 pytestmark = pytest.mark.cluster
 

@@ -1,0 +1,162 @@
+"""The fleet on real parts: PostgreSQL, Prefect's server on it, the `gitops`
+process work pool with prefect.yaml deployed, two process workers (each with a
+working directory and GITOPS_HOME of its own), and three cluster blocks spread
+over the session's two local clusters (each simulated cluster with apps and
+namespaces of its own). Ticks are started as the schedule starts them: a run of
+the gitops-sync deployment with its parameters (the schedules are off, so that
+the test says when)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import kubectl
+from example_repo import ExampleRepo, git
+from plain_repo import configmap, deployment, gitops_yaml
+from prefect_gitops.localcluster.fleet import LocalFleet
+
+pytestmark = pytest.mark.cluster
+
+RUN_LIMIT_S = 300
+# The fleet run and three cluster runs at once need both workers' slots.
+WORKER_LIMIT = 2
+
+
+@pytest.fixture(scope="module")
+def fleet(registered_clusters, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    with LocalFleet(root / "fleet", workers=2, worker_limit=WORKER_LIMIT) as fleet:
+        yield fleet
+
+
+class Fleet:
+    """A repository of one app per simulated cluster, saved in the fleet's Prefect."""
+
+    def __init__(self, fleet: LocalFleet, clusters: dict, root: Path):
+        self.fleet, self.api = fleet, fleet.api_url
+        self.suffix = secrets.token_hex(3)
+        real = [clusters["staging"], clusters["production"]]
+        self.kubeconfigs = {f"c{i}-{self.suffix}": real[i % 2].kubeconfig for i in range(1, 4)}
+        for name, kubeconfig in self.kubeconfigs.items():
+            self.gitops("cluster", "add", name, "--kubeconfig", str(kubeconfig))
+            kubectl(kubeconfig, "create", "namespace", self.namespace(name))
+        bare, work = root / "fleet.git", root / "work"
+        git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
+        work.mkdir()
+        git("init", "--quiet", "-b", "main", cwd=work)
+        git("remote", "add", "origin", str(bare), cwd=work)
+        self.repo = ExampleRepo(bare, work, f"fleet-{self.suffix}")
+        self.gitops("repo", "add", self.repo.block_name, "--url", f"file://{bare}")
+
+    def gitops(self, *args: str) -> str:
+        return self.fleet.run([str(Path(self.fleet._prefect()).parent / "gitops"), *args])
+
+    @staticmethod
+    def namespace(cluster: str) -> str:
+        return f"fleet-{cluster}"
+
+    def commit(self, greeting: str, clusters: dict[str, Path] | None = None) -> str:
+        clusters = clusters or self.kubeconfigs
+        apps = [{"name": f"web-{c}", "path": f"web-{c}", "namespace": self.namespace(c), "clusters": [c]}
+                for c in clusters]
+        files = {"gitops.yaml": gitops_yaml(*apps)}
+        for c in clusters:
+            files[f"web-{c}/settings.yaml"] = configmap("settings", greeting=greeting)
+            files[f"web-{c}/web.yaml"] = deployment("web")
+        self.repo.commit(files, f"greeting {greeting}")
+        return git("rev-parse", "HEAD", cwd=self.repo.work)
+
+    def tick(self) -> dict:
+        """A run of gitops-sync as its schedule starts it, once it has ended."""
+        return self.run_deployment("gitops-sync/gitops-sync", {"repo": self.repo.block_name, "if_changed": True})
+
+    def run_deployment(self, name: str, parameters: dict, wait: bool = True) -> dict:
+        deployment = self.get(f"/deployments/name/{name}")
+        run = self.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+        return self.wait(run["id"]) if wait else run
+
+    def wait(self, run_id: str) -> dict:
+        deadline = time.monotonic() + RUN_LIMIT_S
+        while time.monotonic() < deadline:
+            run = self.get(f"/flow_runs/{run_id}")
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} did not end within {RUN_LIMIT_S} s: {run['state']}")
+
+    def children(self, run: dict) -> list[dict]:
+        return self.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
+
+    def task_runs(self, run: dict) -> list[dict]:
+        return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+
+    def artifacts(self, run: dict) -> list[dict]:
+        return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+
+    def get(self, path: str) -> dict:
+        response = httpx.get(f"{self.api}{path}", timeout=30)
+        assert response.is_success, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def post(self, path: str, body: dict) -> dict | list:
+        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        assert response.is_success, f"POST {path}: {response.status_code} {response.text}"
+        return response.json()
+
+
+@pytest.fixture
+def simulated(fleet, registered_clusters, tmp_path):
+    simulated = Fleet(fleet, registered_clusters, tmp_path)
+    yield simulated
+    for name, kubeconfig in simulated.kubeconfigs.items():
+        kubectl(kubeconfig, "delete", "namespace", simulated.namespace(name), "--wait=false", check=False)
+
+
+def configmap_greeting(kubeconfig: Path, namespace: str) -> str:
+    out = kubectl(kubeconfig, "get", "configmap", "settings", "-n", namespace, "-o", "yaml").stdout
+    return yaml.safe_load(out)["data"]["greeting"]
+
+
+def state(run: dict) -> tuple[str, str]:
+    return run["state"]["type"], run["state"]["name"]
+
+
+def test_a_tick_after_a_commit_runs_each_cluster_on_either_worker_and_an_idle_tick_stays_small(fleet, simulated):
+    sha = simulated.commit("hello")
+    tick = simulated.tick()
+    assert state(tick) == ("COMPLETED", "Completed"), tick["state"]
+    assert tick["name"] == f"sync {simulated.repo.block_name}@{sha[:7]}"
+    cluster_runs = simulated.children(tick)
+    assert sorted(r["name"] for r in cluster_runs) == sorted(
+        f"sync {simulated.repo.block_name}@{sha[:7]} → {c}" for c in simulated.kubeconfigs)
+    assert all(state(r) == ("COMPLETED", "Completed") for r in cluster_runs), [r["state"] for r in cluster_runs]
+    cluster_deployment = simulated.get("/deployments/name/gitops-sync-cluster/gitops-sync-cluster")
+    assert {r["deployment_id"] for r in cluster_runs} == {cluster_deployment["id"]}
+    assert {r["parameters"]["revision"] for r in cluster_runs} == {sha}  # plain JSON: the commit, not a branch
+    # Each cluster run nested its app's run, which applied the app and waited for it.
+    for run in cluster_runs:
+        [app_run] = simulated.children(run)
+        assert state(app_run) == ("COMPLETED", "Completed"), app_run["state"]
+        assert app_run["name"] == f"web-{run['parameters']['cluster']}@{run['parameters']['cluster']} {sha[:7]}"
+    for name, kubeconfig in simulated.kubeconfigs.items():
+        assert configmap_greeting(kubeconfig, simulated.namespace(name)) == "hello"
+    # Both workers took runs: the fleet run and three cluster runs need both one's slots.
+    taken = {w: set(fleet.worker_runs(w)) for w in ("worker-1", "worker-2")}
+    ours = {tick["id"], *(r["id"] for r in cluster_runs)}
+    assert all(taken[w] & ours for w in taken), taken
+    assert ours <= taken["worker-1"] | taken["worker-2"]
+
+    idle = simulated.tick()
+    assert state(idle) == ("COMPLETED", "Completed"), idle["state"]
+    assert idle["state"]["message"].startswith("up to date")
+    assert simulated.children(idle) == []  # no run per cluster
+    assert len(simulated.task_runs(idle)) <= 3, [t["name"] for t in simulated.task_runs(idle)]
+    assert simulated.artifacts(idle) == []
