@@ -63,14 +63,18 @@ class Fleet:
     def namespace(cluster: str) -> str:
         return f"fleet-{cluster}"
 
-    def commit(self, greeting: str, clusters: dict[str, Path] | None = None) -> str:
+    def commit(self, greeting: str, clusters: dict[str, Path] | None = None, ready_after_s: int = 0) -> str:
+        """One app per cluster: a ConfigMap and a Deployment, available
+        ready_after_s after its pod is ready (minReadySeconds)."""
         clusters = clusters or self.kubeconfigs
         apps = [{"name": f"web-{c}", "path": f"web-{c}", "namespace": self.namespace(c), "clusters": [c]}
                 for c in clusters]
         files = {"gitops.yaml": gitops_yaml(*apps)}
         for c in clusters:
             files[f"web-{c}/settings.yaml"] = configmap("settings", greeting=greeting)
-            files[f"web-{c}/web.yaml"] = deployment("web")
+            web = yaml.safe_load(deployment("web"))
+            web["spec"]["minReadySeconds"] = ready_after_s
+            files[f"web-{c}/web.yaml"] = yaml.safe_dump(web)
         self.repo.commit(files, f"greeting {greeting}")
         return git("rev-parse", "HEAD", cwd=self.repo.work)
 
@@ -160,3 +164,53 @@ def test_a_tick_after_a_commit_runs_each_cluster_on_either_worker_and_an_idle_ti
     assert simulated.children(idle) == []  # no run per cluster
     assert len(simulated.task_runs(idle)) <= 3, [t["name"] for t in simulated.task_runs(idle)]
     assert simulated.artifacts(idle) == []
+
+
+def unreachable_kubeconfig(kubeconfig: Path, into: Path) -> Path:
+    """A copy of kubeconfig whose server is a loopback port where nothing listens."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    into.write_text(yaml.safe_dump(config))
+    return into
+
+
+def test_a_cluster_that_is_down_fails_its_own_run_only(fleet, simulated, tmp_path):
+    down = f"down-{simulated.suffix}"
+    simulated.gitops("cluster", "add", down, "--kubeconfig",
+                     str(unreachable_kubeconfig(simulated.kubeconfigs[f"c1-{simulated.suffix}"], tmp_path / "down")))
+    sha = simulated.commit("hello", {**simulated.kubeconfigs, down: None})
+    tick = simulated.tick()
+    assert state(tick) == ("FAILED", "Failed"), tick["state"]
+    runs = {r["parameters"]["cluster"]: r for r in simulated.children(tick)}
+    assert sorted(runs) == sorted([*simulated.kubeconfigs, down])
+    assert state(runs.pop(down)) == ("FAILED", "Failed")
+    assert all(state(r) == ("COMPLETED", "Completed") for r in runs.values()), [r["state"] for r in runs.values()]
+    assert tick["state"]["message"].startswith(f"{down}: ") and "unreachable" in tick["state"]["message"], \
+        tick["state"]["message"]
+    for name, kubeconfig in simulated.kubeconfigs.items():
+        assert configmap_greeting(kubeconfig, simulated.namespace(name)) == "hello"
+    assert sha
+
+
+def test_two_runs_for_one_cluster_at_once_take_turns(fleet, simulated):
+    """Each holds the cluster's slot for its whole run: the second's app run starts
+    only after the first's ended (with the app's Lease alone they would overlap, one
+    waiting inside its run). The app's health takes 8 s, far longer than the
+    workers take to start the second run."""
+    cluster = f"c1-{simulated.suffix}"
+    sha = simulated.commit("hello", {cluster: simulated.kubeconfigs[cluster]}, ready_after_s=8)
+    parameters = {"repo": simulated.repo.block_name, "revision": sha, "cluster": cluster}
+    started = [simulated.run_deployment("gitops-sync-cluster/gitops-sync-cluster", parameters, wait=False)
+               for _ in range(2)]
+    runs = [simulated.wait(run["id"]) for run in started]
+    assert all(state(r) == ("COMPLETED", "Completed") for r in runs), [r["state"] for r in runs]
+    app_runs = sorted((app_run for run in runs for app_run in simulated.children(run)),
+                      key=lambda r: r["start_time"])
+    assert len(app_runs) == 2
+    first_end, second_start = (datetime.fromisoformat(app_runs[0]["end_time"]),
+                               datetime.fromisoformat(app_runs[1]["start_time"]))
+    assert second_start >= first_end, (app_runs[0]["end_time"], app_runs[1]["start_time"])
