@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +31,8 @@ WORKER_LIMIT = 4
 START_LIMIT_S = 90
 # Workers ask the pool for runs this often (Prefect's default is 10 s).
 WORKER_QUERY_S = 2
+SUBMITTED = re.compile(r"submitting flow run '([0-9a-f-]{36})'")
+ABORTED = re.compile(r"Aborted submission of flow run '([0-9a-f-]{36})'")
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
          "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}
 
@@ -77,6 +80,14 @@ class Postgres:
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start",
                  "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c max_connections=200")
         self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "prefect")
+
+    def sql(self, query: str) -> str:
+        """One query's result, unaligned (as psql -At prints it)."""
+        done = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                               "-d", "prefect", "-At", "-c", query], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise FleetError(f"psql failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout.strip()
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -131,9 +142,9 @@ class LocalFleet:
 
     def env(self, **more: str) -> dict[str, str]:
         """The environment of a process that talks to this fleet's server."""
-        env = {**os.environ, **QUIET, **self.extra_env, "PREFECT_API_URL": self.api_url, **more}
-        env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-        return env
+        env = {**os.environ, **QUIET, **self.extra_env, "PREFECT_API_URL": self.api_url}
+        env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # the server's alone: it comes in `more`
+        return {**env, **more}
 
     def __enter__(self) -> "LocalFleet":
         try:
@@ -202,20 +213,24 @@ class LocalFleet:
         self._wait_for(lambda: "started!" in process.log.read_text(errors="replace"), f"{name} to start", process)
         return process
 
-    def worker_runs(self, name: str) -> list[str]:
-        """The ids of the flow runs that worker `name` took, from its log."""
-        log = self.root / f"{name}.log"
-        return [line.rsplit("'", 2)[-2] for line in log.read_text(errors="replace").splitlines()
-                if "submitting flow run" in line.lower() or "Submitting flow run" in line]
+    def worker(self, name: str) -> Process:
+        return next(p for p in self.running if p.name == name)
+
+    def worker_runs(self, name: str) -> set[str]:
+        """The ids of the flow runs that worker `name` took, from its log: those it
+        submitted, less those whose submission the server refused (another
+        worker had taken them first)."""
+        text = (self.root / f"{name}.log").read_text(errors="replace")
+        return set(SUBMITTED.findall(text)) - set(ABORTED.findall(text))
 
     def _start_server(self, database: str) -> Process:
         env = self.env(PREFECT_HOME=str(self.root / "server-home"), PREFECT_API_DATABASE_CONNECTION_URL=database,
                        PREFECT_UI_API_URL=self.api_url, PREFECT_SERVER_API_HOST="127.0.0.1")
         env.pop("PREFECT_API_URL")
-        process = self._spawn("server", [self._prefect(), "server", "start", "--host", "127.0.0.1",
-                                         "--port", str(self.port)], env, cwd=self.root)
-        self._wait_for(self._healthy, "Prefect's server to answer", process)
-        return process
+        self.server = self._spawn("server", [self._prefect(), "server", "start", "--host", "127.0.0.1",
+                                             "--port", str(self.port)], env, cwd=self.root)
+        self._wait_for(self._healthy, "Prefect's server to answer", self.server)
+        return self.server
 
     def _healthy(self) -> bool:
         try:
@@ -227,12 +242,12 @@ class LocalFleet:
     def _spawn(self, name: str, command: list[str], env: dict[str, str], cwd: Path) -> Process:
         cwd.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        with log.open("w") as out:
+        with log.open("a") as out:  # a restarted worker's log goes on
             popen = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         process = Process(name, popen, log)
         if name != "server":
-            self.running.append(process)
+            self.running = [p for p in self.running if p.name != name] + [process]
         return process
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,9 @@ import yaml
 from conftest import kubectl
 from example_repo import ExampleRepo, git
 from plain_repo import configmap, deployment, gitops_yaml
+from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.flows.sync_cluster import slot_name
 from prefect_gitops.localcluster.fleet import LocalFleet
 
 pytestmark = pytest.mark.cluster
@@ -73,7 +77,8 @@ class Fleet:
         for c in clusters:
             files[f"web-{c}/settings.yaml"] = configmap("settings", greeting=greeting)
             web = yaml.safe_load(deployment("web"))
-            web["spec"]["minReadySeconds"] = ready_after_s
+            if ready_after_s:
+                web["spec"]["minReadySeconds"] = ready_after_s
             files[f"web-{c}/web.yaml"] = yaml.safe_dump(web)
         self.repo.commit(files, f"greeting {greeting}")
         return git("rev-parse", "HEAD", cwd=self.repo.work)
@@ -153,10 +158,12 @@ def test_a_tick_after_a_commit_runs_each_cluster_on_either_worker_and_an_idle_ti
     for name, kubeconfig in simulated.kubeconfigs.items():
         assert configmap_greeting(kubeconfig, simulated.namespace(name)) == "hello"
     # Both workers took runs: the fleet run and three cluster runs need both one's slots.
-    taken = {w: set(fleet.worker_runs(w)) for w in ("worker-1", "worker-2")}
+    taken = {w: fleet.worker_runs(w) for w in ("worker-1", "worker-2")}
     ours = {tick["id"], *(r["id"] for r in cluster_runs)}
     assert all(taken[w] & ours for w in taken), taken
     assert ours <= taken["worker-1"] | taken["worker-2"]
+    # Prefect's server keeps them in PostgreSQL.
+    assert fleet.postgres.sql(f"select count(*) from flow_run where id in ({', '.join(map(repr, ours))})") == "4"
 
     idle = simulated.tick()
     assert state(idle) == ("COMPLETED", "Completed"), idle["state"]
@@ -214,3 +221,58 @@ def test_two_runs_for_one_cluster_at_once_take_turns(fleet, simulated):
     first_end, second_start = (datetime.fromisoformat(app_runs[0]["end_time"]),
                                datetime.fromisoformat(app_runs[1]["start_time"]))
     assert second_start >= first_end, (app_runs[0]["end_time"], app_runs[1]["start_time"])
+
+
+def test_a_worker_killed_mid_sync_crashes_its_run_and_a_restarted_worker_converges(fleet, simulated):
+    """SIGKILL of the worker alone (its flow run's process lives on): Prefect's
+    process for the run sees its worker gone and ends the run Crashed, the app's
+    run with it; the slot and the Lease are let go; the next tick finishes the
+    sync on whichever worker takes it, the restarted one among them."""
+    cluster = f"c1-{simulated.suffix}"
+    kubeconfig = simulated.kubeconfigs[cluster]
+    sha = simulated.commit("hello", {cluster: kubeconfig}, ready_after_s=15)
+    run = simulated.run_deployment("gitops-sync-cluster/gitops-sync-cluster",
+                                   {"repo": simulated.repo.block_name, "revision": sha, "cluster": cluster}, wait=False)
+    wait_for_stage(simulated, run, "health")  # applied, waiting for the Deployment
+    [name] = [w for w in ("worker-1", "worker-2") if run["id"] in fleet.worker_runs(w)]
+    worker = fleet.worker(name)
+    children = subprocess.run(["pgrep", "-P", str(worker.popen.pid)], capture_output=True, text=True).stdout.split()
+    assert children  # the run's own process
+    worker.kill()
+
+    crashed = simulated.wait(run["id"])
+    assert state(crashed) == ("CRASHED", "Crashed"), crashed["state"]
+    assert [state(a) for a in simulated.children(run)] == [("CRASHED", "Crashed")]
+    assert wait_gone(children), children
+    slot = simulated.get(f"/v2/concurrency_limits/{slot_name(cluster)}")
+    assert slot["active_slots"] == 0, slot
+
+    fleet.start_worker(name)
+    tick = simulated.tick()
+    assert state(tick) == ("COMPLETED", "Completed"), tick["state"]
+    [again] = simulated.children(tick)
+    assert again["parameters"]["cluster"] == cluster and state(again) == ("COMPLETED", "Completed")
+    with KubeClient.from_kubeconfig(kubeconfig) as kube:
+        inventory = read_inventory(kube, f"web-{cluster}")
+    assert inventory.revision == inventory.last_healthy_revision == sha
+    assert {(m.kind, m.name) for m in inventory.members} == {("ConfigMap", "settings"), ("Deployment", "web")}
+
+
+def wait_for_stage(simulated: Fleet, run: dict, stage: str) -> None:
+    """Once the cluster run's app run is in `stage`."""
+    deadline = time.monotonic() + RUN_LIMIT_S
+    while time.monotonic() < deadline:
+        tasks = [t for app_run in simulated.children(run) for t in simulated.task_runs(app_run)]
+        if any(t["name"].startswith(stage) and t["state"]["type"] == "RUNNING" for t in tasks):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {stage} stage within {RUN_LIMIT_S} s")
+
+
+def wait_gone(pids: list[str], limit_s: float = 60) -> bool:
+    deadline = time.monotonic() + limit_s
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
