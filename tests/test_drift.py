@@ -65,6 +65,30 @@ def test_no_drift_right_after_a_sync_nor_from_server_defaults(repo, registered_c
                    "-o", "jsonpath={.spec.strategy.rollingUpdate.maxSurge}").stdout == "25%"
 
 
+def test_zero_values_written_in_git_that_the_server_leaves_out_are_not_drift(registered_clusters, tmp_path):
+    """`minReadySeconds: 0`, `paused: false`, `tty: false` are what the API server
+    stores and leaves out of what it returns (omitempty): the app is in sync, and
+    a scheduled tick finds nothing to do."""
+    import yaml
+
+    from plain_repo import deployment, gitops_yaml, make_plain_repo
+
+    namespace = f"zeros-{secrets.token_hex(3)}"
+    kubectl(registered_clusters["staging"].kubeconfig, "create", "namespace", namespace)
+    web = yaml.safe_load(deployment("web"))
+    web["spec"].update(minReadySeconds=0, paused=False)
+    web["spec"]["template"]["spec"]["containers"][0].update(tty=False, stdin=False)
+    app = {"name": namespace, "path": "web", "namespace": namespace, "clusters": ["staging"]}
+    zeros = make_plain_repo(tmp_path, "zeros", {"gitops.yaml": gitops_yaml(app), "web/web.yaml": yaml.safe_dump(web)})
+    try:
+        assert gitops_sync(repo=zeros.block_name).ok
+        [result] = gitops_drift(repo=zeros.block_name, heal=False).results
+        assert {o.action for o in result.objects} == {"unchanged"}, result.objects
+        assert gitops_sync(repo=zeros.block_name, if_changed=True).results == []
+    finally:
+        kubectl(registered_clusters["staging"].kubeconfig, "delete", "namespace", namespace, "--wait=false")
+
+
 def test_a_check_costs_one_list_per_kind_and_namespace_and_no_get_per_object(repo):
     from prefect_gitops.blocks import GitRepository, KubernetesCluster
     from prefect_gitops.engine.cluster.kube import KubeClient

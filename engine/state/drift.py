@@ -316,16 +316,21 @@ def _leaf(desired: Any, live: Any, trees: Trees, path: str) -> Iterator[FieldCha
 
 def _covers(desired: Any, live: Any) -> bool:
     """Whether live holds everything desired does: what the server added inside
-    (defaults) does not count, nor how it wrote a quantity."""
+    (defaults) does not count, nor how it wrote a quantity, nor a zero value
+    (0, false, "") that it stored and leaves out of what it returns (omitempty)."""
     if desired is None or desired == {} or desired == []:
         return live is ABSENT or live == desired or live is None
     if live is ABSENT:
-        return False
+        return _is_zero(desired)
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(_covers(v, live.get(k, ABSENT)) for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(map(_covers, desired, live))
     return desired == live or _same_quantity(desired, live)
+
+
+def _is_zero(value: Any) -> bool:
+    return value is False or value == "" or (type(value) in (int, float) and value == 0)
 
 
 _QUANTITY = re.compile(r"(?P<number>[+-]?(\d+\.?\d*|\.\d+))(?P<suffix>[eE][+-]?\d+|[KMGTPE]i?|[numkMGTPE])?")
