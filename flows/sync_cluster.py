@@ -22,7 +22,7 @@ from typing import Iterator
 from prefect import get_run_logger, runtime
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import State
 
 from prefect_gitops.blocks import GitRepository
@@ -107,9 +107,12 @@ def cluster_slot(cluster: str) -> Iterator[None]:
     name = slot_name(cluster)
     with get_client(sync_client=True) as client:
         try:
-            client.create_global_concurrency_limit(_limit(name))
-        except ObjectAlreadyExists:
-            pass
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(_limit(name))
+            except ObjectAlreadyExists:  # another run of this cluster made it meanwhile
+                pass
     get_run_logger().debug("waiting for the slot %s", name)
     with concurrency(name, occupy=1, lease_duration=SLOT_LEASE_S, strict=True):
         yield
