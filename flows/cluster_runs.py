@@ -16,16 +16,13 @@ from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed, State
 
 from prefect_gitops.engine.report import SyncFailed, SyncReport, SyncStatus, TargetResult
+from prefect_gitops.flows.sync_app import status_of_state
 from prefect_gitops.flows.sync_cluster import CLUSTER_DEPLOYMENT
 
 # How often the fleet run reads its cluster runs' states: one request for all of them.
 POLL_S = 2.0
 # A page of the API's flow run filter (it caps `limit` at 200).
 PAGE = 200
-
-_STATUS_OF_STATE = {"Completed": SyncStatus.SUCCEEDED, "Skipped": SyncStatus.SKIPPED,
-                    "Reverted": SyncStatus.REVERTED}
-
 
 @dataclass
 class ClusterRun:
@@ -92,7 +89,7 @@ def fleet_state(runs: list[ClusterRun], report: SyncReport) -> State:
 def _app_result(run: FlowRun) -> TargetResult:
     p, state = run.parameters, run.state
     message = (state.message or "").removeprefix(f"{p['app']}@{p['cluster']}: ")
-    result = TargetResult(p["app"], p["cluster"], _STATUS_OF_STATE.get(state.name, SyncStatus.FAILED), message,
+    result = TargetResult(p["app"], p["cluster"], status_of_state(state.name), message,
                           revision=p["revision"])
     result.seconds = run.total_run_time.total_seconds()
     return result

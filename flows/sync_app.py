@@ -121,12 +121,17 @@ def run_app(**parameters) -> TargetResult:
     # A run that crashed, or one Prefect did not run again: a retried flow run keeps
     # the nested runs that completed. Its state says what it was.
     crashed = isinstance(result, BaseException)
-    status = SyncStatus.FAILED if crashed else _STATUS_OF_STATE.get(state.name, SyncStatus.FAILED)
+    status = SyncStatus.FAILED if crashed else status_of_state(state.name)
     return TargetResult(parameters["app"], parameters["cluster"], status, state.message or str(result),
                         revision=parameters["revision"])
 
 
 _STATUS_OF_STATE = {"Completed": SyncStatus.SUCCEEDED, "Skipped": SyncStatus.SKIPPED, "Reverted": SyncStatus.REVERTED}
+
+
+def status_of_state(name: str) -> SyncStatus:
+    """What an app run's state, by its name, says happened to the app."""
+    return _STATUS_OF_STATE.get(name, SyncStatus.FAILED)
 
 
 def outcome_state(result: TargetResult) -> State:
