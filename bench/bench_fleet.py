@@ -711,18 +711,23 @@ def main() -> None:
     print(f"fleet mode: {args.clusters} simulated clusters over {args.servers} local cluster(s), one app each "
           f"({args.objects} ConfigMaps + a Deployment), workers {args.workers} (limit {args.worker_limit} each), "
           f"{', '.join(args.databases)}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
-    results = []
+    results, failed = [], []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, own_homes(Path(tmp)), \
             contextlib.ExitStack() as stack:
         servers = start_servers(args.servers, stack)
         for database in args.databases:
             for workers in args.workers:
                 work = Path(tmp) / f"{database}-{workers}"
-                results.append(measure_configuration(args, database, workers, servers, work))
+                try:
+                    results.append(measure_configuration(args, database, workers, servers, work))
+                except Exception as error:  # noqa: BLE001 - a configuration that fails is a finding too
+                    failed.append(f"{database}, {workers} worker(s): {str(error)[:300]}")
     print_table(results)
     print_details(results)
     print_targets(results)
     print_projection(results)
+    for line in failed:
+        print(f"failed: {line}")
 
 
 if __name__ == "__main__":
