@@ -66,7 +66,7 @@ def results(runs: list[ClusterRun], revision: str) -> list[TargetResult]:
     for cluster_run in runs:
         mine = [run for run in app_runs if run.parameters["cluster"] == cluster_run.cluster]
         found += [_app_result(run) for run in sorted(mine, key=lambda r: r.expected_start_time or r.created)]
-        if not mine and cluster_run.run.state.name != "Completed":
+        if not mine and not cluster_run.run.state.is_completed():
             state = cluster_run.run.state
             found.append(TargetResult("-", cluster_run.cluster, SyncStatus.FAILED,
                                       f"cluster run {state.name}: {state.message or ''}".strip(), revision=revision))

@@ -79,11 +79,12 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
                 return Completed(message=f"up to date: {fetched.sha[:12]} is applied and healthy everywhere, "
                                          "nothing drifted", data=SyncReport(fetched.sha))
         if per_cluster_runs if per_cluster_runs is not None else _from_a_work_pool():
-            runs = cluster_runs.wait(cluster_runs.start(repo, fetched.sha, _apps_by_cluster(targets), dry_run))
+            apps = {cluster: [t.app.name for t in members] for cluster, members in _by_cluster(targets).items()}
+            runs = cluster_runs.wait(cluster_runs.start(repo, fetched.sha, apps, dry_run))
             report = SyncReport(fetched.sha, cluster_runs.results(runs, fetched.sha))
             state = cluster_runs.fleet_state(runs, report)
         else:
-            report = SyncReport(fetched.sha, _run_targets(workspace, targets, dry_run))
+            report = SyncReport(fetched.sha, _run_clusters(workspace, targets, dry_run))
             state = final_state(report, dry_run)
     create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(), description=f"{verb} of {repo} at {fetched.sha[:12]}",
                              markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
@@ -91,19 +92,17 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
     return state
 
 
-def _apps_by_cluster(targets: list[Target]) -> dict[str, list[str]]:
-    by_cluster: dict[str, list[str]] = {}
-    for target in targets:
-        by_cluster.setdefault(target.cluster, []).append(target.app.name)
-    return by_cluster
-
-
-def _run_targets(workspace: Workspace, targets: list[Target], dry_run: bool) -> list[TargetResult]:
-    """Clusters concurrently (each thread sees this run's context), apps of a
-    cluster in order. Results in the targets' order."""
+def _by_cluster(targets: list[Target]) -> dict[str, list[Target]]:
     by_cluster: dict[str, list[Target]] = {}
     for target in targets:
         by_cluster.setdefault(target.cluster, []).append(target)
+    return by_cluster
+
+
+def _run_clusters(workspace: Workspace, targets: list[Target], dry_run: bool) -> list[TargetResult]:
+    """Clusters concurrently (each thread sees this run's context), apps of a
+    cluster in order. Results in the targets' order."""
+    by_cluster = _by_cluster(targets)
     with ThreadPoolExecutor(max_workers=max(1, len(by_cluster)), thread_name_prefix="cluster") as pool:
         futures = [pool.submit(contextvars.copy_context().run, sync_cluster_apps, workspace, members, dry_run)
                    for members in by_cluster.values()]

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from prefect import get_run_logger, runtime
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import State
@@ -110,15 +111,10 @@ def cluster_slot(cluster: str) -> Iterator[None]:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             try:
-                client.create_global_concurrency_limit(_limit(name))
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
             except ObjectAlreadyExists:  # another run of this cluster made it meanwhile
                 pass
     get_run_logger().debug("waiting for the slot %s", name)
     with concurrency(name, occupy=1, lease_duration=SLOT_LEASE_S, strict=True):
         yield
 
-
-def _limit(name: str):
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    return GlobalConcurrencyLimitCreate(name=name, limit=1)

@@ -9,23 +9,22 @@ the test says when)."""
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from conftest import kubectl
 from example_repo import ExampleRepo, git
 from plain_repo import configmap, deployment, gitops_yaml
+from test_recovery import api_get, api_post, wait_for_run
 from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.state.inventory import read_inventory
 from prefect_gitops.flows.sync_cluster import slot_name
-from prefect_gitops.localcluster.fleet import LocalFleet
+from prefect_gitops.localcluster.fleet import LocalFleet, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -93,13 +92,7 @@ class Fleet:
         return self.wait(run["id"]) if wait else run
 
     def wait(self, run_id: str) -> dict:
-        deadline = time.monotonic() + RUN_LIMIT_S
-        while time.monotonic() < deadline:
-            run = self.get(f"/flow_runs/{run_id}")
-            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                return run
-            time.sleep(1)
-        raise AssertionError(f"run {run_id} did not end within {RUN_LIMIT_S} s: {run['state']}")
+        return wait_for_run(self.api, run_id)
 
     def children(self, run: dict) -> list[dict]:
         return self.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
@@ -111,14 +104,10 @@ class Fleet:
         return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
 
     def get(self, path: str) -> dict:
-        response = httpx.get(f"{self.api}{path}", timeout=30)
-        assert response.is_success, f"GET {path}: {response.status_code} {response.text}"
-        return response.json()
+        return api_get(self.api, path)
 
     def post(self, path: str, body: dict) -> dict | list:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
-        assert response.is_success, f"POST {path}: {response.status_code} {response.text}"
-        return response.json()
+        return api_post(self.api, path, body)
 
 
 @pytest.fixture
@@ -176,11 +165,8 @@ def test_a_tick_after_a_commit_runs_each_cluster_on_either_worker_and_an_idle_ti
 def unreachable_kubeconfig(kubeconfig: Path, into: Path) -> Path:
     """A copy of kubeconfig whose server is a loopback port where nothing listens."""
     config = yaml.safe_load(kubeconfig.read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     for entry in config["clusters"]:
-        entry["cluster"]["server"] = f"https://127.0.0.1:{port}"
+        entry["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
     into.write_text(yaml.safe_dump(config))
     return into
 
