@@ -146,11 +146,14 @@ class SyncFailed(Exception):
 
 def summary_markdown(title: str, results: list[TargetResult]) -> str:
     """One table for a whole run: app x cluster, status, revision, objects changed,
-    health, duration, and why when it did not succeed."""
+    health, duration, and why when it did not succeed. An app whose objects are
+    not known here (a cluster run's app, read back from its run's state) shows
+    `-` as changed, not 0."""
     lines = [f"# {title}", "", "| app | cluster | status | revision | changed | health | time | message |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.app} | {r.cluster} | **{r.status.value}** | `{r.revision[:7] or '-'}` | {r.changed} | "
-              f"{table_cell(r.health or '-')} | {r.seconds:.1f} s | {table_cell(r.message)} |" for r in results]
+    lines += [f"| {r.app} | {r.cluster} | **{r.status.value}** | `{r.revision[:7] or '-'}` | "
+              f"{r.changed if r.objects else '-'} | {table_cell(r.health or '-')} | {r.seconds:.1f} s | "
+              f"{table_cell(r.message)} |" for r in results]
     return "\n".join(lines) + "\n"
 
 
