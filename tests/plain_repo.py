@@ -22,15 +22,20 @@ def make_plain_repo(root: Path, name_prefix: str, files: dict[str, str]) -> Exam
     """`files` committed to a bare repository under root, saved as a Git repository block."""
     from prefect_gitops.blocks import GitRepository
 
+    repo = empty_repo(root, f"{name_prefix}-{secrets.token_hex(3)}")
+    repo.commit(files, "the apps")
+    GitRepository(url=f"file://{repo.bare}", branch="main").save(repo.block_name, overwrite=True)
+    return repo
+
+
+def empty_repo(root: Path, block_name: str) -> ExampleRepo:
+    """A bare repository under root and a working copy pushing to it, nothing committed."""
     bare, work = root / "plain.git", root / "work"
     git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
     work.mkdir()
     git("init", "--quiet", "-b", "main", cwd=work)
     git("remote", "add", "origin", str(bare), cwd=work)
-    repo = ExampleRepo(bare, work, f"{name_prefix}-{secrets.token_hex(3)}")
-    repo.commit(files, "the apps")
-    GitRepository(url=f"file://{bare}", branch="main").save(repo.block_name, overwrite=True)
-    return repo
+    return ExampleRepo(bare, work, block_name)
 
 
 def remote_head(repo: ExampleRepo) -> str:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from conftest import kubectl
-from example_repo import ExampleRepo, git
-from plain_repo import configmap, deployment, gitops_yaml
+from example_repo import git
+from plain_repo import configmap, deployment, empty_repo, gitops_yaml
 from test_recovery import api_get, api_post, wait_for_run
 from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.state.inventory import read_inventory
@@ -51,13 +51,8 @@ class Fleet:
         for name, kubeconfig in self.kubeconfigs.items():
             self.gitops("cluster", "add", name, "--kubeconfig", str(kubeconfig))
             kubectl(kubeconfig, "create", "namespace", self.namespace(name))
-        bare, work = root / "fleet.git", root / "work"
-        git("init", "--quiet", "--bare", "-b", "main", str(bare), cwd=root)
-        work.mkdir()
-        git("init", "--quiet", "-b", "main", cwd=work)
-        git("remote", "add", "origin", str(bare), cwd=work)
-        self.repo = ExampleRepo(bare, work, f"fleet-{self.suffix}")
-        self.gitops("repo", "add", self.repo.block_name, "--url", f"file://{bare}")
+        self.repo = empty_repo(root, f"fleet-{self.suffix}")
+        self.gitops("repo", "add", self.repo.block_name, "--url", f"file://{self.repo.bare}")
 
     def gitops(self, *args: str) -> str:
         return self.fleet.run([str(Path(self.fleet._prefect()).parent / "gitops"), *args])
