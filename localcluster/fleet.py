@@ -110,18 +110,27 @@ class Process:
     log: Path
 
     def stop(self, timeout_s: float = 20) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_all([self], timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, as a machine that died: the process alone, not its children."""
         os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+def stop_all(processes: list[Process], timeout_s: float = 20) -> None:
+    """SIGTERM to each process group at once, then SIGKILL to those still up after
+    `timeout_s` in all."""
+    running = [p for p in processes if p.popen.poll() is None]
+    for process in running:
+        os.killpg(process.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in running:
+        try:
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
 
 
 @dataclass
@@ -171,8 +180,7 @@ class LocalFleet:
             self.start_worker(f"worker-{index + 1}")
 
     def down(self) -> None:
-        for process in reversed(self.running):
-            process.stop()
+        stop_all(self.running)  # together: a worker takes its time to shut down, each would add it
         self.running.clear()
         if self.server:
             self.server.stop()
