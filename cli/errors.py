@@ -35,7 +35,7 @@ _BLOCK_TYPES = {"gitops-git-repository": ("Git repository", "gitops repo add"),
 
 @dataclass
 class CommandError:
-    kind: str  # git | cluster | spec | block | prefect | rollback | internal
+    kind: str  # git | cluster | spec | block | prefect | rollback | window | internal
     message: str  # one line
     problems: list[dict] = field(default_factory=list)  # kind spec: each problem, as validate prints them
     lines: list[str] = field(default_factory=list)  # what stderr shows, when not the message alone
@@ -115,6 +115,7 @@ _EXPECTED = [
     ("prefect_gitops.engine.cluster.kube", "ApiError", "cluster"),
     ("prefect_gitops.engine.problems", "ProblemsFound", "spec"),
     ("prefect_gitops.engine.source.rollback", "RollbackError", "rollback"),
+    ("prefect_gitops.flows.window_gate", "SyncWindowClosed", "window"),
     ("prefect_gitops.cli.local_server", "LocalServerError", "prefect"),
     ("httpx", "ConnectError", "prefect"),
     ("prefect.exceptions", "PrefectHTTPStatusError", "prefect"),

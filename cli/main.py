@@ -23,6 +23,7 @@ from prefect_gitops.cli.rollback import rollback_command  # noqa: E402
 from prefect_gitops.cli.secret import secret_app, secret_key  # noqa: E402
 from prefect_gitops.cli.serve import serve_command  # noqa: E402
 from prefect_gitops.cli.server import server_app  # noqa: E402
+from prefect_gitops.cli.suspend import resume_command, suspend_command  # noqa: E402
 from prefect_gitops.cli.sync import diff_command, status_command, sync_command  # noqa: E402
 from prefect_gitops.cli.validate import validate_command  # noqa: E402
 
@@ -85,6 +86,8 @@ app.command("status")(with_prefect(status_command))
 app.command("drift")(with_prefect(drift_command))
 app.command("recover")(with_prefect(recover_command))
 app.command("rollback")(with_prefect(rollback_command))
+app.command("suspend")(with_prefect(suspend_command))
+app.command("resume")(with_prefect(resume_command))
 app.command("serve")(with_prefect(serve_command))
 
 

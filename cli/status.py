@@ -8,12 +8,15 @@ import contextlib
 from prefect_gitops.blocks import GitRepository
 from prefect_gitops.blocks.registry import load_clusters
 from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.health.cel_rules import CelHealthChecks
 from prefect_gitops.engine.health.rules import HealthStatus
 from prefect_gitops.engine.health.wait import refs_of, wait_for_health
 from prefect_gitops.engine.source.git import fetch
 from prefect_gitops.engine.spec.appspec import load_appspec
+from prefect_gitops.engine.spec.sync_windows import window_status
 from prefect_gitops.engine.spec.targets import select_targets
 from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.engine.state.suspend import suspension
 
 
 def app_statuses(repo: str) -> list[dict]:
@@ -28,7 +31,8 @@ def app_statuses(repo: str) -> list[dict]:
         for target in targets:
             kube = kubes[target.cluster]
             inventory = read_inventory(kube, target.app.name)
-            rows.append(_row(target, fetched.sha, inventory, _health(kube, inventory)))
+            rows.append(_row(target, fetched.sha, inventory, _health(kube, inventory, target.app)))
+            rows[-1]["syncWindow"] = window_status(spec, target.app, target.cluster)
     return rows
 
 
@@ -41,14 +45,16 @@ def _row(target, head: str, inventory, health: str) -> dict:
         "lastHealthyRevision": inventory.last_healthy_revision if inventory else None,
         "health": health,
         "lastRun": f"{last.time} {last.result}" if last else None,
+        "suspended": suspended.to_json() if (suspended := suspension(target.app, inventory)) else None,
     }
 
 
-def _health(kube: KubeClient, inventory) -> str:
-    """One look at every member: the worst status among them."""
+def _health(kube: KubeClient, inventory, app) -> str:
+    """One look at every member (by the app's CEL rules too): the worst status among them."""
     if inventory is None:
         return HealthStatus.NOT_FOUND.value
-    report = wait_for_health(kube, refs_of(inventory.members), timeout_s=0)
+    report = wait_for_health(kube, refs_of(inventory.members), timeout_s=0,
+                             custom=CelHealthChecks(app.health_checks_in_effect))
     if report.ok:
         return HealthStatus.CURRENT.value
     worst = report.failed or report.pending

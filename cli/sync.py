@@ -26,16 +26,17 @@ REVISION = typer.Option(None, "--revision", help="Branch, tag or SHA; the block'
 APPS = typer.Option([], "--app", help="Only this app (repeatable).")
 CLUSTERS = typer.Option([], "--cluster", help="Only this cluster (repeatable).")
 AS_JSON = typer.Option(False, "--json", help="Print one JSON document.")
+FORCE_WINDOW = typer.Option(False, "--force-window", help="Sync even where a sync window closes syncs now.")
 
 NO_CHANGES, CHANGES = 0, 1  # gitops diff's exit codes, and ERROR
 EMPTY = {"revision": None, "results": []}  # the --json document when nothing could run
 
 
 def sync_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
-                 cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
+                 cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON, force_window: bool = FORCE_WINDOW) -> None:
     """Apply a revision to every target cluster: diff, apply, prune, wait for health.
-    Exit code 0: every app succeeded, 1: an app failed, 2: nothing could run."""
-    report = _run(repo, revision, app, cluster, as_json, dry_run=False)
+    Exit code 0: every app succeeded, 1: an app failed, 2: nothing could run (a sync window refused it too)."""
+    report = _run(repo, revision, app, cluster, as_json, dry_run=False, force_window=force_window)
     print(report.to_json()) if as_json else _print_report(report)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -55,13 +56,13 @@ def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
 
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
-         dry_run: bool) -> SyncReport:
+         dry_run: bool, force_window: bool = False) -> SyncReport:
     """The run's report, from `gitops serve` when it serves the sync deployment
     (cli/served.py), else from a run in this process; when no app could run
     (gitops.yaml invalid, the fetch failed, a block missing), the error is
     printed and the command exits 2."""
     parameters = {"repo": repo, "apps": apps or None, "clusters": clusters or None, "revision": revision,
-                  "dry_run": dry_run, "if_changed": False}
+                  "dry_run": dry_run, "if_changed": False, "force_window": force_window}
     served = run_served("sync", parameters, as_json, EMPTY)
     if served is not None:
         return served[0]
@@ -90,11 +91,18 @@ def _print_report(report: SyncReport) -> None:
         for obj in result.objects:
             if obj.action != "unchanged" or obj.health not in ("", "Current"):
                 fate = f"[{obj.outcome}]" if obj.outcome not in ("", "done") else ""
-                detail = f"({obj.reason})" if obj.reason else ""
+                detail = f"({why})" if (why := _why(obj)) else ""
                 words = " ".join(w for w in (obj.ref, fate, obj.health, detail) if w)
                 out.print(escape(f"    {obj.action:<10} {words}"))
     out.print(f"revision {report.revision[:12]}: "
               f"{'all succeeded' if report.ok else str(len(report.failed())) + ' failed'}")
+
+
+def _why(obj) -> str:
+    """Why an object is as it is: its error or health reason; for one skipped
+    on purpose (create-only and present, kept from prune), the note its diff is."""
+    note = obj.action == "skipped" and not obj.diff.startswith(("-", "+"))
+    return obj.reason or (obj.diff if note else "")
 
 
 def _print_diff_summary(report: SyncReport, changed: int) -> None:
@@ -103,8 +111,8 @@ def _print_diff_summary(report: SyncReport, changed: int) -> None:
     for result in report.results:
         print_result(err, result)
         for obj in result.objects:
-            if obj.reason:
-                err.print(escape(f"    {obj.action:<10} {obj.ref}: {obj.reason}"))
+            if why := _why(obj):
+                err.print(escape(f"    {obj.action:<10} {obj.ref}: {why}"))
     failed = len(report.failed())
     err.print(f"revision {report.revision[:12]}: "
               + (f"{failed} failed" if failed else f"{changed} object(s) would change" if changed else "no changes"))
@@ -122,9 +130,19 @@ def status_command(repo: str = REPO, as_json: bool = AS_JSON) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        table = Table("app", "cluster", "revision", "in sync", "health", "last run")
+        table = Table("app", "cluster", "revision", "in sync", "health", "last run", "sync window", "suspended")
         for row in rows:
             table.add_row(row["app"], row["cluster"], (row["revision"] or "-")[:12],
-                          "yes" if row["inSync"] else "no", row["health"], row["lastRun"] or "-")
+                          "yes" if row["inSync"] else "no", row["health"], row["lastRun"] or "-",
+                          escape(row["syncWindow"]["summary"]), escape(_suspended_cell(row["suspended"])))
         print_table(table)
     raise typer.Exit(0 if all(r["inSync"] and r["health"] == "Current" for r in rows) else 1)
+
+
+def _suspended_cell(suspended: dict | None) -> str:
+    """`by alice@laptop since 2026-05-01T10:00:00+00:00 (incident 42)`, or `-`."""
+    if not suspended:
+        return "-"
+    from prefect_gitops.engine.state.suspend import Suspension
+
+    return Suspension(**suspended).describe().removeprefix("suspended ")

@@ -71,6 +71,7 @@ class TargetResult:
     seconds: float = 0.0
     health: str = ""  # a summary of the health stage, "" when it did not run
     held: bool = False  # skipped because the revision is held after a failed sync
+    suspended: bool = False  # skipped (a drift check: not healed) because the app is suspended
 
     def __post_init__(self) -> None:
         if not isinstance(self.objects, ObjectResults):

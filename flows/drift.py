@@ -35,6 +35,7 @@ from prefect.utilities.annotations import quote
 from prefect_gitops.blocks import GitRepository
 from prefect_gitops.blocks.decryption import render_options
 from prefect_gitops.blocks.registry import load_clusters
+from prefect_gitops.engine.changes.ignore import IgnoreDifferences
 from prefect_gitops.engine.cluster.kube import KubeClient, run_bounded
 from prefect_gitops.engine.objects import Manifest
 from prefect_gitops.engine.problems import ProblemsFound, Severity
@@ -42,10 +43,12 @@ from prefect_gitops.engine.spec.appspec import App
 from prefect_gitops.engine.state.drift import DesiredObject, Drift, DriftType, desired_objects, detect_drift
 from prefect_gitops.engine.state.hand_edits import drift_managers, take_over
 from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.engine.state.suspend import Suspension, suspension
 from prefect_gitops.engine.report import (DriftObjectResult, DriftTargetResult, ObjectResult, SyncReport, SyncStatus, error_line,
                            table_cell)
 from prefect_gitops.engine.secrets import scrub
 from prefect_gitops.engine.workspace import Workspace, opened
+from prefect_gitops.flows import window_gate
 from prefect_gitops.flows.flow import gitops_flow
 from prefect_gitops.flows.sync_app import run_app
 from prefect_gitops.tasks.fetch import fetch_revision
@@ -72,10 +75,11 @@ class DriftTarget:
     problem: str = ""  # why it cannot be checked
     desired: list[DesiredObject] = field(default_factory=list)
     drifts: list[Drift] = field(default_factory=list)
+    suspended: Suspension | None = None  # reported, never healed
 
     def heals(self, heal: bool | None) -> bool:
         wanted = self.app.sync_policy.self_heal if heal is None else heal
-        return wanted and any(d.healable for d in self.drifts)
+        return wanted and self.suspended is None and any(d.healable for d in self.drifts)
 
 
 @gitops_flow(name="gitops-drift", flow_run_name="drift {repo}")
@@ -108,7 +112,8 @@ def gitops_drift(repo: str, apps: list[str] | None = None, clusters: list[str] |
         by_cluster = run_bounded(lambda name: _check_cluster(workspace, [c for c in checks if c.cluster == name]),
                                  names)
         found = {(r.app, r.cluster): r for results in by_cluster for r in results}
-        healing = [c for c in checks if c.heals(heal)]
+        wanted = [c for c in checks if c.heals(heal)]
+        healing = window_gate.heals_now(workspace.spec, wanted, found, manual=heal is True)  # sync windows
         _heal(workspace, checks, healing)
     for check in healing:
         key = (check.app.name, check.cluster)
@@ -189,9 +194,15 @@ def _check(workspace: Workspace, check: DriftTarget) -> DriftTargetResult:
         return _result(check, SyncStatus.SKIPPED, "synced again during the check: checked next time")
     kube = workspace.kube_for(app, check.cluster)  # the live objects, as the app's ServiceAccount
     check.desired = desired_objects(kube, app.name, check.manifests, app.namespace)
-    check.drifts = detect_drift(kube, app.name, inventory, check.desired, drift_managers(app))
+    check.drifts = detect_drift(kube, app.name, inventory, check.desired, drift_managers(app),
+                                IgnoreDifferences.of(app))
     get_run_logger().info("%s on %s: %s", app.name, check.cluster, _summary(check.drifts) or "no drift")
-    return _drift_result(check, check.desired, check.drifts)
+    result = _drift_result(check, check.desired, check.drifts)
+    check.suspended = suspension(app, inventory)
+    if check.suspended:
+        result.suspended = True
+        result.message += f" ({check.suspended.describe()}: not healed)"
+    return result
 
 
 # ---- healing: the sync pipeline at the revision last synced ----------------------------

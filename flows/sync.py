@@ -36,7 +36,7 @@ from prefect_gitops.engine.problems import ProblemsFound, Severity
 from prefect_gitops.engine.report import SyncReport, TargetResult, summary_markdown
 from prefect_gitops.engine.spec.targets import Target
 from prefect_gitops.engine.workspace import Workspace, opened
-from prefect_gitops.flows import cluster_runs
+from prefect_gitops.flows import cluster_runs, window_gate
 from prefect_gitops.flows.flow import gitops_flow
 from prefect_gitops.flows.outcome import final_state, invalid
 from prefect_gitops.flows.sync_cluster import load_workspace, sync_cluster_apps
@@ -47,7 +47,7 @@ from prefect_gitops.tasks.fetch import fetch_revision
 @gitops_flow(name="gitops-sync", flow_run_name="sync {repo}")
 def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | None = None,
                 revision: str | None = None, dry_run: bool = False, if_changed: bool = False,
-                per_cluster_runs: bool | None = None) -> State:
+                per_cluster_runs: bool | None = None, force_window: bool = False) -> State:
     """Apply one revision of the repository to every cluster its apps target.
 
     Args:
@@ -59,6 +59,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
         if_changed: The scheduled sync: first check which apps changed or drifted, and stop if none did.
         per_cluster_runs: Run each cluster as a flow run of the gitops-sync-cluster deployment, which any
             worker of the pool takes; by default when this run itself came from a work pool.
+        force_window: Sync even where a sync window closes syncs (flows/window_gate.py).
     """
     source = GitRepository.load(repo).source()
     fetched = fetch_revision(repo, source, revision)
@@ -78,6 +79,9 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
             if not targets:
                 return Completed(message=f"up to date: {fetched.sha[:12]} is applied and healthy everywhere, "
                                          "nothing drifted", data=SyncReport(fetched.sha))
+        targets, waiting, stop = window_gate.gate_sync(workspace.spec, targets, fetched.sha, dry_run, force_window)
+        if stop is not None:
+            return stop
         if per_cluster_runs if per_cluster_runs is not None else _from_a_work_pool():
             apps = {cluster: [t.app.name for t in members] for cluster, members in _by_cluster(targets).items()}
             runs = cluster_runs.wait(cluster_runs.start(repo, fetched.sha, apps, dry_run))
@@ -86,6 +90,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
         else:
             report = SyncReport(fetched.sha, _run_clusters(workspace, targets, dry_run))
             state = final_state(report, dry_run)
+        report.results.extend(waiting)  # held by sync windows
     create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(), description=f"{verb} of {repo} at {fetched.sha[:12]}",
                              markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
                                                        report.results))

@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from prefect_gitops.engine.changes.changeset import Action, ChangeSet, ChangeSetError
+from prefect_gitops.engine.changes.hooks import Phase
 from prefect_gitops.engine.changes.prune import EmptyDesiredState
 from prefect_gitops.engine.cluster.kube import ClusterUnreachable
 from prefect_gitops.engine.health.wait import HealthReport
@@ -41,11 +42,13 @@ from prefect_gitops.engine.spec.appspec import RevertMode
 from prefect_gitops.engine.spec.targets import Target, provided_by_dependencies
 from prefect_gitops.engine.state.inventory import Inventory, read_inventory, write_intent
 from prefect_gitops.engine.state.lock import LeaseLost, app_lock, holder_identity
+from prefect_gitops.engine.state.suspend import suspension
 from prefect_gitops.engine.workspace import Workspace, current
 from prefect_gitops.flows.flow import gitops_flow
 from prefect_gitops.tasks.apply import apply_target
 from prefect_gitops.tasks.diff import diff_target
 from prefect_gitops.tasks.health import Unhealthy, health_target
+from prefect_gitops.tasks.hooks import sync_hooks
 from prefect_gitops.tasks.prune import prune_target
 from prefect_gitops.tasks.record import record_target
 from prefect_gitops.tasks.render import render_target
@@ -167,6 +170,10 @@ def _sync_locked(workspace: Workspace, target: Target, revision: str, dry_run: b
     kube, app = workspace.kube(target.cluster), target.app
     previous = read_inventory(kube, app.name)
     workspace.before[(app.name, target.cluster)] = previous
+    suspended = suspension(app, previous)
+    if suspended and not dry_run:  # a diff still shows what resuming would apply
+        get_run_logger().info("%s: %s; not synced", target.name, suspended.describe())
+        return _result(target, SyncStatus.SKIPPED, f"{suspended.describe()}; not synced", suspended=True)
     if heal and (previous is None or previous.revision != revision):
         return _result(target, SyncStatus.SKIPPED, "the app was synced to another revision meanwhile")
     if previous and revision in previous.held_revisions:
@@ -188,6 +195,9 @@ def _revert_locked(workspace: Workspace, target: Target, good: str, bad: str) ->
     """Back to `good`, pruning only what the bad sync added; `bad` is held
     whatever happens, so it is never applied (or reverted) twice."""
     after_bad = read_inventory(workspace.kube(target.cluster), target.app.name)
+    suspended = suspension(target.app, after_bad)
+    if suspended:  # suspended while the failed sync ran: left as it is for whoever did it
+        return _result(target, SyncStatus.FAILED, f"not reverted: {suspended.describe()}", suspended=True)
     try:
         return _pipeline(workspace, target, good, after_bad, dry_run=False,
                          undo=workspace.before.get((target.app.name, target.cluster)), hold=bad)
@@ -221,13 +231,24 @@ def _pipeline(workspace: Workspace, target: Target, revision: str, previous: Inv
     if not changeset.ok:
         return _result(target, SyncStatus.FAILED, "dry-run refused: " + changeset.error_text(), changeset)
     _limit_prunes(changeset, app.sync_policy.prune, undo)
+    hooks = sync_hooks(kube, app, cluster, target.manifests, changeset, previous, revision, reverting=bool(hold))
     if dry_run:
-        return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}", changeset)
-    health = _write(workspace, target, changeset, previous)
+        return _result(target, SyncStatus.SUCCEEDED, f"diff: {changeset.summary()}{hooks.planned()}", changeset)
+    if failed_hook := hooks.run(Phase.PRE_SYNC):  # nothing of the app written: nothing to revert
+        return _result(target, SyncStatus.FAILED, failed_hook + hooks.after_failure(), changeset)
+    try:
+        health = _write(workspace, target, changeset, previous)
+        if failed_hook := hooks.run(Phase.POST_SYNC):
+            raise _Wrote(_result(target, SyncStatus.FAILED, failed_hook, changeset, health), changeset,
+                             unhealthy=False)
+    except _Wrote as failure:  # SyncFail hooks run before the failure is recorded and maybe reverted
+        failure.result.message += hooks.after_failure()
+        raise
     if changeset.changed() or previous is None or previous.revision != revision or hold:
         record_target(workspace.kube(cluster), app, cluster, quote(changeset), quote(previous), revision,
                       "reverted" if hold else "healthy", healthy=True, hold=hold)
-    return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}", changeset, health)
+    return _result(target, SyncStatus.SUCCEEDED, f"{changeset.summary()}; {health.summary()}{hooks.ran()}",
+                   changeset, health)
 
 
 def _write(workspace: Workspace, target: Target, changeset: ChangeSet, previous: Inventory | None) -> HealthReport:
@@ -325,7 +346,7 @@ def _limit_prunes(changeset: ChangeSet, prune: bool, undo: Inventory | None) -> 
 
 
 def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeSet | None = None,
-            health: HealthReport | None = None, held: bool = False) -> TargetResult:
+            health: HealthReport | None = None, held: bool = False, suspended: bool = False) -> TargetResult:
     healths = {str(r.ref): r.health for r in (health.results if health else [])}
     objects = []
     for change in changeset or []:
@@ -338,7 +359,7 @@ def _result(target: Target, status: SyncStatus, message: str, changeset: ChangeS
             outcome=change.outcome,
         ))
     return TargetResult(target.app.name, target.cluster, status, message, objects,
-                        health=health.summary() if health else "", held=held)
+                        health=health.summary() if health else "", held=held, suspended=suspended)
 
 
 def _describe(error: BaseException, target: Target) -> str:

@@ -96,7 +96,8 @@ def sync_cluster_apps(workspace: Workspace, targets: list[Target], dry_run: bool
     for target in targets:
         needs = dependencies(workspace.spec, target.app)
         blocked = sorted(app for (app, cluster), result in workspace.results.items()
-                         if cluster == target.cluster and app in needs and result.status is not SyncStatus.SUCCEEDED)
+                         if cluster == target.cluster and app in needs and result.status is not SyncStatus.SUCCEEDED
+                         and not result.suspended)  # a suspended dependency stays as it is: no reason to wait
         workspace.results[(target.app.name, target.cluster)] = run_app(
             repo=workspace.repo_name, app=target.app.name, cluster=target.cluster, revision=workspace.revision,
             dry_run=dry_run, blocked_by=blocked or None)

@@ -1,7 +1,8 @@
 """The check stage of a scheduled sync: which apps need a sync at all. An app
 whose inventory already holds this revision as applied and healthy, and whose
 live objects have not drifted from it, is up to date; so is one whose revision
-is held after a failed sync (that was reported when it failed). The rendered
+is held after a failed sync (that was reported when it failed), and one that is
+suspended (`gitops suspend`, or `suspend: true`). The rendered
 manifests come from the render cache: an idle tick renders nothing. The apps and
 clusters are checked CHECK_WORKERS at a time: a fleet's idle tick takes about as
 long as its slowest check, not the sum of them. A cluster that cannot be read
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+from prefect_gitops.engine.changes.ignore import IgnoreDifferences
 from prefect_gitops.engine.cluster.kube import ApiError, ClusterUnreachable, run_bounded
 from prefect_gitops.engine.problems import ProblemsFound
 from prefect_gitops.engine.spec.targets import Target
 from prefect_gitops.engine.state.drift import desired_objects, detect_drift
 from prefect_gitops.engine.state.hand_edits import drift_managers
 from prefect_gitops.engine.state.inventory import read_inventory
+from prefect_gitops.engine.state.suspend import suspension
 from prefect_gitops.engine.workspace import Workspace
 from prefect_gitops.tasks.options import STAGE
 from prefect_gitops.tasks.retry import TRANSIENT_RETRIES
@@ -47,6 +50,8 @@ def _up_to_date(workspace: Workspace, target: Target) -> bool:
 def _checked(workspace: Workspace, target: Target) -> bool:
     kube, app, revision = workspace.kube(target.cluster), target.app, workspace.revision
     inventory = read_inventory(kube, app.name)
+    if suspension(app, inventory):  # its sync would only say so, every tick (drift still reports it)
+        return True
     if inventory is None:
         return False
     if revision in inventory.held_revisions:
@@ -61,5 +66,5 @@ def _checked(workspace: Workspace, target: Target) -> bool:
     desired = desired_objects(kube, app.name, target.manifests, app.namespace)
     # Hand edits only with selfHeal: without it a sync leaves them (drift reports them).
     hand_managers = drift_managers(app) if app.sync_policy.self_heal else ()
-    return not detect_drift(kube, app.name, inventory, desired, hand_managers)
+    return not detect_drift(kube, app.name, inventory, desired, hand_managers, IgnoreDifferences.of(app))
 

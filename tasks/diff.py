@@ -9,6 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from prefect_gitops.engine.changes.changeset import ChangeSet
 from prefect_gitops.engine.changes.diff import diff_markdown, plan_changes
+from prefect_gitops.engine.changes.ignore import IgnoreDifferences
+from prefect_gitops.engine.changes.hooks import hooks_markdown
 from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.objects import Manifest
 from prefect_gitops.engine.spec.appspec import App
@@ -23,13 +25,13 @@ def diff_target(kube: KubeClient, app: App, cluster: str, revision: str, manifes
                 previous: Inventory | None, provided: list[Manifest] = ()) -> ChangeSet:
     """The plan; objects the server refuses carry their error (the caller decides)."""
     changeset = plan_changes(kube, app.name, manifests, previous, default_namespace=app.namespace,
-                             provided=provided)
+                             provided=provided, ignore=IgnoreDifferences.of(app))
     if app.sync_policy.self_heal:  # hand edits go too (engine/state/hand_edits.py)
         plan_removals(changeset, drift_managers(app))
     get_run_logger().info("%s@%s: plan: %s", app.name, cluster, changeset.summary())
     if changeset.changed() or changeset.errors():
         create_markdown_artifact(key=artifact_key("diff", app.name, cluster),
-                                 markdown=diff_markdown(app, cluster, changeset),
+                                 markdown=diff_markdown(app, cluster, changeset) + hooks_markdown(manifests),
                                  description=f"diff of {app.name}@{cluster} at {revision[:12]}: "
                                              f"{changeset.summary()}")
     return changeset

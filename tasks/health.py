@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 
 from prefect_gitops.engine.changes.changeset import Action, ChangeSet
 from prefect_gitops.engine.cluster.kube import KubeClient
+from prefect_gitops.engine.health.cel_rules import CelHealthChecks
 from prefect_gitops.engine.health.wait import HealthReport, ObjectHealth, current_as_seen, refs_of, wait_for_health
 from prefect_gitops.engine.spec.appspec import App
 from prefect_gitops.tasks.options import STAGE
@@ -36,11 +37,14 @@ def health_target(kube: KubeClient, app: App, cluster: str, changeset: ChangeSet
 
     # What was Current a moment ago is not read again: an unchanged object as the
     # diff read it, an applied one in the apply's answer (a ConfigMap, a Service).
+    # The apply judged its answer without the app's CEL rules: their kinds are read again.
+    checks = CelHealthChecks(app.health_checks_in_effect)
     unchanged = [c for c in changeset.desired() if c.action is Action.UNCHANGED and c.dry_run_result]
-    seen = current_as_seen(dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged))))
-    seen |= set(refs_of(c for c in changeset.desired() if c.current_when_applied))
+    seen = current_as_seen(dict(zip(refs_of(unchanged), (c.dry_run_result for c in unchanged))), checks)
+    seen |= set(refs_of(c for c in changeset.desired()
+                        if c.current_when_applied and not checks.covers(c.api_version, c.kind)))
     report = wait_for_health(kube, refs_of(changeset.desired()), app.sync_policy.health_timeout_seconds,
-                             on_progress=progress, seen_current=seen)
+                             on_progress=progress, seen_current=seen, custom=checks)
     if not report.ok:
         raise Unhealthy(app.name, cluster, report)
     logger.info("%s@%s: health: %s", app.name, cluster, report.summary())

@@ -178,7 +178,7 @@ def test_cli_exit_codes_and_json(repo, staging):
     document = json.loads(found.stdout)
     assert len(document["revision"]) == 40
     [web] = document["results"]
-    assert set(web) == {"app", "cluster", "status", "message", "objects", "requests", "revision"}
+    assert set(web) == {"app", "cluster", "status", "message", "objects", "requests", "revision", "suspended"}
     deployment = next(o for o in web["objects"] if o["kind"] == "Deployment")
     assert deployment["changes"] == ["spec.replicas: 1 -> 4"]
     shown = gitops_drift_cli()

@@ -19,7 +19,7 @@ def test_the_json_is_every_field_with_the_objects_as_a_list_and_reads_back():
     result = a_result(2)
     data = result.to_json()
     assert list(data) == ["app", "cluster", "status", "message", "objects", "requests", "revision", "seconds",
-                          "health", "held"]
+                          "health", "held", "suspended"]
     assert data["status"] == "succeeded" and data["objects"] == [asdict(o) for o in result.objects]
     text = SyncReport("abc", [result]).to_json()
     again = report_from_json(json.loads(text))

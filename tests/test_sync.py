@@ -145,7 +145,7 @@ def test_cli_sync_diff_and_status_speak_json(example_repo, clean_clusters, prefe
     assert len(document["revision"]) == 40
     first = document["results"][0]
     assert set(first) == {"app", "cluster", "status", "message", "objects", "requests", "revision", "seconds",
-                          "health", "held"}
+                          "health", "held", "suspended"}
     assert set(first["requests"]) == {"GET", "LIST", "WATCH", "POST", "PATCH", "PUT", "DELETE"}
     assert set(first["objects"][0]) == {"apiVersion", "kind", "namespace", "name", "source", "action", "health",
                                         "reason", "diff", "outcome"}

@@ -22,6 +22,9 @@ from deepdiff import DeepDiff
 from prefect_gitops.engine.changes.changeset import (RECREATE_ANNOTATION, Action, ChangeSet, ObjectChange,
                                                      annotations_of, labels_of)
 from prefect_gitops.engine.changes.fieldsets import BUILTIN_DEFAULTED_KEYS, BUILTIN_GROUPS, reapply_changes_nothing
+from prefect_gitops.engine.changes.hooks import app_objects
+from prefect_gitops.engine.changes.ignore import IgnoreDifferences, IgnoredFields
+from prefect_gitops.engine.changes.sync_options import leave_if_present, mark_replaced, replaced
 from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind, dry_run_object
 from prefect_gitops.engine.cluster.scope import crds_by_kind
 from prefect_gitops.engine.objects import Manifest, ObjectKey
@@ -110,7 +113,7 @@ def desired_body(manifest: Manifest, app_name: str, namespace: str) -> dict:
 
 def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inventory: Inventory | None, *,
                  default_namespace: str = "default", allow_recreate: bool = False,
-                 provided: list[Manifest] = ()) -> ChangeSet:
+                 provided: list[Manifest] = (), ignore: IgnoreDifferences | None = None) -> ChangeSet:
     """The plan of a sync, writing nothing. One LIST of namespaces (when the sync
     creates some) and one LIST per kind and namespace of the desired objects; then
     each object not provably unchanged from that LIST costs one dry-run PATCH, plus
@@ -118,8 +121,9 @@ def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inv
     Objects in a namespace this sync creates cost nothing (they are deferred), nor
     do objects to prune. `provided`: objects of the apps this one depends on,
     applied before it, whose CRDs and Namespaces may not exist yet (a dry run of
-    the whole repository)."""
-    manifests = [m for m in manifests if isinstance(m.obj, dict)]  # validation reports the others
+    the whole repository). `ignore`: the app's ignoreDifferences."""
+    # Hooks run apart (tasks/hooks.py); validation reports what is not an object.
+    manifests = [m for m in app_objects(manifests) if isinstance(m.obj, dict)]
     available = [*manifests, *(m for m in provided if isinstance(m.obj, dict))]
     crds = crds_by_kind(available)
     namespaces = {m.name for m in available if (m.group, m.kind) == ("", "Namespace")}
@@ -127,8 +131,11 @@ def plan_changes(kube: KubeClient, app_name: str, manifests: list[Manifest], inv
     _defer_in_new_namespaces(kube, desired, namespaces)
     todo = [c for c in desired if not (c.error or c.deferred)]
     listed = _list_live(kube, app_name, todo)
+    todo = [c for c in todo if not leave_if_present(kube, c, listed.get(c.key))]  # create-only, exists
+    if ignore:  # ignored fields keep their live values (respectIgnoreDifferences)
+        ignore.keep_live_values(kube, todo, listed)
     todo = [c for c in todo if not _unchanged_as_listed(c, listed.get(c.key), app_name)]
-    kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate, listed.get(c.key)), todo)
+    kube.map(lambda c: plan_object(kube, c, namespaces, allow_recreate, listed.get(c.key), ignore), todo)
     keys = {c.key for c in desired}
     pruned = [ObjectChange(m.api_version, m.kind, m.namespace, m.name, source=None, action=Action.PRUNED,
                            diff="- (no longer in the desired state: to be deleted)")
@@ -221,11 +228,13 @@ def _unchanged_as_listed(change: ObjectChange, live: dict | None, app_name: str)
 
 
 def recreate_allowed(change: ObjectChange, allow_recreate: bool) -> bool:
-    return allow_recreate or str(annotations_of(change.desired).get(RECREATE_ANNOTATION, "")).lower() == "true"
+    return (allow_recreate or str(annotations_of(change.desired).get(RECREATE_ANNOTATION, "")).lower() == "true"
+            or replaced(change.desired))
 
 
 def plan_object(kube: KubeClient, change: ObjectChange, namespaces: set[str] = frozenset(),
-                allow_recreate: bool = False, listed: dict | None = None) -> None:
+                allow_recreate: bool = False, listed: dict | None = None,
+                ignore: IgnoreDifferences | None = None) -> None:
     """Decide one desired object's action from a dry-run apply and the live object.
     `namespaces` are those applied earlier in the same sync: an object in one of
     them that does not exist yet is deferred rather than an error. `listed`: the
@@ -254,7 +263,20 @@ def plan_object(kube: KubeClient, change: ObjectChange, namespaces: set[str] = f
     change.dry_run_result = masker.mask(result)
     # Most often equal: then there is nothing for DeepDiff to find.
     change.diff = "" if before == after else field_diff(masker.mask(before), masker.mask(after))
+    if ignore and change.diff:
+        change.diff = _without_ignored(change.diff, before, after, masker, ignore.for_object(change.desired, live))
     change.action = Action.CONFIGURED if change.diff else Action.UNCHANGED
+    mark_replaced(change)
+
+
+def _without_ignored(diff: str, before: dict, after: dict, masker: SecretMasker,
+                     ignored: IgnoredFields | None) -> str:
+    """The diff without the fields of ignoreDifferences. When something else changes
+    and the apply overwrites them (respectIgnoreDifferences false), they are shown, marked."""
+    if ignored is None:
+        return diff
+    shown = field_diff(masker.mask(ignored.strip(before)), masker.mask(ignored.strip(after)))
+    return ignored.mark_overwritten(diff, shown) if shown and not ignored.respect else shown
 
 
 def _dry_run_and_live(kube: KubeClient, change: ObjectChange, listed: dict | None = None,

@@ -110,10 +110,12 @@ def _parse_time(value: Any) -> datetime | None:
 # -- compute_health ------------------------------------------------------------------
 
 
-def compute_health(obj: dict | None, now: datetime | None = None) -> Health:
+def compute_health(obj: dict | None, now: datetime | None = None,
+                   custom: Callable[[dict], Health | None] | None = None) -> Health:
     """The health of one object as the API server returned it (a dict), or NotFound
     for None. Pure: `now` (UTC, default: the clock) only matters for the Pod rule's
-    scheduling grace period."""
+    scheduling grace period. `custom`: the app's CEL rules (engine/health/cel_rules.py),
+    None for a kind they do not cover."""
     if obj is None:
         return Health(HealthStatus.NOT_FOUND, "NotFound", "the object does not exist")
     now = now or datetime.now(timezone.utc)
@@ -129,6 +131,9 @@ def compute_health(obj: dict | None, now: datetime | None = None) -> Health:
     if generation is not None and observed is not None and observed != generation:
         return _in_progress("LatestGenerationNotObserved",
                             f"generation {generation} not observed yet (observed: {observed})")
+    # As Flux: a kind's CEL rule replaces everything below (conditions, kind rules).
+    if custom is not None and (judged := custom(obj)) is not None:
+        return judged
     conditions = _conditions(obj)
     # kstatus's "abnormal-true" conditions, for controllers that follow its convention.
     if _is_true(conditions, "Reconciling"):

@@ -99,6 +99,7 @@ def wait_for_health(
     on_progress: Callable[[list[ObjectHealth], int, float], None] | None = None,
     seen_current: Collection[ObjectRef] = (),
     progress_every_s: float = 1.0,
+    custom: Callable[[dict], Health | None] | None = None,
 ) -> HealthReport:
     """Follow the objects named by `refs` ((api_version, kind, namespace, name))
     until all are Current, one is Failed, or `timeout_s` has passed; with
@@ -107,7 +108,8 @@ def wait_for_health(
     of, elapsed_s)` (what is not Current yet, by ref, of how many) is called at
     most every `progress_every_s` while the wait goes on.
     `seen_current`: objects the caller saw Current moments ago (in the apply's
-    answer, or the diff's of an unchanged one: current_as_seen()); not read again. Raises what a follower
+    answer, or the diff's of an unchanged one: current_as_seen()); not read again.
+    `custom`: the app's CEL rules (engine/health/cel_rules.py). Raises what a follower
     gave up on (engine/cluster/watch.py): a cluster out of reach for longer than an
     API server restart, or one that stopped answering."""
     refs = [ObjectRef(*r) for r in refs]
@@ -118,7 +120,7 @@ def wait_for_health(
         results = [ObjectHealth(ref, SEEN_CURRENT) if ref in current else watch.healths[ref] for ref in refs]
         return HealthReport(results, timed_out, time.monotonic() - start, timeout_s, time.process_time() - cpu_start)
 
-    with _Watch(kube, [ref for ref in refs if ref not in current], follow=timeout_s > 0) as watch:
+    with _Watch(kube, [ref for ref in refs if ref not in current], follow=timeout_s > 0, custom=custom) as watch:
         watch.first_look()
         reported = 0.0
         while not watch.failed and watch.pending:
@@ -133,10 +135,11 @@ def wait_for_health(
         return report()
 
 
-def current_as_seen(seen: Mapping[ObjectRef, dict]) -> set[ObjectRef]:
+def current_as_seen(seen: Mapping[ObjectRef, dict],
+                    custom: Callable[[dict], Health | None] | None = None) -> set[ObjectRef]:
     """The refs of the objects that were Current as the caller read them."""
     now = datetime.now(timezone.utc)
-    return {ref for ref, obj in seen.items() if compute_health(obj, now).status is HealthStatus.CURRENT}
+    return {ref for ref, obj in seen.items() if compute_health(obj, now, custom).status is HealthStatus.CURRENT}
 
 
 class _Watch:
@@ -146,8 +149,9 @@ class _Watch:
     Deployment, one of its ReplicaSets (the newest says which pods are current).
     Followers tell of changes from their threads; judge() judges what changed."""
 
-    def __init__(self, kube: KubeClient, refs: list[ObjectRef], follow: bool):
-        self.kube, self.follow = kube, follow
+    def __init__(self, kube: KubeClient, refs: list[ObjectRef], follow: bool,
+                 custom: Callable[[dict], Health | None] | None = None):
+        self.kube, self.follow, self.custom = kube, follow, custom
         self.scopes = {ref: _scope_of(kube, ref) for ref in refs}
         self.refs_of: dict[Scope, list[ObjectRef]] = {}
         for ref, scope in self.scopes.items():
@@ -214,7 +218,7 @@ class _Watch:
         if follower.refusal is not None:
             return _refused(follower.refusal)
         obj = follower.get(ref.name)
-        health = compute_health(obj, now)
+        health = compute_health(obj, now, self.custom)
         namespace = self.scopes[ref].namespace
         if not _may_have_failing_pods(obj, health, ref.api_version):
             self.suspects.get(namespace, {}).pop(ref, None)

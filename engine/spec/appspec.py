@@ -30,7 +30,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from prefect_gitops.engine.objects import Source
 from prefect_gitops.engine.problems import Problem, ProblemsFound, Severity
 from prefect_gitops.engine.source.manifests import Document, parse_documents, read_text
+from prefect_gitops.engine.spec.health_checks import HealthCheck, HealthChecks, in_effect
+from prefect_gitops.engine.spec.ignore_rules import IgnoreRule
 from prefect_gitops.engine.spec.policy_settings import PolicySettings
+from prefect_gitops.engine.spec.sync_windows import AppSyncWindow, SyncWindow
 
 APPSPEC_FILE = "gitops.yaml"
 CLUSTER_PLACEHOLDER = "{cluster}"
@@ -151,6 +154,9 @@ class SyncPolicy(_Model):
     allow_empty: bool = False
     auto_revert: AutoRevert = Field(default_factory=AutoRevert)
     health_timeout_seconds: int = Field(300, gt=0, le=24 * 3600)
+    # The apply leaves fields of ignoreDifferences as they are live (Argo CD's
+    # RespectIgnoreDifferences, there off by default); false: Git's values overwrite them.
+    respect_ignore_differences: bool = True
 
 
 class DecryptionProvider(str, Enum):
@@ -190,9 +196,21 @@ class App(_Model):
     # Kustomize bases and Helm charts fetched from the network at render time
     # (unpinned content): refused unless allowed (engine/source/remote_sources.py).
     allow_remote_resources: bool = False
+    # Fields of the app's objects that are not its to set: no diff, no drift, not
+    # healed (engine/spec/ignore_rules.py, engine/changes/ignore.py).
+    ignore_differences: list[IgnoreRule] = Field(default_factory=list)
+    # Not synced, healed or reverted anywhere; drift is still reported (engine/state/suspend.py).
+    suspend: bool = False
+    # When the app may be synced (engine/spec/sync_windows.py), with the repository's windows.
+    sync_windows: list[AppSyncWindow] = Field(default_factory=list)
+    # CEL health rules for custom resources (engine/spec/health_checks.py); they
+    # replace the repository's for the same kind.
+    health_checks: HealthChecks = Field(default_factory=list)
 
     # Where in gitops.yaml the app is written, for problems about it.
     _source: Source = PrivateAttr(default_factory=lambda: Source(APPSPEC_FILE))
+    # The top level's healthChecks, set by parse_appspec.
+    _repository_health_checks: list[HealthCheck] = PrivateAttr(default_factory=list)
 
     @property
     def source(self) -> Source:
@@ -201,6 +219,10 @@ class App(_Model):
     @property
     def ref(self) -> str:
         return f"app/{self.name}"
+
+    @property
+    def health_checks_in_effect(self) -> list[HealthCheck]:
+        return in_effect(self._repository_health_checks, self.health_checks)
 
     @field_validator("path")
     @classmethod
@@ -260,6 +282,8 @@ class App(_Model):
 
 class AppSpec(_Model):
     apps: list[App] = Field(default_factory=list)
+    sync_windows: list[SyncWindow] = Field(default_factory=list)  # for the apps and clusters they name
+    health_checks: HealthChecks = Field(default_factory=list)  # for every app
 
     def app(self, name: str) -> App:
         for app in self.apps:
@@ -324,8 +348,9 @@ def parse_appspec(text: str, path: str = APPSPEC_FILE) -> AppSpec:
                                      f"{path} must hold one mapping with an `apps` list")])
     document = documents[0]
     document.value = _as_written(document.value, document.node)
+    top = AppSpec()
     try:  # everything but the apps: unknown top-level fields, `apps` not a list
-        AppSpec.model_validate({**document.value, "apps": []})
+        top = AppSpec.model_validate({**document.value, "apps": []})
     except ValidationError as error:
         problems.extend(_validation_problems(error, document, path))
     raw_apps = document.value.get("apps")
@@ -341,12 +366,13 @@ def parse_appspec(text: str, path: str = APPSPEC_FILE) -> AppSpec:
             problems.extend(_validation_problems(error, document, path, ("apps", index)))
             continue
         app._source = Source(path, document.line_of(("apps", index)))
+        app._repository_health_checks = top.health_checks
         apps[index] = app
     problems.extend(_duplicate_problems(raw_apps, document, path))
     problems.extend(_relation_problems(apps, _raw_names(raw_apps), document, path))
     if problems:
         raise ProblemsFound(problems)
-    return AppSpec(apps=list(apps.values()))
+    return top.model_copy(update={"apps": list(apps.values())})  # with the top-level fields
 
 
 # Booleans to YAML 1.1 (and to Kubernetes), words to YAML 1.2. In gitops.yaml they
@@ -396,6 +422,20 @@ def _app_name(document: Document, index: int) -> str:
     return str(app.get("name") or f"#{index + 1}") if isinstance(app, dict) else f"#{index + 1}"
 
 
+# The rule of a problem under these fields of gitops.yaml, as written at the top level and
+# in an app (None: the field is an app's only); any other problem is appspec.invalid.
+_FIELD_RULES = {"syncWindows": ("repo.sync-window", "app.sync-window"),
+                "healthChecks": ("app.health-check", "app.health-check"),
+                "ignoreDifferences": (None, "app.ignore-differences")}
+
+
+def _rule_at(loc: tuple) -> str:
+    in_app = loc[:1] == ("apps",) and len(loc) > 2
+    field = loc[2] if in_app else loc[0] if loc else None
+    rules = _FIELD_RULES.get(to_camel(field) if isinstance(field, str) else None, (None, None))
+    return rules[in_app] or "appspec.invalid"
+
+
 def _validation_problems(error: ValidationError, document: Document, path: str,
                          prefix: tuple = ()) -> list[Problem]:
     problems = []
@@ -406,7 +446,8 @@ def _validation_problems(error: ValidationError, document: Document, path: str,
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         problems.append(Problem(Source(path, document.line_of(prefix + item["loc"])),
-                                f"app/{name}" if name else "", "appspec.invalid",
+                                f"app/{name}" if name else "",
+                                _rule_at(prefix + item["loc"]),
                                 f"{where + ': ' if where else ''}{message}"))
     return problems
 

@@ -25,6 +25,9 @@ from typing import Any, Collection, Iterator
 
 from prefect_gitops.engine.changes.diff import desired_body
 from prefect_gitops.engine.changes.fieldsets import ABSENT, applied_part, item_keys, merge_fields, value_name
+from prefect_gitops.engine.changes.hooks import app_objects
+from prefect_gitops.engine.changes.ignore import IgnoreDifferences
+from prefect_gitops.engine.changes.sync_options import create_only
 from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, KubeClient, UnknownKind
 from prefect_gitops.engine.objects import Identified, Manifest, ObjectKey, Source, group_of, json_path
 from prefect_gitops.engine.secrets import SecretMasker, is_secret
@@ -106,7 +109,7 @@ def desired_objects(kube: KubeClient, app: str, manifests: list[Manifest],
     """The bodies sync applies for these manifests: in their namespace, with our
     ownership labels. A kind the cluster does not serve is taken as namespaced."""
     objects = []
-    for m in manifests:
+    for m in app_objects(manifests):  # hooks are not the app's objects: never drift
         if not (isinstance(m.obj, dict) and m.api_version and m.kind and m.name):
             continue  # validation reports these; sync never applied them
         try:
@@ -121,11 +124,12 @@ def desired_objects(kube: KubeClient, app: str, manifests: list[Manifest],
 # ---- detection --------------------------------------------------------------------------
 
 def detect_drift(kube: KubeClient, app: str, inventory: Inventory, desired: list[DesiredObject],
-                 hand_managers: Collection[str] = ()) -> list[Drift]:
+                 hand_managers: Collection[str] = (), ignore: IgnoreDifferences | None = None) -> list[Drift]:
     """Every drifted object of one app: desired ones in the given order, then
-    unexpected ones. `hand_managers`: field managers whose fields Git lacks are drift."""
+    unexpected ones. `hand_managers`: field managers whose fields Git lacks are drift;
+    `ignore`: the app's ignoreDifferences, whose fields are not."""
     live = _live_objects(kube, app, _scopes(desired, inventory), desired)
-    drifts = [drift for d in desired if (drift := compare(d, live.get(d.key), hand_managers)) is not None]
+    drifts = [drift for d in desired if (drift := compare(d, live.get(d.key), hand_managers, ignore)) is not None]
     return drifts + _unexpected_objects(app, inventory, desired, live)
 
 
@@ -181,14 +185,20 @@ def _get(kube: KubeClient, d: DesiredObject) -> dict | None:
         return None
 
 
-def compare(desired: DesiredObject, live: dict | None, hand_managers: Collection[str] = ()) -> Drift | None:
+def compare(desired: DesiredObject, live: dict | None, hand_managers: Collection[str] = (),
+            ignore: IgnoreDifferences | None = None) -> Drift | None:
     """The drift of one desired object from its live version, None if there is none."""
     drift = Drift(desired.api_version, desired.kind, desired.namespace, desired.name, DriftType.MISSING,
                   source=desired.source)
     if live is None:
         return drift
-    drift.hand_edits = find_hand_edits(desired.body, live, hand_managers) if hand_managers else []
-    changes = field_changes(desired.body, live) + [
+    if create_only(desired.body):  # created once: from then on the live object is its owner's
+        return None
+    body = desired.body
+    if ignore:  # fields of ignoreDifferences are no drift (engine/changes/ignore.py)
+        body, live = ignore.strip_pair(body, live)
+    drift.hand_edits = find_hand_edits(body, live, hand_managers) if hand_managers else []
+    changes = field_changes(body, live) + [
         FieldChange(e.path, ABSENT, e.value, (e.manager,), hand_edit=True) for e in drift.hand_edits]
     if not changes:
         return None

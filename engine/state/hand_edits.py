@@ -84,15 +84,16 @@ def find_hand_edits(desired: dict, live: dict, managers: Collection[str]) -> lis
         want["data"] = {**(want.get("data") or {}), **string_data}
     kind = str(live.get("kind") or desired.get("kind") or "")
     edits = {}
-    for manager, tree in _hand_trees(live, managers).items():
+    for manager, tree in held_fields(live, managers).items():
         for path, value in _extra_fields(tree, want, shown, ""):
             if (kind, path) not in _SERVER_SET:
                 edits.setdefault(path, HandEdit(manager, path, value))
     return sorted(edits.values(), key=lambda e: e.path)
 
 
-def _hand_trees(live: dict, managers: Collection[str]) -> dict[str, dict]:
-    """fieldsV1 per listed manager (its entries merged), without status."""
+def held_fields(live: dict, managers: Collection[str]) -> dict[str, dict]:
+    """fieldsV1 per listed manager (its entries merged), without status (also for
+    ignore rules' managedFieldsManagers, engine/changes/ignore.py)."""
     trees: dict[str, dict] = {}
     for entry in _hand_entries(live, managers):
         merge_fields(trees.setdefault(str(entry["manager"]), {}), _without_status(entry.get("fieldsV1") or {}))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 
 from prefect_gitops.engine.changes.changeset import Action, ChangeSet, Fate
-from prefect_gitops.engine.cluster.kube import ApiError, KubeClient
+from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, ApiError, KubeClient
 from prefect_gitops.engine.objects import Identified
 
 if TYPE_CHECKING:
@@ -97,6 +97,9 @@ class Inventory:
     # Revisions an operator or auto-revert marked bad: never applied automatically.
     held_revisions: list[str] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    # The ConfigMap's annotations as read, other field managers' too (a suspension:
+    # engine/state/suspend.py); never written back from here.
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -164,6 +167,7 @@ class Inventory:
             held_revisions=[str(r) for r in _json_list(data.get("heldRevisions"))],
             history=[HistoryEntry(str(h.get("revision") or ""), str(h.get("time") or ""), str(h.get("result") or ""))
                      for h in _json_list(data.get("history")) if isinstance(h, dict)],
+            annotations=dict((configmap.get("metadata") or {}).get("annotations") or {}),
         )
 
 
@@ -188,15 +192,19 @@ def read_inventory(kube: KubeClient, app: "App | str") -> Inventory | None:
 def write_inventory(kube: KubeClient, inventory: Inventory) -> dict:
     """Server-side apply the inventory (1 request; 3 the first time in a cluster,
     when `gitops-system` has to be created)."""
-    body = inventory.to_configmap()
+    return apply_in_inventory_namespace(kube, inventory.to_configmap())
+
+
+def apply_in_inventory_namespace(kube: KubeClient, body: dict, field_manager: str = FIELD_MANAGER) -> dict:
+    """Server-side apply an object of `gitops-system`, creating the namespace the first time."""
     try:
-        return kube.apply(body)
+        return kube.apply(body, field_manager=field_manager)
     except ApiError as error:
         if error.missing_namespace() != INVENTORY_NAMESPACE:
             raise
     kube.apply({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": INVENTORY_NAMESPACE, "labels": {MANAGED_BY_LABEL: MANAGED_BY}}})
-    return kube.apply(body)
+    return kube.apply(body, field_manager=field_manager)
 
 
 def next_members(changeset: ChangeSet, previous: Inventory | None) -> list[Member]:

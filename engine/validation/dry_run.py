@@ -13,6 +13,7 @@ from prefect_gitops.engine.objects import Manifest
 from prefect_gitops.engine.problems import Problem
 from prefect_gitops.engine.secrets import scrub
 from prefect_gitops.engine.validation.context import WARNING, _problem
+from prefect_gitops.engine.validation.hooks import created_anew
 
 # At most this many dry-runs in flight at once (and never more than the KubeClient allows).
 DRY_RUN_WORKERS = 8
@@ -66,7 +67,8 @@ def _dry_run_one(kube: KubeClient, m: Manifest, default_namespace: str,
                              f"not dry-run: namespace {missing!r} does not exist until it is applied "
                              f"(from {namespaces[missing].source})", WARNING)]
         # The server may quote the values it refuses: never a Secret's.
-        return [replace(p, message=scrub(p.message, [m.obj])) for p in _refusal_problems(m, error)]
+        return [replace(p, message=scrub(p.message, [m.obj])) for p in _refusal_problems(m, error)
+                if not (p.rule == "dryrun.immutable-field" and created_anew(m))]
     return []
 
 

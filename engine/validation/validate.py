@@ -11,6 +11,7 @@ structure, schema, policy and dry_run, sharing engine.validation.context.
 
 from __future__ import annotations
 
+from prefect_gitops.engine.changes.sync_options import object_sync_options
 from prefect_gitops.engine.cluster.kube import FIELD_MANAGER, KubeClient
 from prefect_gitops.engine.cluster.scope import crds_by_kind
 from prefect_gitops.engine.objects import Manifest
@@ -18,6 +19,7 @@ from prefect_gitops.engine.problems import Problem
 from prefect_gitops.engine.spec.policy_settings import PolicySettings
 from prefect_gitops.engine.validation.context import ERROR, WARNING, Context, Rule
 from prefect_gitops.engine.validation.dry_run import DRY_RUN_WORKERS, dry_run
+from prefect_gitops.engine.validation.hooks import hook_namespaces, object_hook
 from prefect_gitops.engine.validation.json_values import _json_type
 from prefect_gitops.engine.validation.policy import (
     ImageRef,
@@ -52,7 +54,7 @@ __all__ = [
 
 OBJECT_RULES: list[Rule] = [
     structure_type_fields, structure_name, structure_namespace, structure_labels, structure_annotations,
-    schema_object,
+    schema_object, object_sync_options, object_hook,
     policy_namespace, policy_kind, policy_cluster_rbac, policy_privileged, policy_host_path,
     policy_host_namespaces, policy_image_tag, policy_image_registry, policy_resource_limits,
 ]
@@ -79,6 +81,7 @@ def validate(
         for rule in OBJECT_RULES:
             problems.extend(rule(manifest, ctx))
     problems.extend(structure_duplicates(manifests, ctx))
+    problems.extend(hook_namespaces(manifests, ctx))
     remember_valid()
     return problems
 
