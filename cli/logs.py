@@ -40,6 +40,9 @@ def apply(verbose: bool | None = None) -> None:
     console.set_verbose(verbose)
     if verbose:
         os.environ[CONSOLE_LEVEL] = "NOTSET"
+    # Prefect's log shipper writes "--- Error logging to API ---" to stderr when it cannot
+    # reach its API, unless this is off; quiet, the command says that in its own line.
+    logging.raiseExceptions = verbose
     wanted = _Verbose if verbose else _Quiet
     consoles = _console_handlers()
     for handler in [*consoles, logging.lastResort]:  # lastResort: before Prefect sets up logging
@@ -58,11 +61,13 @@ class _Quiet(logging.Filter):
 
     RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
     WORKERS = ("EventsWorker", "APILogWorker")
+    # Events that could not be sent, each dumped whole: an API that went away is the command's own line.
+    DELIVERY = ("prefect.events.clients", "prefect._internal.concurrency")
     # A request retried: whether it then failed is the command's own line.
     RETRY_NOTES = ("prefect_gitops.engine.cluster.kube",)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith(self.RUN_LOGGERS):
+        if record.name.startswith(self.RUN_LOGGERS) or record.name in self.DELIVERY:
             return False
         if record.name in self.WORKERS + self.RETRY_NOTES and record.levelno < logging.ERROR:
             return False
@@ -86,9 +91,11 @@ class _Verbose(logging.Filter):
 def _console_handlers() -> list[logging.Handler]:
     if "prefect.logging.handlers" not in sys.modules:
         return []  # nothing of Prefect's is set up yet: the environment decides
-    from prefect.logging.handlers import PrefectConsoleHandler
+    from prefect.logging.handlers import PrefectConsoleHandler, _SafeStreamHandler
 
-    return [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    internal = logging.getLogger("prefect._internal").handlers  # its own stderr handler: it does not propagate
+    return ([h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+            + [h for h in internal if isinstance(h, _SafeStreamHandler)])
 
 
 def wants_logs(args: list[str]) -> bool:

@@ -7,6 +7,9 @@ diff` does: 0 nothing would change, 1 something would, 2 error."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+from typing import NoReturn
 
 import typer
 from rich.markup import escape
@@ -15,7 +18,7 @@ from rich.table import Table
 from prefect_gitops.cli import logs
 from prefect_gitops.cli.console import err, is_verbose, out
 from prefect_gitops.cli.diffs import print_diffs
-from prefect_gitops.cli.errors import ERROR, fail
+from prefect_gitops.cli.errors import ERROR, describe, fail
 from prefect_gitops.cli.progress import stage_lines
 from prefect_gitops.cli.served import run_served
 from prefect_gitops.cli.tables import print_result, print_table
@@ -36,51 +39,72 @@ def sync_command(repo: str = REPO, revision: str | None = REVISION, app: list[st
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON, force_window: bool = FORCE_WINDOW) -> None:
     """Apply a revision to every target cluster: diff, apply, prune, wait for health.
     Exit code 0: every app succeeded, 1: an app failed, 2: nothing could run (a sync window refused it too)."""
-    report = _run(repo, revision, app, cluster, as_json, dry_run=False, force_window=force_window)
+    report, recorded = _run(repo, revision, app, cluster, as_json, dry_run=False, force_window=force_window)
     print(report.to_json()) if as_json else _print_report(report)
-    raise typer.Exit(0 if report.ok else 1)
+    _exit(0 if report.ok else 1, recorded)
 
 
 def diff_command(repo: str = REPO, revision: str | None = REVISION, app: list[str] = APPS,
                  cluster: list[str] = CLUSTERS, as_json: bool = AS_JSON) -> None:
     """Show what a sync would change (server-side dry-run), writing nothing.
     Exit code 0: no changes, 1: changes, 2: error."""
-    report = _run(repo, revision, app, cluster, as_json, dry_run=True)
+    report, recorded = _run(repo, revision, app, cluster, as_json, dry_run=True)
     if as_json:
         print(report.to_json())
         changed = sum(r.changed for r in report.results)
     else:
         changed = print_diffs(out, report)
         _print_diff_summary(report, changed)
-    raise typer.Exit(ERROR if not report.ok else CHANGES if changed else NO_CHANGES)
+    _exit(ERROR if not report.ok else CHANGES if changed else NO_CHANGES, recorded)
 
 
 def _run(repo: str, revision: str | None, apps: list[str], clusters: list[str], as_json: bool,
-         dry_run: bool, force_window: bool = False) -> SyncReport:
+         dry_run: bool, force_window: bool = False) -> tuple[SyncReport, bool]:
     """The run's report, from `gitops serve` when it serves the sync deployment
-    (cli/served.py), else from a run in this process; when no app could run
-    (gitops.yaml invalid, the fetch failed, a block missing), the error is
-    printed and the command exits 2."""
+    (cli/served.py), else from a run in this process; and whether Prefect recorded
+    it (flows/unrecorded.py). When no app could run (gitops.yaml invalid, the
+    fetch failed, a block missing), the error is printed and the command exits 2."""
     parameters = {"repo": repo, "apps": apps or None, "clusters": clusters or None, "revision": revision,
                   "dry_run": dry_run, "if_changed": False, "force_window": force_window}
     served = run_served("sync", parameters, as_json, EMPTY)
     if served is not None:
-        return served[0]
+        return served[0], True
+    outcomes = None
     try:
+        from prefect_gitops.flows import unrecorded
         from prefect_gitops.flows.sync import gitops_sync
         from prefect_gitops.flows.sync_app import without_heartbeat
 
         logs.apply()  # prefect is imported by now
-        with stage_lines(err, shown=not is_verbose()), without_heartbeat():
+        unrecorded.record_late()
+        with (stage_lines(err, shown=not is_verbose()), without_heartbeat(), unrecorded.collect() as outcomes,
+              unrecorded.brief_retries()):
             state = gitops_sync(**parameters, return_state=True)
         outcome = state.result(raise_on_failure=False)
     except Exception as failure:  # before the flow ran (the Prefect API unreachable) or a crash
-        fail(failure, as_json, EMPTY)
+        report = outcomes.report() if outcomes is not None and describe(failure).kind == "prefect" else None
+        if report is None:
+            fail(failure, as_json, EMPTY)
+        outcomes.keep()
+        err.print(escape(f"note: Prefect did not record this run: {describe(failure).message}; the runs' "
+                         "final states are kept and written by the next command that reaches it"))
+        return report, False
     report = outcome.report if isinstance(outcome, SyncFailed) else outcome
     if isinstance(report, SyncReport):
-        return report
+        return report, True
     fail(report if isinstance(report, BaseException) else RuntimeError(state.message or "sync failed"),
          as_json, EMPTY)
+
+
+def _exit(code: int, recorded: bool) -> NoReturn:
+    """Exit with `code`; when Prefect did not record the run, at once: the exit
+    handlers would first wait for Prefect's client to fail to deliver each log
+    line and event queued for its API, seconds each (cli/entry.py ends the others)."""
+    if not recorded:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def _print_report(report: SyncReport) -> None:

@@ -36,7 +36,7 @@ from prefect_gitops.engine.problems import ProblemsFound, Severity
 from prefect_gitops.engine.report import SyncReport, TargetResult, summary_markdown
 from prefect_gitops.engine.spec.targets import Target
 from prefect_gitops.engine.workspace import Workspace, opened
-from prefect_gitops.flows import cluster_runs, window_gate
+from prefect_gitops.flows import cluster_runs, unrecorded, window_gate
 from prefect_gitops.flows.flow import gitops_flow
 from prefect_gitops.flows.outcome import final_state, invalid
 from prefect_gitops.flows.sync_cluster import load_workspace, sync_cluster_apps
@@ -63,6 +63,7 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
     """
     source = GitRepository.load(repo).source()
     fetched = fetch_revision(repo, source, revision)
+    unrecorded.started(fetched.sha)
     verb = "diff" if dry_run else "sync"
     _rename_run(f"{verb} {repo}@{fetched.sha[:7]}")
     try:
@@ -91,9 +92,12 @@ def gitops_sync(repo: str, apps: list[str] | None = None, clusters: list[str] | 
             report = SyncReport(fetched.sha, _run_clusters(workspace, targets, dry_run))
             state = final_state(report, dry_run)
         report.results.extend(waiting)  # held by sync windows
-    create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(), description=f"{verb} of {repo} at {fetched.sha[:12]}",
-                             markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
-                                                       report.results))
+    unrecorded.noted(state)
+    if not unrecorded.api_lost():  # else it would only wait for its retries to fail
+        create_markdown_artifact(key=f"gitops-{verb}-{repo}".lower(),
+                                 description=f"{verb} of {repo} at {fetched.sha[:12]}",
+                                 markdown=summary_markdown(f"{verb.capitalize()} of `{repo}` at `{fetched.sha[:12]}`",
+                                                           report.results))
     return state
 
 

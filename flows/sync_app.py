@@ -44,6 +44,7 @@ from prefect_gitops.engine.state.inventory import Inventory, read_inventory, wri
 from prefect_gitops.engine.state.lock import LeaseLost, app_lock, holder_identity
 from prefect_gitops.engine.state.suspend import suspension
 from prefect_gitops.engine.workspace import Workspace, current
+from prefect_gitops.flows import unrecorded
 from prefect_gitops.flows.flow import gitops_flow
 from prefect_gitops.tasks.apply import apply_target
 from prefect_gitops.tasks.diff import diff_target
@@ -86,6 +87,7 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
     if workspace is None:
         raise RuntimeError("gitops-app-sync runs inside gitops-sync, which prepares its workspace")
     target = workspace.target(app, cluster)
+    unrecorded.started(revision)
     started = time.monotonic()
     kube = workspace.kube(cluster)
     before = kube.requests
@@ -94,7 +96,7 @@ def sync_app(repo: str, app: str, cluster: str, revision: str, dry_run: bool = F
     result.requests = {verb: kube.requests[verb] - before[verb] for verb in before}
     if not dry_run and not revert_of:
         _emit(result)
-    return outcome_state(result)
+    return unrecorded.noted(outcome_state(result), result)
 
 
 @contextlib.contextmanager
@@ -113,8 +115,15 @@ def without_heartbeat() -> Iterator[None]:
 
 def run_app(**parameters) -> TargetResult:
     """Run `sync_app` nested in the current flow run, without a heartbeat; its result."""
-    with without_heartbeat():
-        state = sync_app(**parameters, return_state=True)
+    try:
+        with without_heartbeat():
+            state = sync_app(**parameters, return_state=True)
+    except Exception:
+        # Prefect could not record the run's end (its API gone): the app's result stands.
+        result = unrecorded.result_of(parameters["app"], parameters["cluster"])
+        if result is None:
+            raise
+        return result
     try:
         result = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001 - no result kept: see below
