@@ -238,8 +238,25 @@ def _wait_established(kube: KubeClient, change: ObjectChange, timeout: float) ->
             change.fail("wait", f"names not accepted: {names.get('message') or names.get('reason')}")
             return
         if (conditions.get("Established") or {}).get("status") == "True":
+            _wait_served(kube, change, crd, deadline, timeout)
             return
         if time.monotonic() > deadline:
             change.fail("wait", f"not Established after {timeout:.0f}s")
+            return
+        time.sleep(POLL_S)
+
+
+def _wait_served(kube: KubeClient, change: ObjectChange, crd: dict, deadline: float, timeout: float) -> None:
+    """Until discovery lists the CRD's kind: the API server sets Established before
+    its group's discovery has it (4 syncs in 24 here), and its objects' dry-runs
+    would find the kind unknown."""
+    spec = crd.get("spec") or {}
+    version = next((v.get("name") for v in spec.get("versions") or [] if v.get("served")), None)
+    kind = (spec.get("names") or {}).get("kind")
+    if not (spec.get("group") and version and kind):
+        return  # refused by the API server already
+    while not kube.serves(f"{spec['group']}/{version}", kind):
+        if time.monotonic() > deadline:
+            change.fail("wait", f"Established but its kind not served after {timeout:.0f}s")
             return
         time.sleep(POLL_S)
