@@ -31,12 +31,12 @@ def app_statuses(repo: str) -> list[dict]:
         for target in targets:
             kube = kubes[target.cluster]
             inventory = read_inventory(kube, target.app.name)
-            rows.append(_row(target, fetched.sha, inventory, _health(kube, inventory, target.app)))
-            rows[-1]["syncWindow"] = window_status(spec, target.app, target.cluster)
+            rows.append(_row(target, fetched.sha, inventory, _health(kube, inventory, target.app),
+                             window_status(spec, target.app, target.cluster)))
     return rows
 
 
-def _row(target, head: str, inventory, health: str) -> dict:
+def _row(target, head: str, inventory, health: str, window: dict) -> dict:
     last = inventory.history[-1] if inventory and inventory.history else None
     return {
         "app": target.app.name, "cluster": target.cluster, "head": head,
@@ -46,6 +46,7 @@ def _row(target, head: str, inventory, health: str) -> dict:
         "health": health,
         "lastRun": f"{last.time} {last.result}" if last else None,
         "suspended": suspended.to_json() if (suspended := suspension(target.app, inventory)) else None,
+        "syncWindow": window,
     }
 
 

@@ -7,6 +7,8 @@ not run (cli/errors.py)."""
 from __future__ import annotations
 
 import contextlib
+import getpass
+import socket
 from typing import Iterator
 
 import typer
@@ -24,10 +26,10 @@ CLUSTERS = typer.Option([], "--cluster", help="Only this cluster (repeatable); e
 def suspend_command(app: str = APP, repo: str = REPO, cluster: list[str] = CLUSTERS,
                     reason: str = typer.Option("", "--reason", help="Why, shown by gitops status.")) -> None:
     """Suspend an app: no sync, heal or revert touches it until `gitops resume`; drift is still reported."""
-    from prefect_gitops.engine.state.suspend import suspend, who
+    from prefect_gitops.engine.state.suspend import suspend
 
     try:
-        by = who()
+        by = f"{getpass.getuser()}@{socket.gethostname()}"
         with _clusters_of(repo, app, cluster) as (spec_app, kubes):
             for name, kube in kubes.items():
                 record = suspend(kube, app, by, reason)

@@ -120,7 +120,7 @@ def run_app(**parameters) -> TargetResult:
             state = sync_app(**parameters, return_state=True)
     except Exception:
         # Prefect could not record the run's end (its API gone): the app's result stands.
-        result = unrecorded.result_of(parameters["app"], parameters["cluster"])
+        result = unrecorded.result_of_lost_run(parameters["app"], parameters["cluster"])
         if result is None:
             raise
         return result

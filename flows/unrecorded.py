@@ -103,8 +103,9 @@ def noted(state, result: TargetResult | None = None):
     return state
 
 
-def result_of(app: str, cluster: str) -> TargetResult | None:
-    """An app's result as its run noted it, when its run's end could not be recorded."""
+def result_of_lost_run(app: str, cluster: str) -> TargetResult | None:
+    """An app's result as its run noted it, for a run whose end Prefect could not
+    record: from then on the API counts as lost (api_lost)."""
     outcomes = _collecting.get()
     if outcomes is None:
         return None

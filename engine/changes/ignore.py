@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Collection, Iterator
 
 from prefect_gitops.engine.changes.changeset import ObjectChange
 from prefect_gitops.engine.changes.fieldsets import ABSENT, BUILTIN_DEFAULTED_KEYS
-from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
+from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.spec.ignore_rules import IgnoreRule, Path, Step
 from prefect_gitops.engine.state.hand_edits import held_fields
 
@@ -65,7 +65,8 @@ class IgnoreDifferences:
             return
         selected = [c for c in changes if any(r.selects(c.desired or {}) for r in self.rules)]
         unlisted = [c for c in selected if c.key not in listed]
-        for change, live in zip(unlisted, kube.map(lambda c: _get(kube, c), unlisted)):
+        for change, live in zip(unlisted, kube.map(
+                lambda c: kube.get_if_readable(c.api_version, c.kind, c.name, c.namespace), unlisted)):
             if live is not None:
                 listed[change.key] = live
         for change in selected:
@@ -73,13 +74,6 @@ class IgnoreDifferences:
             ignored = self.for_object(change.desired, live) if live is not None else None
             if ignored is not None:
                 change.desired = ignored.with_live_values(change.desired, live)
-
-
-def _get(kube: KubeClient, change: ObjectChange) -> dict | None:
-    try:
-        return kube.get(change.api_version, change.kind, change.name, change.namespace)
-    except (ApiError, UnknownKind):  # e.g. not allowed to GET: the dry-run that follows says why
-        return None
 
 
 @dataclass(frozen=True)

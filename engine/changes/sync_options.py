@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from prefect_gitops.engine.changes.changeset import Action, ObjectChange, annotations_of
-from prefect_gitops.engine.cluster.kube import ApiError, KubeClient, UnknownKind
+from prefect_gitops.engine.cluster.kube import KubeClient
 from prefect_gitops.engine.objects import Manifest, json_path
 from prefect_gitops.engine.problems import Problem
 from prefect_gitops.engine.validation.context import Context, _problem
@@ -55,12 +55,7 @@ def leave_if_present(kube: KubeClient, change: ObjectChange, listed: dict | None
     before the first sync, it is not adopted either). True when skipped."""
     if not create_only(change.desired):
         return False
-    live = listed
-    if live is None:
-        try:
-            live = kube.get(change.api_version, change.kind, change.name, change.namespace)
-        except (ApiError, UnknownKind):  # the dry-run that follows reports it
-            return False
+    live = listed or kube.get_if_readable(change.api_version, change.kind, change.name, change.namespace)
     if live is None:
         return False
     change.action, change.diff = Action.SKIPPED, CREATE_ONLY_EXISTS

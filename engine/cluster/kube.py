@@ -788,6 +788,14 @@ class KubeClient:
                 return None
             raise
 
+    def get_if_readable(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict | None:
+        """The live object, or None when there is none or it cannot be read (a kind
+        not served, a GET refused): for a look before a dry-run, which then says why."""
+        try:
+            return self.get(api_version, kind, name, namespace)
+        except (ApiError, UnknownKind):
+            return None
+
     def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None) -> list[dict]:
         return self.listing(api_version, kind, namespace, label_selector).items
 

@@ -14,9 +14,7 @@ since when and why, which `flux suspend` does not record (fluxcd/flux2#4232)."""
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -35,7 +33,7 @@ BY_GITOPS_YAML = "gitops.yaml (suspend: true)"
 
 @dataclass(frozen=True)
 class Suspension:
-    by: str  # the OS user and host, or the Prefect flow run; BY_GITOPS_YAML for the field
+    by: str  # who suspended it (`gitops suspend`: the OS user and host); BY_GITOPS_YAML for the field
     since: str = ""  # ISO 8601, UTC; "" for the field (Git knows when)
     reason: str = ""
 
@@ -72,16 +70,6 @@ def recorded(inventory: Inventory | None) -> Suspension | None:
         return Suspension(by="unknown (unreadable record)", reason=str(text)[:200])
     data = data if isinstance(data, dict) else {}
     return Suspension(str(data.get("by") or "unknown"), str(data.get("since") or ""), str(data.get("reason") or ""))
-
-
-def who() -> str:
-    """Who is suspending: the Prefect flow run when one runs this, else the OS user and host."""
-    from prefect.context import FlowRunContext  # the CLI imports Prefect late
-
-    context = FlowRunContext.get()
-    if context and context.flow_run:
-        return f"flow run {context.flow_run.name} ({context.flow_run.id})"
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def suspend(kube: KubeClient, app_name: str, by: str, reason: str = "",
